@@ -1,0 +1,217 @@
+"""Reading and writing tables: parquet, jsonl and json, by file extension.
+
+Shared by generation, scoring and filtering. Writes are atomic (temp file, fsync, rename), so a
+reader never sees half a file and a crash never leaves a truncated output behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rollouts.errors import UserInputError
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+JSON_SUFFIXES = (".json",)
+
+
+def table_format(path: str | Path) -> str:
+    """'parquet', 'jsonl' or 'json' from the file name; a clear error for anything else."""
+    name = str(path).lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(JSON_SUFFIXES):
+        return "json"
+    raise UserInputError(
+        f"{path}: unknown table format; use a .parquet, .jsonl or .json file name"
+    )
+
+
+def expand_paths(patterns: Sequence[str | Path]) -> list[Path]:
+    """Expand globs and check every file exists, in the order given (each glob sorted)."""
+    if not patterns:
+        raise UserInputError("no input files given; pass one or more files or globs")
+    paths: list[Path] = []
+    for pattern in patterns:
+        text = str(pattern)
+        if glob.has_magic(text):
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise UserInputError(f"{text}: no file matches this glob; check the pattern")
+            paths.extend(Path(m) for m in matches)
+        else:
+            path = Path(text)
+            if not path.is_file():
+                raise UserInputError(f"{text}: no such file; check the path")
+            paths.append(path)
+    seen: set[Path] = set()
+    unique = []
+    for path in paths:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique
+
+
+def to_python(value: Any) -> Any:
+    """Numpy scalars and arrays (as pandas gives for parquet list columns) to plain Python."""
+    if isinstance(value, np.ndarray):
+        return [to_python(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {k: to_python(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_python(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def iter_records(path: str | Path, batch_size: int = 4096) -> Iterator[dict[str, Any]]:
+    """Stream the rows of a table as plain dicts, without loading the whole file."""
+    fmt = table_format(path)
+    try:
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(path)
+            for batch in parquet.iter_batches(batch_size=batch_size):
+                yield from batch.to_pylist()
+        elif fmt == "jsonl":
+            with open(path, encoding="utf-8") as handle:
+                for line_no, line in enumerate(handle, 1):
+                    if line.strip():
+                        yield _parse_json_line(path, line_no, line)
+        else:
+            yield from _read_json_records(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserInputError(f"{path}: cannot read {fmt} file ({exc}); check the file") from exc
+
+
+def _parse_json_line(path: str | Path, line_no: int, line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"{path}:{line_no}: invalid JSON ({exc.msg}); fix that line") from exc
+    if not isinstance(record, dict):
+        raise UserInputError(f"{path}:{line_no}: expected a JSON object per line")
+    return record
+
+
+def _read_json_records(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        # Many ".json" files are really JSON lines.
+        return [
+            _parse_json_line(path, n, line)
+            for n, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
+    if isinstance(data, dict):
+        data = data.get("data", data.get("rows", [data]))
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserInputError(f"{path}: expected a JSON list of objects")
+    return data
+
+
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Load a whole table into pandas (parquet through pyarrow; jsonl/json line by line)."""
+    fmt = table_format(path)
+    if fmt == "parquet":
+        try:
+            return pq.read_table(path, columns=list(columns) if columns else None).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise UserInputError(f"{path}: cannot read parquet file ({exc}); check the file") from exc
+    frame = pd.DataFrame.from_records(list(iter_records(path)))
+    if columns:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise UserInputError(f"{path}: missing column(s) {missing}")
+        frame = frame[list(columns)]
+    return frame
+
+
+def _json_default(value: Any) -> Any:
+    converted = to_python(value)
+    if converted is value:
+        if isinstance(value, pd.Timestamp):
+            return value.isoformat()
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    return converted
+
+
+def dumps_json(record: Any) -> str:
+    """Compact JSON for one record, tolerant of numpy values."""
+    return json.dumps(record, ensure_ascii=False, default=_json_default)
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename durable by syncing its directory."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_table_atomic(frame: pd.DataFrame | pa.Table, path: str | Path) -> None:
+    """Write parquet or jsonl (by extension) to a temp name, fsync, then rename into place."""
+    path = Path(path)
+    fmt = table_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        if fmt == "parquet":
+            table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+                frame, preserve_index=False
+            )
+            pq.write_table(table, tmp)
+        else:
+            records = frame.to_pylist() if isinstance(frame, pa.Table) else frame.to_dict("records")
+            _write_lines(tmp, (dumps_json(r) for r in records))
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(line)
+            handle.write("\n")
+
+
+def write_json_atomic(data: Any, path: str | Path) -> None:
+    """A JSON document (summaries, manifests, info files), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False, default=_json_default)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,60 @@
+"""Value objects shared by the generation engine and its backends (HTTP servers, in-process hf)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Messages = list[dict[str, Any]]
+PromptInput = str | Messages
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """What is sampled: part of the run's config hash, so a resume with other values is refused."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    stop: tuple[str, ...] = ()
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response."""
+
+    text: str
+    finish_reason: str | None
+    completion_tokens: int | None
+
+
+@dataclass(frozen=True)
+class CompletionBatch:
+    """The responses of one request (n of them for n-per-request), with the prompt's token count."""
+
+    completions: list[Completion]
+    prompt_tokens: int | None
+
+
+class Backend(Protocol):
+    """Anything that can sample completions for one prompt: an HTTP endpoint or an in-process model.
+
+    `seed` is the seed of the first sample; a backend asked for n > 1 samples in one call derives
+    the others itself (vLLM does when given one seed and n). Failures raise
+    rollouts.client.RequestError (kind, message, retryable).
+    """
+
+    name: str
+
+    async def complete(
+        self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None
+    ) -> CompletionBatch: ...
