@@ -1,0 +1,1 @@
+"""Offline scoring of rollouts: reward functions, a code sandbox, pass@k metrics, difficulty filters."""
