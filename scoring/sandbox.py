@@ -1,0 +1,596 @@
+"""Run an untrusted Python program under bubblewrap with bounded resources.
+
+Isolation (see DESIGN.md, "Code sandbox"): new pid, net, ipc, uts, cgroup and user namespaces, no
+nested user namespaces, uid 65534 inside, an empty environment, read-only system directories, the
+program's files read-only under /box, and one private size-bounded tmpfs at /tmp (the working
+directory) and at /dev/shm. Nothing of the host's home, work tree or /etc is visible.
+
+Limits: processes and memory through a pids and memory cgroup created per execution when the cgroup
+hierarchy is writable; otherwise processes through RLIMIT_NPROC, which only binds when bwrap itself
+runs as uid 65534 (it never binds a kernel uid of 0), and memory through RLIMIT_AS. CPU time, file
+size, open files and core dumps always through rlimits (`prlimit` inside the sandbox, so they bind
+the program and not bwrap). The wall clock is enforced from outside: the whole tree is killed
+(bwrap's session, the cgroup's processes, and the pid namespace dies with its init).
+
+`probe()` picks the strongest mode that works on this machine, once per process:
+  1. "bwrap-nobody": bwrap launched as uid 65534; the program's kernel uid is 65534.
+  2. "bwrap-userns": bwrap launched as root with `--uid 65534`; inside uid 65534 without
+     capabilities, but the kernel uid is 0, so it is accepted only with a pids cgroup.
+If neither works, `run_python` raises SandboxUnavailable unless the caller asked for the
+unsandboxed fallback: a plain subprocess with rlimits, no isolation at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import psutil
+
+SANDBOX_UID = 65534
+BOX_DIR = "/box"
+WORK_DIR = "/tmp"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_READ_CHUNK = 65536
+_KILL_ROUNDS = 50
+
+Mode = Literal["bwrap-nobody", "bwrap-userns", "unsandboxed"]
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot run on this machine (the message says why)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxLimits:
+    """Bounds of one execution. Sizes in MiB except output_bytes (per stream)."""
+
+    wall_s: float = 10.0
+    cpu_s: int = 10
+    memory_mb: int = 512
+    max_procs: int = 32
+    file_size_mb: int = 16
+    tmp_size_mb: int = 64
+    output_bytes: int = 1 << 20
+    open_files: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("wall_s", "cpu_s", "memory_mb", "max_procs", "file_size_mb", "tmp_size_mb",
+                     "output_bytes", "open_files"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"SandboxLimits.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """What one execution did. returncode is None when it was killed from outside."""
+
+    returncode: int | None
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    output_exceeded: bool = False
+    memory_exceeded: bool = False
+    sandbox_failed: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that ended the program (bwrap reports it as 128 + signo)."""
+        if self.returncode is None:
+            return None
+        if self.returncode < 0:
+            return -self.returncode
+        return self.returncode - 128 if self.returncode > 128 else None
+
+    def failure_reason(self, limits: SandboxLimits) -> str | None:
+        """A short human reason when the run did not end normally with status 0."""
+        if self.sandbox_failed:
+            return f"sandbox failed: {_last_line(self.stderr)}"
+        if self.timed_out:
+            return f"timed out after {limits.wall_s:g}s"
+        if self.output_exceeded:
+            return f"output over {limits.output_bytes} bytes"
+        if self.memory_exceeded:
+            return f"memory limit of {limits.memory_mb} MiB exceeded"
+        sig = self.signal
+        if sig is not None:
+            return f"killed by {_signal_name(sig)}"
+        if self.returncode:
+            tail = _last_line(self.stderr)
+            return f"exit status {self.returncode}" + (f": {tail}" if tail else "")
+        return None
+
+
+def _last_line(data: bytes) -> str:
+    lines = data.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1][:200] if lines else ""
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+# --------------------------------------------------------------------------------------- cgroups
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    """Where per-execution cgroups can be created: v1 (one parent per controller) or v2."""
+
+    version: Literal[1, 2]
+    parents: tuple[Path, ...]
+
+
+@dataclass
+class Cgroup:
+    """One execution's cgroup(s); processes join by writing their pid to `procs_files`."""
+
+    version: Literal[1, 2]
+    dirs: list[Path]
+    memory_dir: Path | None
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for d in self.dirs:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+        return found
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the cgroup, repeating while a fork races the kill."""
+        kill_file = self.dirs[0] / "cgroup.kill"
+        if self.version == 2 and kill_file.exists():
+            with contextlib.suppress(OSError):
+                kill_file.write_text("1")
+        for _ in range(_KILL_ROUNDS):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+
+    def memory_exceeded(self) -> bool:
+        if self.memory_dir is None:
+            return False
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        with contextlib.suppress(OSError):
+            for line in (self.memory_dir / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+        return False
+
+    def remove(self) -> None:
+        for d in self.dirs:
+            for _ in range(_KILL_ROUNDS):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+
+
+def _own_cgroup_paths() -> dict[str, str]:
+    """Controller name ('' for the v2 hierarchy) -> this process's cgroup path."""
+    paths: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for name in controllers.split(","):
+                paths[name] = path
+    return paths
+
+
+def _writable_parent(path: Path) -> bool:
+    probe = path / f"rollouts-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    probe.rmdir()
+    return True
+
+
+def find_cgroup_layout() -> CgroupLayout | None:
+    """The cgroup hierarchy where this process may create children with pids and memory limits."""
+    own = _own_cgroup_paths()
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        parent = CGROUP_ROOT / own.get("", "/").lstrip("/")
+        controllers = (parent / "cgroup.subtree_control").read_text().split() if (
+            parent / "cgroup.subtree_control").exists() else []
+        if {"pids", "memory"} <= set(controllers) and _writable_parent(parent):
+            return CgroupLayout(version=2, parents=(parent,))
+        return None
+    parents = []
+    for name in ("pids", "memory"):
+        parent = CGROUP_ROOT / name / own.get(name, "/").lstrip("/")
+        if not (parent / "cgroup.procs").exists() or not _writable_parent(parent):
+            return None
+        parents.append(parent)
+    return CgroupLayout(version=1, parents=tuple(parents))
+
+
+_cgroup_counter = itertools.count()
+
+
+def open_cgroup(layout: CgroupLayout, limits: SandboxLimits) -> Cgroup:
+    """Create this execution's cgroup(s) with the process and memory bounds written."""
+    name = f"rollouts-sbx-{os.getpid()}-{next(_cgroup_counter)}-{os.urandom(3).hex()}"
+    dirs = [parent / name for parent in layout.parents]
+    for d in dirs:
+        d.mkdir()
+    memory = limits.memory_mb << 20
+    if layout.version == 2:
+        cg = Cgroup(2, dirs, dirs[0])
+        _write(dirs[0] / "pids.max", str(limits.max_procs))
+        _write(dirs[0] / "memory.max", str(memory))
+        _write(dirs[0] / "memory.swap.max", "0", optional=True)
+        return cg
+    pids_dir, memory_dir = dirs
+    _write(pids_dir / "pids.max", str(limits.max_procs))
+    _write(memory_dir / "memory.limit_in_bytes", str(memory))
+    # Without swap accounting this file is absent; memory.limit_in_bytes then bounds RAM alone.
+    _write(memory_dir / "memory.memsw.limit_in_bytes", str(memory), optional=True)
+    return Cgroup(1, dirs, memory_dir)
+
+
+def _write(path: Path, value: str, *, optional: bool = False) -> None:
+    try:
+        path.write_text(value)
+    except OSError:
+        if not optional:
+            raise
+
+
+# ------------------------------------------------------------------------------------ backends
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How executions are isolated on this machine."""
+
+    mode: Mode
+    cgroups: CgroupLayout | None
+    python: str
+    notes: tuple[str, ...] = field(default=())
+
+    def describe(self) -> str:
+        if self.mode == "unsandboxed":
+            return "unsandboxed subprocess with rlimits (no isolation)"
+        limits = (f"pids+memory via cgroup v{self.cgroups.version}" if self.cgroups
+                  else "processes via RLIMIT_NPROC, memory via RLIMIT_AS")
+        uid = "kernel uid 65534" if self.mode == "bwrap-nobody" else "uid 65534 in a user namespace (kernel uid 0)"
+        return (f"bubblewrap ({self.mode}): pid/net/ipc/uts/cgroup/user namespaces, {uid}, "
+                f"{limits}, CPU/file size/open files via rlimits")
+
+
+def sandbox_python() -> str:
+    """The interpreter that runs programs: the scorer's own, so the same packages are importable."""
+    return os.path.realpath(sys.executable)
+
+
+def _python_roots(python: str) -> list[str]:
+    """Host directories the interpreter needs, beyond /usr which is always mounted."""
+    roots = {os.path.dirname(os.path.dirname(python))}
+    if python == sandbox_python():
+        roots |= {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    return sorted(r for r in roots if r != "/" and not r.startswith("/usr/") and r != "/usr")
+
+
+def _system_binds() -> list[str]:
+    """Read-only /usr plus /bin, /lib, ... as the host has them (symlinks into /usr or dirs)."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), f"/{name}"]
+    return args
+
+
+def bwrap_argv(backend: Backend, box: Path, limits: SandboxLimits) -> list[str]:
+    """The bwrap command line (without the program) for one execution."""
+    argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+            "--new-session", "--hostname", "sandbox", *_system_binds(),
+            "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(limits.tmp_size_mb << 20), "--tmpfs", WORK_DIR,
+            "--perms", "1777", "--size", str(limits.tmp_size_mb << 20), "--tmpfs", "/dev/shm",
+            "--ro-bind", str(box), BOX_DIR]
+    for root in _python_roots(backend.python):
+        argv += ["--ro-bind", root, root]
+    argv += ["--remount-ro", "/", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+             "--setenv", "HOME", WORK_DIR, "--setenv", "LANG", "C.UTF-8", "--chdir", WORK_DIR]
+    if backend.mode == "bwrap-userns":
+        argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+    return argv
+
+
+def prlimit_argv(limits: SandboxLimits, *, memory_by_rlimit: bool) -> list[str]:
+    """rlimits applied inside the sandbox, so they bind the program and not bwrap."""
+    argv = ["prlimit", f"--cpu={limits.cpu_s}", f"--fsize={limits.file_size_mb << 20}",
+            f"--nofile={limits.open_files}", "--core=0", f"--nproc={limits.max_procs}"]
+    if memory_by_rlimit:
+        argv.append(f"--as={limits.memory_mb << 20}")
+    return [*argv, "--"]
+
+
+def _preexec(procs_files: Sequence[str], drop_uid: bool) -> Callable[[], None]:
+    """Runs in the child before exec: join the cgroups, then give up root if asked."""
+
+    def run() -> None:
+        pid = str(os.getpid()).encode()
+        for path in procs_files:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        if drop_uid:
+            os.setgroups([])
+            os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+            os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+
+    return run
+
+
+def _rlimit_preexec(limits: SandboxLimits) -> Callable[[], None]:
+    """The unsandboxed fallback: the same bounds as rlimits on the program itself."""
+
+    def run() -> None:
+        mem = limits.memory_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
+        size = limits.file_size_mb << 20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_procs, limits.max_procs))
+
+    return run
+
+
+# --------------------------------------------------------------------------------------- probing
+
+_PROBE_LIMITS = SandboxLimits(wall_s=20.0, cpu_s=10, memory_mb=256, max_procs=16)
+_PROBE_SOURCE = "import os\nprint(6 * 7, os.getuid())\n"
+_probed: dict[str, Backend | str] = {}
+
+
+def probe() -> Backend:
+    """The strongest working sandbox on this machine (cached per process).
+
+    Raises SandboxUnavailable naming why no mode works.
+    """
+    if "backend" not in _probed:
+        _probed["backend"] = _probe_uncached()
+    found = _probed["backend"]
+    if isinstance(found, str):
+        raise SandboxUnavailable(found)
+    return found
+
+
+def _probe_uncached() -> Backend | str:
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    if shutil.which("prlimit") is None:
+        return "prlimit (util-linux) is not installed"
+    cgroups = find_cgroup_layout()
+    python = sandbox_python()
+    reasons = []
+    candidates: list[Mode] = ["bwrap-nobody"] if os.geteuid() != 0 else ["bwrap-nobody", "bwrap-userns"]
+    for mode in candidates:
+        if mode == "bwrap-userns" and cgroups is None:
+            reasons.append("bwrap-userns: the kernel uid would be 0, so processes can only be "
+                           "bounded by a pids cgroup, and /sys/fs/cgroup is not writable")
+            continue
+        backend = Backend(mode, cgroups, python)
+        result = execute(backend, {"probe.py": _PROBE_SOURCE}, "probe.py", limits=_PROBE_LIMITS)
+        if result.stdout.split() == [b"42", str(SANDBOX_UID).encode()]:
+            return backend
+        reasons.append(f"{mode}: {result.failure_reason(_PROBE_LIMITS) or _last_line(result.stderr)}")
+    return "; ".join(reasons)
+
+
+def reset_probe() -> None:
+    """Forget the cached probe (tests, or after installing bubblewrap)."""
+    _probed.clear()
+
+
+# -------------------------------------------------------------------------------------- running
+
+
+def unsandboxed_backend() -> Backend:
+    return Backend("unsandboxed", None, sandbox_python())
+
+
+def execute(backend: Backend, files: Mapping[str, str | bytes], entry: str, *,
+            args: Sequence[str] = (), stdin: bytes = b"", limits: SandboxLimits,
+            progress_marker: bytes | None = None, max_wall_s: float | None = None) -> RunResult:
+    """Run `python -I /box/<entry> args...` with `files` under /box, stdin from `stdin`.
+
+    The wall clock is limits.wall_s; with progress_marker, it restarts each time the marker
+    appears on stdout (one wall_s per step), never beyond max_wall_s in total.
+    """
+    with _private_dir() as tmp:
+        box = tmp / "box"
+        box.mkdir(mode=0o755)
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            (box / name).write_bytes(data)
+            (box / name).chmod(0o644)
+        stdin_path = tmp / "stdin"
+        stdin_path.write_bytes(stdin)
+        with open(stdin_path, "rb") as stdin_file:
+            return _run(backend, tmp, box, entry, args, stdin_file.fileno(), limits,
+                        progress_marker, max_wall_s or limits.wall_s)
+
+
+@contextlib.contextmanager
+def _private_dir() -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="rollouts-sbx-"))
+    # bwrap may run as uid 65534 and must traverse to the box; nothing here is writable to it.
+    tmp.chmod(0o711)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(backend: Backend, tmp: Path, box: Path, entry: str, args: Sequence[str], stdin_fd: int,
+         limits: SandboxLimits, marker: bytes | None, max_wall_s: float) -> RunResult:
+    cgroup = open_cgroup(backend.cgroups, limits) if backend.cgroups else None
+    try:
+        if backend.mode == "unsandboxed":
+            work = tmp / "work"
+            work.mkdir()
+            argv = [backend.python, "-I", str(box / entry), *args]
+            proc = subprocess.Popen(argv, stdin=stdin_fd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, cwd=work, start_new_session=True,
+                                    env={"PATH": "/usr/bin:/bin", "HOME": str(work)},
+                                    preexec_fn=_rlimit_preexec(limits))
+        else:
+            argv = [*bwrap_argv(backend, box, limits),
+                    *prlimit_argv(limits, memory_by_rlimit=cgroup is None),
+                    backend.python, "-I", f"{BOX_DIR}/{entry}", *args]
+            proc = subprocess.Popen(argv, stdin=stdin_fd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True,
+                                    env={"PATH": "/usr/bin:/bin"},
+                                    preexec_fn=_preexec(cgroup.procs_files if cgroup else [],
+                                                        backend.mode == "bwrap-nobody"))
+        return _supervise(proc, backend, cgroup, limits, marker, max_wall_s)
+    finally:
+        if cgroup is not None:
+            cgroup.kill_all()
+            cgroup.remove()
+
+
+def _supervise(proc: subprocess.Popen[bytes], backend: Backend, cgroup: Cgroup | None,
+               limits: SandboxLimits, marker: bytes | None, max_wall_s: float) -> RunResult:
+    start = time.monotonic()
+    drain = _Drain(proc, limits.output_bytes, marker)
+    hard_deadline = start + max(max_wall_s, limits.wall_s)
+    deadline = start + limits.wall_s
+    steps_seen = 0
+    timed_out = False
+    while drain.open_streams():
+        now = time.monotonic()
+        if now >= deadline:
+            timed_out = True
+            break
+        drain.step(deadline - now)
+        if drain.exceeded:
+            break
+        if drain.steps > steps_seen:
+            steps_seen = drain.steps
+            deadline = min(time.monotonic() + limits.wall_s, hard_deadline)
+    returncode: int | None = None
+    if not timed_out and not drain.exceeded:
+        try:
+            returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    if returncode is None:
+        _kill_tree(proc, cgroup)
+    drain.close()
+    stderr = bytes(drain.buffers[1])
+    sandbox_failed = (backend.mode != "unsandboxed" and returncode is not None and returncode != 0
+                      and not drain.buffers[0]
+                      and (stderr.startswith(b"bwrap: ") or stderr.startswith(b"prlimit: ")))
+    return RunResult(returncode=returncode, stdout=bytes(drain.buffers[0]), stderr=stderr,
+                     timed_out=timed_out, output_exceeded=drain.exceeded,
+                     memory_exceeded=cgroup.memory_exceeded() if cgroup else False,
+                     sandbox_failed=sandbox_failed, wall_s=time.monotonic() - start)
+
+
+def _kill_tree(proc: subprocess.Popen[bytes], cgroup: Cgroup | None) -> None:
+    """Kill everything the execution started: its session, its cgroup and any descendants."""
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    if cgroup is not None:
+        cgroup.kill_all()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+class _Drain:
+    """Reads stdout and stderr as they come, keeping at most `cap` bytes of each."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], cap: int, marker: bytes | None) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        self.cap = cap
+        self.marker = marker
+        self.steps = 0
+        self._scan_from = 0
+        self.exceeded = False
+        self.buffers = (bytearray(), bytearray())
+        self._selector = selectors.DefaultSelector()
+        for index, stream in enumerate((proc.stdout, proc.stderr)):
+            os.set_blocking(stream.fileno(), False)
+            self._selector.register(stream, selectors.EVENT_READ, index)
+        self._streams = [proc.stdout, proc.stderr]
+
+    def open_streams(self) -> bool:
+        return bool(self._selector.get_map())
+
+    def step(self, timeout: float) -> None:
+        for key, _ in self._selector.select(timeout):
+            try:
+                data = os.read(key.fd, _READ_CHUNK)
+            except BlockingIOError:
+                continue
+            if not data:
+                self._selector.unregister(key.fileobj)
+                continue
+            buffer = self.buffers[key.data]
+            if len(buffer) + len(data) > self.cap:
+                buffer += data[: self.cap - len(buffer)]
+                self.exceeded = True
+                return
+            buffer += data
+            if key.data == 0 and self.marker:
+                self._count_markers(buffer)
+
+    def _count_markers(self, buffer: bytearray) -> None:
+        assert self.marker is not None
+        found = buffer.count(self.marker, self._scan_from)
+        if found:
+            self.steps += found
+            self._scan_from = buffer.rfind(self.marker) + len(self.marker)
+
+    def close(self) -> None:
+        self._selector.close()
+        for stream in self._streams:
+            stream.close()
