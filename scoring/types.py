@@ -15,7 +15,9 @@ class RewardResult:
 
     score: the reward (float); acc: counted as a pass; pred: the extracted answer (None when none
     was found); status: one of SCORE_STATUSES; extra: reward-specific columns (how the answer was
-    found, the fraction of tests passed, the first failing test's reason, ...).
+    found, the fraction of tests passed, the first failing test's reason, ...); answer_class: the
+    answer's equivalence class for majority voting (equivalent answers such as `1/2` and `0.5` share
+    one), None when answers cannot be compared.
     """
 
     score: float
@@ -23,3 +25,4 @@ class RewardResult:
     pred: str | None
     status: ScoreStatus = "ok"
     extra: dict[str, Any] = field(default_factory=dict)
+    answer_class: str | None = None

@@ -1,0 +1,163 @@
+"""Finding the final answer in a response: `<think>` stripping, last `\\boxed{}`, `Answer:` lines.
+
+Pure string functions, cheap enough to run in the main process for every row, so that only the
+distinct extracted answers go on to the (slower) verifiers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+THINK_CLOSE = "</think>"
+THINK_OPEN = "<think>"
+BOXED_COMMANDS = ("\\boxed", "\\fbox")
+
+_ANSWER_LINE = re.compile(
+    r"(?:final\s+answer|answer)\s*(?:is)?\s*[:：]\s*\**\s*(?P<answer>[^\n]*)", re.IGNORECASE
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What a reward function will judge.
+
+    answer: the normalised answer the verifier sees (the whole response for code and custom
+    rewards); None when no answer was found. source: how it was found (boxed, answer_line,
+    hash_mark, tag, paren, response) or why none was (none, truncated, unfinished_think).
+    """
+
+    answer: str | None
+    source: str
+
+
+def strip_think(text: str) -> str | None:
+    """The text after the last `</think>`; None when a `<think>` block never closed (cut off)."""
+    if THINK_CLOSE in text:
+        return text.rsplit(THINK_CLOSE, 1)[1]
+    if THINK_OPEN in text:
+        return None
+    return text
+
+
+def collapse_whitespace(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def braces_balanced(text: str) -> bool:
+    """True when every `{` closes and nothing closes early (escaped `\\{` `\\}` ignored)."""
+    depth = 0
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+        i += 1
+    return depth == 0
+
+
+def looks_truncated(answer: str) -> bool:
+    """An answer cut off mid-LaTeX: unbalanced braces or a dangling `\\`, `^`, `_`."""
+    stripped = answer.rstrip()
+    return not braces_balanced(stripped) or stripped.endswith(("\\", "^", "_", "{"))
+
+
+def _matching_brace(text: str, open_at: int) -> int | None:
+    """Index of the `}` closing the `{` at open_at, or None when the text ends first."""
+    depth = 0
+    i = open_at
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def last_boxed(text: str) -> Extraction | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`); None when there is none.
+
+    A last box that never closes gives Extraction(None, "truncated"): the answer was cut off.
+    """
+    start = max(text.rfind(command) for command in BOXED_COMMANDS)
+    if start < 0:
+        return None
+    command = next(c for c in BOXED_COMMANDS if text.startswith(c, start))
+    rest_at = start + len(command)
+    rest = text[rest_at:]
+    if rest.startswith(" ") and not rest.lstrip().startswith("{"):
+        # `\boxed 5`: the answer runs to the next `$` or end of line.
+        token = re.split(r"[$\n]", rest.strip(), maxsplit=1)[0]
+        return Extraction(collapse_whitespace(token) or None, "boxed")
+    brace = text.find("{", rest_at)
+    if brace < 0 or text[rest_at:brace].strip():
+        return None
+    close = _matching_brace(text, brace)
+    if close is None:
+        return Extraction(None, "truncated")
+    return Extraction(collapse_whitespace(text[brace + 1 : close]), "boxed")
+
+
+def strip_math_delimiters(answer: str) -> str:
+    """`$x$`, `\\(x\\)`, `\\[x\\]`, trailing full stops and bold markers off an answer line."""
+    text = answer.strip().strip("*").strip()
+    text = text.rstrip(".").strip()
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if text.startswith(left) and text.endswith(right) and len(text) > len(left) + len(right):
+            text = text[len(left) : len(text) - len(right)].strip()
+            break
+    return text.rstrip(".").strip()
+
+
+def last_answer_line(text: str) -> str | None:
+    """The rest of the line after the last `Answer:` (or `final answer is:`), delimiters removed."""
+    matches = list(_ANSWER_LINE.finditer(text))
+    if not matches:
+        return None
+    answer = strip_math_delimiters(matches[-1].group("answer"))
+    return collapse_whitespace(answer) or None
+
+
+def final_text(response: str) -> Extraction | str:
+    """The response after reasoning, or an Extraction saying why there is none."""
+    text = strip_think(response)
+    if text is None:
+        return Extraction(None, "unfinished_think")
+    return text
+
+
+def boxed_then_answer_line(response: str) -> Extraction:
+    """The math rule: last `\\boxed{}`, else the last `Answer:` line; cut-off LaTeX is no answer."""
+    text = final_text(response)
+    if isinstance(text, Extraction):
+        return text
+    boxed = last_boxed(text)
+    if boxed is not None and boxed.answer is not None:
+        return _checked(boxed)
+    line = last_answer_line(text)
+    if line is not None:
+        return _checked(Extraction(line, "answer_line"))
+    if boxed is not None:
+        return boxed
+    return Extraction(None, "none")
+
+
+def _checked(extraction: Extraction) -> Extraction:
+    if extraction.answer is None or looks_truncated(extraction.answer):
+        return Extraction(None, "truncated")
+    return extraction

@@ -1,0 +1,504 @@
+"""Scoring rollouts: the library behind the `score` command.
+
+    prepare_frame(frame)        long rows (wide `responses` exploded), prompt_id, checked columns
+    Scorer(config).score(frame) scored rows: the input + score, acc, pred, score_status, ...
+    score_files(inputs, ...)    files in, scored files + results JSON out, one batch summary back
+
+Work per run: every row's answer is extracted here (cheap); only distinct (reward fn, version,
+answer, ground truth) items go to the worker pool, after the verdict cache has answered what it
+can. Failed generations (`error` set) are `error` rows and never reach a reward function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rollouts.errors import OutputConflictError, UserInputError
+from rollouts.io import (
+    dumps_json,
+    expand_paths,
+    read_table,
+    to_python,
+    write_json_atomic,
+    write_table_atomic,
+)
+from scoring.cache import VerdictCache
+from scoring.metrics import metrics_by_source, status_counts
+from scoring.rewards.base import RewardFn, RewardOptions
+from scoring.rewards.code import check_sandbox
+from scoring.rewards.registry import AUTO, dispatch_all, get_reward_fn, validate_spec
+from scoring.types import RewardResult
+from scoring.workers import WorkerPool, WorkItem, default_workers
+
+RESPONSE = "response"
+WIDE_RESPONSES = "responses"
+GROUND_TRUTH_COLUMNS = ("reward_model.ground_truth", "ground_truth")
+SCORE_COLUMNS = (
+    "score",
+    "acc",
+    "pred",
+    "score_status",
+    "reward_fn",
+    "reward_fn_version",
+    "pred_source",
+    "answer_class",
+)
+UNKNOWN_SOURCE = "unknown"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreConfig:
+    """How to score. cache_dir None means no cache."""
+
+    reward_fn: str = AUTO
+    workers: int = field(default_factory=default_workers)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    cache_dir: Path | None = None
+    allow_unsandboxed: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise UserInputError(f"--workers {self.workers}: must be at least 1")
+        if not self.timeout_s > 0:
+            raise UserInputError(f"--timeout {self.timeout_s}: must be more than 0 seconds")
+
+    @property
+    def options(self) -> RewardOptions:
+        return RewardOptions(allow_unsandboxed=self.allow_unsandboxed)
+
+
+@dataclass
+class ScoreStats:
+    """Where the verdicts came from, for the summary."""
+
+    rows: int = 0
+    generation_errors: int = 0
+    no_answer: int = 0
+    distinct_items: int = 0
+    cache_hits: int = 0
+    judged: int = 0
+    elapsed_s: float = 0.0
+
+    def add(self, other: ScoreStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+# ---------------------------------------------------------------- input shape
+
+
+def prepare_frame(frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
+    """Long rows with prompt_id, sample_idx and data_source; one-line errors for missing columns."""
+    if RESPONSE not in frame.columns and WIDE_RESPONSES in frame.columns:
+        frame = explode_wide(frame)
+    if RESPONSE not in frame.columns:
+        raise UserInputError(
+            f"{source}: no '{RESPONSE}' (or wide '{WIDE_RESPONSES}') column; "
+            f"columns are {sorted(map(str, frame.columns))}"
+        )
+    if ground_truth_column(frame) is None:
+        raise UserInputError(
+            f"{source}: no ground truth; expected a 'reward_model' column with 'ground_truth' "
+            f"or a 'ground_truth' column"
+        )
+    frame = frame.reset_index(drop=True)
+    if "data_source" not in frame.columns:
+        frame["data_source"] = UNKNOWN_SOURCE
+    if "prompt_id" not in frame.columns:
+        frame["prompt_id"] = derive_prompt_ids(frame, source)
+    if "sample_idx" not in frame.columns:
+        frame["sample_idx"] = frame.groupby("prompt_id", sort=False).cumcount()
+    return frame
+
+
+def explode_wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """verl's wide form (one row per prompt, `responses` a list) -> one row per sample."""
+    wide = frame.copy()
+    if "data_idx" not in wide.columns:
+        wide["data_idx"] = range(len(wide))
+    wide[WIDE_RESPONSES] = [to_python(r) if r is not None else [] for r in wide[WIDE_RESPONSES]]
+    wide["sample_idx"] = [list(range(len(r))) for r in wide[WIDE_RESPONSES]]
+    long = wide.explode([WIDE_RESPONSES, "sample_idx"], ignore_index=True)
+    long = long[long["sample_idx"].notna()]
+    long = long.rename(columns={WIDE_RESPONSES: RESPONSE})
+    long["sample_idx"] = long["sample_idx"].astype("int64")
+    return long.reset_index(drop=True)
+
+
+def derive_prompt_ids(frame: pd.DataFrame, source: str) -> list[str]:
+    """A stable id from the prompt's content and data source (or data_idx without a prompt)."""
+    if "prompt" in frame.columns:
+        basis = [
+            dumps_json([to_python(p), str(s)]) for p, s in zip(frame["prompt"], frame["data_source"], strict=True)
+        ]
+    elif "data_idx" in frame.columns:
+        basis = [f"data_idx:{i}" for i in frame["data_idx"]]
+    else:
+        raise UserInputError(
+            f"{source}: no 'prompt_id', 'prompt' or 'data_idx' column to group samples by prompt"
+        )
+    return [hashlib.sha256(b.encode()).hexdigest()[:16] for b in basis]
+
+
+def ground_truth_column(frame: pd.DataFrame) -> str | None:
+    if "reward_model" in frame.columns:
+        return "reward_model"
+    return "ground_truth" if "ground_truth" in frame.columns else None
+
+
+def ground_truths(frame: pd.DataFrame, source: str) -> list[Any]:
+    column = ground_truth_column(frame)
+    if column == "ground_truth":
+        return [to_python(g) for g in frame["ground_truth"]]
+    values = []
+    for i, reward_model in enumerate(frame["reward_model"]):
+        model = to_python(reward_model)
+        if not isinstance(model, dict) or "ground_truth" not in model:
+            raise UserInputError(f"{source}: row {i}: reward_model has no 'ground_truth'")
+        values.append(model["ground_truth"])
+    return values
+
+
+def generation_failed(value: Any) -> bool:
+    """The `error` column: null on success, a kind and message otherwise."""
+    if value is None:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return not (isinstance(value, str | dict | list) and len(value) == 0)
+
+
+def reward_specs(frame: pd.DataFrame, reward_fn: str) -> list[str]:
+    """The reward function of every row: the one asked for, or by data_source under `auto`."""
+    if reward_fn != AUTO:
+        return [reward_fn] * len(frame)
+    mapping = dispatch_all(frame["data_source"].astype(str))
+    return [mapping[str(s)] for s in frame["data_source"]]
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def item_key(reward: RewardFn, answer: str, ground_truth: Any, data_source: str, extra_info: Any) -> str:
+    """The verdict's identity: same key, same verdict (the cache and dedupe rely on it)."""
+    parts: list[Any] = [reward.name, reward.version, answer, ground_truth]
+    if reward.uses_context:
+        parts += [data_source, extra_info]
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class _Row:
+    """What the main process learns about one row before any verdict."""
+
+    reward: RewardFn
+    source: str | None
+    key: str | None = None
+    failed: bool = False
+
+
+class Scorer:
+    """Scores frames with one worker pool and one cache; use as a context manager."""
+
+    def __init__(self, config: ScoreConfig) -> None:
+        self.config = config
+        self.pool = WorkerPool(config.workers, config.timeout_s, config.options)
+        self.cache = VerdictCache(config.cache_dir) if config.cache_dir else None
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.pool.close()
+        if self.cache:
+            self.cache.close()
+
+    def score(self, frame: pd.DataFrame, source: str = "input") -> tuple[pd.DataFrame, ScoreStats]:
+        """Scored copy of a long frame (see prepare_frame), and where its verdicts came from."""
+        started = time.monotonic()
+        frame = prepare_frame(frame, source)
+        specs = reward_specs(frame, self.config.reward_fn)
+        rows, items = self._plan(frame, specs, source)
+        verdicts, stats = self._verdicts(items)
+        stats.rows = len(frame)
+        stats.generation_errors = sum(r.failed for r in rows)
+        stats.no_answer = sum(r.key is None and not r.failed for r in rows)
+        scored = attach_results(frame, rows, verdicts)
+        stats.elapsed_s = time.monotonic() - started
+        return scored, stats
+
+    def _plan(
+        self, frame: pd.DataFrame, specs: list[str], source: str
+    ) -> tuple[list[_Row], dict[str, WorkItem]]:
+        options = self.config.options
+        golds = ground_truths(frame, source)
+        responses = frame[RESPONSE].tolist()
+        data_sources = frame["data_source"].astype(str).tolist()
+        extras = frame["extra_info"].tolist() if "extra_info" in frame.columns else [None] * len(frame)
+        errors = frame["error"].tolist() if "error" in frame.columns else [None] * len(frame)
+        rows: list[_Row] = []
+        items: dict[str, WorkItem] = {}
+        for i, spec in enumerate(specs):
+            reward = get_reward_fn(spec, options)
+            if generation_failed(errors[i]):
+                rows.append(_Row(reward, None, failed=True))
+                continue
+            response = responses[i] if isinstance(responses[i], str) else ""
+            extraction = reward.extract(response)
+            row = _Row(reward, extraction.source)
+            if extraction.answer is not None:
+                extra_info = to_python(extras[i]) if reward.uses_context else None
+                row.key = item_key(reward, extraction.answer, golds[i], data_sources[i], extra_info)
+                if row.key not in items:
+                    items[row.key] = WorkItem(
+                        row.key, spec, extraction.answer, golds[i], data_sources[i], extra_info
+                    )
+            rows.append(row)
+        return rows, items
+
+    def _verdicts(self, items: dict[str, WorkItem]) -> tuple[dict[str, RewardResult], ScoreStats]:
+        stats = ScoreStats(distinct_items=len(items))
+        verdicts = self.cache.get_many(items) if self.cache else {}
+        stats.cache_hits = len(verdicts)
+        # Grouped by reward and gold so a worker's parsed-gold cache is hit; sorted: deterministic.
+        todo = sorted(
+            (item for key, item in items.items() if key not in verdicts),
+            key=lambda it: (it.reward_fn, json.dumps(it.ground_truth, default=str), it.key),
+        )
+        stats.judged = len(todo)
+        with _progress(len(todo), self.config.progress) as advance:
+            fresh = self.pool.run(todo, advance)
+        verdicts.update(fresh)
+        if self.cache and fresh:
+            by_key = {item.key: item for item in todo}
+            self.cache.put_many(
+                {
+                    key: (by_key[key].reward_fn, self._version(by_key[key]), result)
+                    for key, result in fresh.items()
+                }
+            )
+        return verdicts, stats
+
+    def _version(self, item: WorkItem) -> str:
+        return get_reward_fn(item.reward_fn, self.config.options).version
+
+
+class _progress:
+    """A tqdm bar on stderr when asked for, else a no-op; yields the advance callback."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar: Any = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="judging", unit="item", leave=False)
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        return self.bar.update if self.bar is not None else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------- output rows
+
+
+def attach_results(
+    frame: pd.DataFrame, rows: Sequence[_Row], verdicts: dict[str, RewardResult]
+) -> pd.DataFrame:
+    """The input columns followed by the score columns and the reward functions' extras."""
+    results = [_row_result(row, verdicts) for row in rows]
+    columns: dict[str, list[Any]] = {
+        "score": [float(r.score) for r in results],
+        "acc": [bool(r.acc) for r in results],
+        "pred": [r.pred for r in results],
+        "score_status": [r.status for r in results],
+        "reward_fn": [row.reward.name for row in rows],
+        "reward_fn_version": [row.reward.version for row in rows],
+        "pred_source": [row.source for row in rows],
+        "answer_class": [r.answer_class for r in results],
+    }
+    extra_names = sorted({name for r in results for name in r.extra})
+    taken = set(map(str, frame.columns)) | set(columns)
+    for name in extra_names:
+        column = name if name not in taken else f"reward_{name}"
+        columns[column] = _column_values([r.extra.get(name) for r in results])
+    scored = frame.drop(columns=[c for c in columns if c in frame.columns])
+    return pd.concat([scored, pd.DataFrame(columns, index=scored.index)], axis=1)
+
+
+GENERATION_ERROR = RewardResult(
+    score=0.0, acc=False, pred=None, status="error", extra={"score_error": "generation failed"}
+)
+NO_ANSWER = RewardResult(score=0.0, acc=False, pred=None, status="no_answer")
+
+
+def _row_result(row: _Row, verdicts: dict[str, RewardResult]) -> RewardResult:
+    if row.failed:
+        return GENERATION_ERROR
+    if row.key is None:
+        return NO_ANSWER
+    return verdicts[row.key]
+
+
+def _column_values(values: list[Any]) -> list[Any]:
+    """Reward extras as one parquet-friendly type: mixed or nested values become strings/JSON."""
+    present = [v for v in values if v is not None]
+    if any(isinstance(v, dict | list | tuple) for v in present):
+        return [None if v is None else dumps_json(v) for v in values]
+    kinds = {type(v) for v in present}
+    if len(kinds) > 1 and not kinds <= {int, float}:
+        return [None if v is None else str(v) for v in values]
+    return values
+
+
+# ---------------------------------------------------------------- files
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One input and where its results go."""
+
+    input: Path
+    output: Path
+    results: Path
+
+
+@dataclass
+class FileResult:
+    job: FileJob
+    results: dict[str, Any]
+    stats: ScoreStats
+
+
+def output_paths(inputs: Sequence[Path], output: Path | None) -> list[FileJob]:
+    """`<stem>.scored.parquet` beside each input, or in OUTPUT (a file only for one input)."""
+    one_file = output is not None and len(inputs) == 1 and _is_table_name(output) and not output.is_dir()
+    jobs = []
+    for path in inputs:
+        if one_file:
+            assert output is not None
+            target = output
+        else:
+            directory = output if output is not None else path.parent
+            target = directory / f"{_stem(path)}.scored.parquet"
+        jobs.append(FileJob(path, target, target.with_name(f"{_stem(target)}.results.json")))
+    targets = [job.output for job in jobs]
+    if len(set(targets)) != len(targets):
+        raise UserInputError("several inputs have the same file name; pass -o DIR per batch")
+    if output is not None and len(inputs) > 1 and _is_table_name(output):
+        raise UserInputError(f"-o {output}: with several inputs, -o must be a directory")
+    return jobs
+
+
+def _is_table_name(path: Path) -> bool:
+    return path.name.lower().endswith((".parquet", ".pq", ".jsonl", ".ndjson", ".json"))
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".parquet", ".pq", ".jsonl", ".ndjson", ".json"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def check_outputs(jobs: Sequence[FileJob], summary: Path | None, overwrite: bool) -> None:
+    """Refuse to replace existing outputs unless asked to."""
+    if overwrite:
+        return
+    existing = [p for job in jobs for p in (job.output, job.results) if p.exists()]
+    if summary is not None and summary.exists():
+        existing.append(summary)
+    if existing:
+        raise OutputConflictError(
+            f"{existing[0]} exists ({len(existing)} output file(s) in all); pass --overwrite"
+        )
+
+
+def results_document(job: FileJob, scored: pd.DataFrame) -> dict[str, Any]:
+    """The per-input results JSON: no timings, so the same input gives the same document."""
+    versions = scored.groupby("reward_fn")["reward_fn_version"].first()
+    return {
+        "input": str(job.input),
+        "output": str(job.output),
+        "rows": len(scored),
+        "reward_fns": {str(k): str(v) for k, v in versions.items()},
+        "status_counts": status_counts(scored),
+        "data_sources": metrics_by_source(scored),
+    }
+
+
+def score_files(
+    patterns: Sequence[str | Path],
+    config: ScoreConfig,
+    *,
+    output: Path | None = None,
+    summary: Path | None = None,
+    overwrite: bool = False,
+    on_file: Callable[[FileResult], None] | None = None,
+) -> dict[str, Any]:
+    """Score every input into its own output and results JSON; returns the batch summary.
+
+    Every check (paths, outputs, columns, reward functions, sandbox) runs before any scoring.
+    """
+    started = time.monotonic()
+    jobs = output_paths(expand_paths(patterns), output)
+    check_outputs(jobs, summary, overwrite)
+    validate_spec(config.reward_fn)
+    frames = [prepare_frame(read_table(job.input), str(job.input)) for job in jobs]
+    specs = {spec for frame in frames for spec in reward_specs(frame, config.reward_fn)}
+    if "code" in specs:
+        check_sandbox(config.options)
+    file_results: list[FileResult] = []
+    total = ScoreStats()
+    with Scorer(config) as scorer:
+        for job, frame in zip(jobs, frames, strict=True):
+            scored, stats = scorer.score(frame, str(job.input))
+            write_table_atomic(scored, job.output)
+            document = results_document(job, scored)
+            write_json_atomic(document, job.results)
+            result = FileResult(job, document, stats)
+            file_results.append(result)
+            total.add(stats)
+            if on_file:
+                on_file(result)
+    total.elapsed_s = time.monotonic() - started
+    batch = batch_summary(file_results, total, config)
+    if summary is not None:
+        write_json_atomic(batch, summary)
+    return batch
+
+
+def batch_summary(files: Sequence[FileResult], total: ScoreStats, config: ScoreConfig) -> dict[str, Any]:
+    return {
+        "reward_fn": config.reward_fn,
+        "inputs": [
+            {
+                "input": str(f.job.input),
+                "output": str(f.job.output),
+                "results": str(f.job.results),
+                "rows": f.results["rows"],
+                "status_counts": f.results["status_counts"],
+                "data_sources": f.results["data_sources"],
+            }
+            for f in files
+        ],
+        "totals": {**vars(total), "elapsed_s": round(total.elapsed_s, 3)},
+    }

@@ -1,0 +1,234 @@
+"""A pool of worker processes that judge items under a hard per-item wall-clock limit.
+
+Items travel in batches (one message per batch, not per item: pickling and pipe round trips cost
+more than a cached Math-Verify call), and each worker sends back one small message per finished
+item, so the parent always knows which item a worker is on and since when. An item that runs past
+the limit has its worker killed (SIGKILL: a C extension stuck in a loop ignores anything softer)
+and replaced; the item becomes a `timeout` verdict and the rest of its batch is queued again.
+Reward code runs in each worker's main thread, where signal-based libraries behave.
+
+Workers are forked from a forkserver that has already imported the reward modules, so replacing a
+killed worker costs milliseconds and no worker inherits the parent's threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scoring.rewards.base import RewardOptions
+from scoring.rewards.registry import get_reward_fn
+from scoring.types import RewardResult
+
+# Items per batch: enough to amortise a round trip, few enough to spread over the workers.
+MAX_BATCH = 64
+BATCHES_PER_WORKER = 4
+# How often the parent wakes to check deadlines when no worker has anything to say.
+POLL_S = 0.5
+PRELOAD = ["scoring.rewards.registry"]
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(PRELOAD)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One distinct thing to judge; `key` identifies its verdict (see scoring.scorer.item_key)."""
+
+    key: str
+    reward_fn: str
+    answer: str
+    ground_truth: Any
+    data_source: str
+    extra_info: dict[str, Any] | None
+
+
+def error_result(message: str, status: str = "error") -> RewardResult:
+    return RewardResult(
+        score=0.0, acc=False, pred=None, status=status, extra={"score_error": message}  # type: ignore[arg-type]
+    )
+
+
+def judge_item(item: WorkItem, options: RewardOptions) -> RewardResult:
+    """Run one reward function; its exceptions become an `error` verdict, never a crash."""
+    try:
+        reward = get_reward_fn(item.reward_fn, options)
+        return reward.judge(item.answer, item.ground_truth, item.data_source, item.extra_info)
+    except Exception as exc:  # reward code (user files included) may raise anything
+        return error_result(f"{type(exc).__name__}: {exc}")
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, options: RewardOptions) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:
+            return
+        if batch is None:
+            return
+        for item in batch:
+            result = judge_item(item, options)
+            try:
+                conn.send((item.key, result))
+            except Exception as exc:  # an unpicklable extra from user code
+                conn.send((item.key, error_result(f"cannot return verdict: {exc}")))
+
+
+class _Worker:
+    """One process, its pipe, and the batch it is working through."""
+
+    def __init__(self, options: RewardOptions) -> None:
+        self.conn, child = _CONTEXT.Pipe(duplex=True)
+        self.process = _CONTEXT.Process(target=_worker_main, args=(child, options), daemon=True)
+        self.process.start()
+        child.close()
+        self.batch: deque[WorkItem] = deque()
+        self.since = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.batch)
+
+    def assign(self, batch: Sequence[WorkItem]) -> None:
+        self.batch = deque(batch)
+        self.since = time.monotonic()
+        self.conn.send(list(batch))
+
+    def finished_one(self) -> WorkItem:
+        self.since = time.monotonic()
+        return self.batch.popleft()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(timeout=2)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+class WorkerPool:
+    """`run(items)` -> verdict per key. Workers start on first use and are reused across runs."""
+
+    def __init__(
+        self,
+        workers: int,
+        timeout_s: float,
+        options: RewardOptions | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.size = workers
+        self.timeout_s = timeout_s
+        self.options = options or RewardOptions()
+        self.max_batch = max_batch
+        self._workers: list[_Worker] = []
+        self.replaced = 0
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def run(
+        self, items: Sequence[WorkItem], on_done: Callable[[int], None] | None = None
+    ) -> dict[str, RewardResult]:
+        """Judge every item; a hung item is `timeout`, a crashed worker's item `error`."""
+        results: dict[str, RewardResult] = {}
+        if not items:
+            return results
+        queue: deque[list[WorkItem]] = deque(self._batches(items))
+        self._ensure_workers(min(self.size, len(queue)))
+        while queue or any(w.busy for w in self._workers):
+            for worker in self._workers:
+                if not worker.busy and queue:
+                    worker.assign(queue.popleft())
+            self._collect(results, queue, on_done)
+        return results
+
+    def _batches(self, items: Sequence[WorkItem]) -> list[list[WorkItem]]:
+        size = max(1, min(self.max_batch, -(-len(items) // (self.size * BATCHES_PER_WORKER))))
+        return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+    def _ensure_workers(self, count: int) -> None:
+        while len(self._workers) < count:
+            self._workers.append(_Worker(self.options))
+
+    def _collect(
+        self,
+        results: dict[str, RewardResult],
+        queue: deque[list[WorkItem]],
+        on_done: Callable[[int], None] | None,
+    ) -> None:
+        busy = {w.conn: w for w in self._workers if w.busy}
+        deadline = min(w.since for w in busy.values()) + self.timeout_s
+        wait_s = max(0.0, min(POLL_S, deadline - time.monotonic()))
+        for conn in multiprocessing.connection.wait(list(busy), timeout=wait_s):
+            worker = busy[conn]  # type: ignore[index]
+            while worker.busy and worker.conn.poll():
+                try:
+                    key, result = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._replace(worker, results, queue, "error", "worker process died")
+                    if on_done:
+                        on_done(1)
+                    break
+                worker.finished_one()
+                results[key] = result
+                if on_done:
+                    on_done(1)
+        now = time.monotonic()
+        for worker in list(busy.values()):
+            if worker.busy and now - worker.since > self.timeout_s and worker in self._workers:
+                message = f"no verdict within {self.timeout_s:g}s; worker killed"
+                self._replace(worker, results, queue, "timeout", message)
+                if on_done:
+                    on_done(1)
+
+    def _replace(
+        self,
+        worker: _Worker,
+        results: dict[str, RewardResult],
+        queue: deque[list[WorkItem]],
+        status: str,
+        message: str,
+    ) -> None:
+        """Kill the worker; its current item gets `status`, the rest of its batch goes back."""
+        worker.kill()
+        current = worker.batch.popleft()
+        results[current.key] = error_result(message, status)
+        if worker.batch:
+            queue.appendleft(list(worker.batch))
+        index = self._workers.index(worker)
+        self._workers[index] = _Worker(self.options)
+        self.replaced += 1
+
+
+def default_workers() -> int:
+    """One worker per available core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
