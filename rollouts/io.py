@@ -166,8 +166,22 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
-def _temp_path(path: Path) -> Path:
+def temp_path(path: Path) -> Path:
+    """A hidden temp name beside `path`, for write-then-rename."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_table(frame: pd.DataFrame | pa.Table, path: str | Path, fmt: str) -> None:
+    """Write a table to `path` in `fmt` ('parquet' or 'jsonl'), not atomically: see
+    write_table_atomic."""
+    if fmt == "parquet":
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+            frame, preserve_index=False
+        )
+        pq.write_table(table, path)
+    else:
+        records = frame.to_pylist() if isinstance(frame, pa.Table) else frame.to_dict("records")
+        _write_lines(Path(path), (dumps_json(r) for r in records))
 
 
 def write_table_atomic(frame: pd.DataFrame | pa.Table, path: str | Path) -> None:
@@ -175,16 +189,9 @@ def write_table_atomic(frame: pd.DataFrame | pa.Table, path: str | Path) -> None
     path = Path(path)
     fmt = table_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     try:
-        if fmt == "parquet":
-            table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
-                frame, preserve_index=False
-            )
-            pq.write_table(table, tmp)
-        else:
-            records = frame.to_pylist() if isinstance(frame, pa.Table) else frame.to_dict("records")
-            _write_lines(tmp, (dumps_json(r) for r in records))
+        write_table(frame, tmp, fmt)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -204,7 +211,7 @@ def write_json_atomic(data: Any, path: str | Path) -> None:
     """A JSON document (summaries, manifests, info files), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=2, ensure_ascii=False, default=_json_default)

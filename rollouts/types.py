@@ -43,6 +43,9 @@ class CompletionBatch:
 
     completions: list[Completion]
     prompt_tokens: int | None
+    # Generated tokens of all completions together (the server's usage), even when the split per
+    # completion is unknown (OpenAI's API reports usage per request, not per choice).
+    completion_tokens_total: int | None = None
 
 
 class Backend(Protocol):

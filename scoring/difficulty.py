@@ -61,6 +61,7 @@ PER_SAMPLE_COLUMNS = frozenset(
         "latency_s", "endpoint", "attempts", "error",
         "temperature", "top_p", "max_tokens", "model", "config_hash",
         "score", "acc", "pred", "score_status", "reward_fn", "reward_fn_version",
+        "pred_source", "answer_class", "score_error",
     }
 )
 # Columns known to be per prompt; any other column is kept only if it is constant within a prompt.

@@ -35,7 +35,13 @@ from scoring.cache import VerdictCache
 from scoring.metrics import metrics_by_source, status_counts
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
-from scoring.rewards.registry import AUTO, dispatch_all, get_reward_fn, validate_spec
+from scoring.rewards.registry import (
+    AUTO,
+    canonical_spec,
+    dispatch_all,
+    get_reward_fn,
+    validate_spec,
+)
 from scoring.types import RewardResult
 from scoring.workers import WorkerPool, WorkItem, default_workers
 
@@ -72,6 +78,7 @@ class ScoreConfig:
             raise UserInputError(f"--workers {self.workers}: must be at least 1")
         if not self.timeout_s > 0:
             raise UserInputError(f"--timeout {self.timeout_s}: must be more than 0 seconds")
+        object.__setattr__(self, "reward_fn", canonical_spec(self.reward_fn))
 
     @property
     def options(self) -> RewardOptions:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from rollouts.errors import UserInputError
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import CodeReward
-from scoring.rewards.custom import CustomReward
+from scoring.rewards.custom import CustomReward, parse_spec
 from scoring.rewards.gsm8k import Gsm8kReward
 from scoring.rewards.math import MathReward
 from scoring.rewards.mcq import McqReward
@@ -93,6 +93,14 @@ def dispatch_all(data_sources: Iterable[str]) -> dict[str, str]:
             f"pass --reward-fn ({'|'.join(BUILTINS)}|PATH.py:FUNC)"
         )
     return {source: fn for source, fn in mapping.items() if fn is not None}
+
+
+def canonical_spec(spec: str) -> str:
+    """Custom files by absolute path: workers may run in another directory."""
+    if spec == AUTO or spec in BUILTINS or ".py" not in spec:
+        return spec
+    path, func = parse_spec(spec)
+    return f"{path.resolve()}:{func}"
 
 
 def validate_spec(spec: str) -> None:

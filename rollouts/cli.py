@@ -1,0 +1,215 @@
+"""The `rollouts` command: a thin click layer over rollouts.engine and rollouts.launch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rollouts import __version__
+from rollouts.clitools import echo_err, handle_errors
+from rollouts.engine import GenerateConfig, GenerateResult
+from rollouts.errors import UserInputError
+from rollouts.types import SamplingParams
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_WITH_ERROR_ROWS = 3
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="rollouts")
+def main() -> None:
+    """Sample many responses per prompt from vLLM servers, durably and resumably."""
+
+
+def parse_extra_body(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"--extra-body is not valid JSON ({exc.msg}); pass a JSON object") from exc
+    if not isinstance(value, dict):
+        raise UserInputError("--extra-body must be a JSON object, e.g. '{\"ignore_eos\": true}'")
+    return value
+
+
+def sampling_params(
+    temperature: float, top_p: float, max_tokens: int, stop: tuple[str, ...], extra_body: str | None
+) -> SamplingParams:
+    try:
+        return SamplingParams(
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=tuple(stop),
+            extra_body=parse_extra_body(extra_body),
+        )
+    except ValueError as exc:
+        raise UserInputError(f"bad sampling option: {exc}") from exc
+
+
+def report(result: GenerateResult) -> None:
+    """Print the output path (stdout) and a one-line summary (stderr); exit 3 on error rows."""
+    summary = result.summary
+    run = summary["this_run"]
+    echo_err(
+        f"wrote {summary['output']['rows']} rows to {result.output} "
+        f"({run['samples']} new samples in {run['elapsed_s']:.1f}s, "
+        f"{run['completion_tokens_per_s']:.0f} tok/s); summary: {result.summary_path}"
+    )
+    click.echo(str(result.output))
+    if result.error_rows:
+        kinds = ", ".join(f"{k}={v}" for k, v in summary["output"]["errors_by_kind"].items())
+        echo_err(
+            f"{result.error_rows} samples failed ({kinds}); rerun with --retry-errors to retry them"
+        )
+        sys.exit(EXIT_WITH_ERROR_ROWS)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output file: .parquet or .jsonl. State for resuming lives in OUTPUT.rollouts/.")
+@click.option("--model", envvar="ROLLOUTS_MODEL", default="",
+              help="Model name to request (default: the server's first model). With no --base-url "
+                   "or --server-info, a local path or hub id to serve.")
+@click.option("--base-url", "base_urls", multiple=True, envvar="ROLLOUTS_BASE_URL",
+              help="OpenAI-compatible server, e.g. http://node1:8000/v1. Repeat for several.")
+@click.option("--server-info", "server_infos", multiple=True, type=click.Path(path_type=Path),
+              help="Info file written by `rollouts serve`. Repeat for several servers.")
+@click.option("--backend", type=click.Choice(["openai", "hf"]), default="openai", show_default=True,
+              help="openai: HTTP servers (vLLM). hf: transformers in this process, no server.")
+@click.option("--api-key", envvar="OPENAI_API_KEY", default=None, help="Bearer token for the servers.")
+@click.option("--n", "n", type=int, default=1, show_default=True, help="Samples per prompt.")
+@click.option("--samples-per-request", type=click.Choice(["n", "1"]), default="n", show_default=True,
+              help="n: one request with n=N (one prefill, fastest). 1: one request per sample with "
+                   "its own seed (each sample reproducible alone).")
+@click.option("--max-concurrent", type=int, default=64, show_default=True,
+              help="Requests in flight at most.")
+@click.option("--max-rps", type=float, default=None, help="Requests started per second at most.")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--max-tokens", type=int, default=1024, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed; sample seeds derive from it.")
+@click.option("--stop", multiple=True, help="Stop string. Repeat for several.")
+@click.option("--extra-body", default=None,
+              help="JSON merged into each request, e.g. '{\"ignore_eos\": true}'.")
+@click.option("--prompt-key", default="prompt", show_default=True, help="Column holding the prompt.")
+@click.option("--system-prompt", default=None, help="System message put before each prompt.")
+@click.option("--format", "output_format", type=click.Choice(["long", "wide"]), default="long",
+              show_default=True, help="long: a row per sample. wide: a row per prompt (verl `responses`).")
+@click.option("--resume/--overwrite", default=True, show_default=True,
+              help="Resume the run in OUTPUT, or discard it and start over.")
+@click.option("--retry-errors", is_flag=True, help="On resume, request failed samples again.")
+@click.option("--max-attempts", type=int, default=6, show_default=True, help="Tries per request.")
+@click.option("--server-wait", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for an unreachable server before stopping the run.")
+@click.option("--request-timeout", type=float, default=None,
+              help="Seconds of silence before a request is retried (default: 120 + 0.1 x max-tokens).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@handle_errors
+def generate(
+    inputs: tuple[str, ...],
+    output: Path,
+    model: str,
+    base_urls: tuple[str, ...],
+    server_infos: tuple[Path, ...],
+    backend: str,
+    api_key: str | None,
+    n: int,
+    samples_per_request: str,
+    max_concurrent: int,
+    max_rps: float | None,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int,
+    stop: tuple[str, ...],
+    extra_body: str | None,
+    prompt_key: str,
+    system_prompt: str | None,
+    output_format: str,
+    resume: bool,
+    retry_errors: bool,
+    max_attempts: int,
+    server_wait: float,
+    request_timeout: float | None,
+    progress: bool,
+) -> None:
+    """Sample N responses per prompt of INPUTS (parquet, jsonl, json or globs) into OUTPUT.
+
+    \b
+    Examples:
+      rollouts generate data/*.parquet -o out.parquet --base-url http://localhost:8000/v1 --n 8
+      rollouts generate gsm8k.jsonl -o out.jsonl --model Qwen/Qwen2.5-7B-Instruct --n 16
+      rollouts generate demo.jsonl -o out.parquet --backend hf --model ./tiny-model --n 4
+
+    Rerunning the same command resumes: finished samples are never requested again.
+    """
+    config = GenerateConfig(
+        inputs=inputs,
+        output=output,
+        model=model,
+        n=n,
+        params=sampling_params(temperature, top_p, max_tokens, stop, extra_body),
+        seed=seed,
+        samples_per_request=samples_per_request,  # type: ignore[arg-type]
+        max_concurrent=max_concurrent,
+        max_rps=max_rps,
+        prompt_key=prompt_key,
+        system_prompt=system_prompt,
+        output_format=output_format,  # type: ignore[arg-type]
+        overwrite=not resume,
+        retry_errors=retry_errors,
+        max_attempts=max_attempts,
+        server_wait_s=server_wait,
+        request_timeout_s=request_timeout,
+        progress=progress,
+    )
+    report(asyncio.run(_dispatch(config, backend, base_urls, server_infos, api_key)))
+
+
+async def _dispatch(
+    config: GenerateConfig,
+    backend: str,
+    base_urls: tuple[str, ...],
+    server_infos: tuple[Path, ...],
+    api_key: str | None,
+) -> GenerateResult:
+    from rollouts import launch
+
+    if backend == "hf":
+        if not config.model:
+            raise UserInputError("--backend hf needs --model (a local directory or hub id)")
+        return await launch.generate_in_process(config, config.model)
+    urls = list(base_urls) + [_info_url(path) for path in server_infos]
+    if not urls:
+        if not config.model:
+            raise UserInputError("pass --base-url URL, --server-info FILE, or --model to start a server")
+        return await launch.generate_with_managed_server(config)
+    return await launch.generate_from_servers(config, urls, api_key)
+
+
+def _info_url(path: Path) -> str:
+    from server.vllm import read_server_info
+
+    return read_server_info(path).base_url
+
+
+@main.command("make-tiny-model", context_settings=CONTEXT)
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@handle_errors
+def make_tiny_model(out_dir: Path) -> None:
+    """Build a tiny random-weight chat model in OUT_DIR (no download), for demos and tests."""
+    from rollouts.tiny_model import build_tiny_model
+
+    click.echo(str(build_tiny_model(out_dir)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The HTTP side: one OpenAI-compatible endpoint over a shared aiohttp session, and the retry policy.
+
+Failures of one request are `RequestError`s carrying a kind and whether a retry may help. The retry
+policy lives here in one place: named constants and one predicate (`is_retryable_status`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from rollouts.types import Completion, CompletionBatch, PromptInput, SamplingParams
+
+# Retry policy. Delays grow as INITIAL * 2**attempt, capped, with full jitter.
+INITIAL_RETRY_DELAY_S = 0.5
+MAX_RETRY_DELAY_S = 30.0
+MAX_RETRY_AFTER_S = 60.0
+DEFAULT_MAX_ATTEMPTS = 6
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+# Timeouts. There is no short total timeout: a long reasoning generation may legitimately take
+# half an hour, and timing it out would regenerate it from scratch. The read limit is derived from
+# max_tokens instead (a slow but alive server still fits), and connecting must be quick.
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_BASE_S = 120.0
+READ_TIMEOUT_PER_TOKEN_S = 0.1
+
+
+def is_retryable_status(status: int) -> bool:
+    """408/409/429 and every 5xx may succeed later; other 4xx (a 400 for a prompt over the
+    context length, say) will fail the same way every time."""
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def read_timeout_for(max_tokens: int) -> float:
+    return READ_TIMEOUT_BASE_S + READ_TIMEOUT_PER_TOKEN_S * max_tokens
+
+
+def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry number `attempt` (1-based): Retry-After when the server gave
+    one (capped), else exponential backoff with full jitter."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER_S)
+    ceiling = min(MAX_RETRY_DELAY_S, INITIAL_RETRY_DELAY_S * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)
+
+
+class RequestError(Exception):
+    """One request failed. `kind` names the failure for error rows and summaries."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        endpoint_down: bool = False,
+    ) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        # The server could not be reached at all: take it out of rotation until it is healthy.
+        self.endpoint_down = endpoint_down
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None  # an HTTP date: rare from inference servers, fall back to backoff
+
+
+@dataclass
+class OpenAIEndpoint:
+    """One OpenAI-compatible server (vLLM, SGLang, ...). Implements rollouts.types.Backend."""
+
+    base_url: str
+    model: str
+    session: aiohttp.ClientSession
+    api_key: str | None = None
+    read_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.name = self.base_url
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url[: -len("/v1")]
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    async def complete(
+        self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None
+    ) -> CompletionBatch:
+        chat = not isinstance(prompt, str)
+        url = f"{self.base_url}/chat/completions" if chat else f"{self.base_url}/completions"
+        payload = build_payload(self.model, prompt, n=n, params=params, seed=seed)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.read_timeout_s or read_timeout_for(params.max_tokens),
+        )
+        try:
+            async with self.session.post(
+                url, json=payload, headers=self._headers(), timeout=timeout
+            ) as response:
+                body = await response.read()
+                status = response.status
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as exc:
+            raise RequestError("connection", str(exc), retryable=True, endpoint_down=True) from exc
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise RequestError("connection", f"{type(exc).__name__}: {exc}", retryable=True) from exc
+        except TimeoutError as exc:
+            raise RequestError("timeout", f"no data for {timeout.sock_read:.0f}s", retryable=True) from exc
+        if status != 200:
+            raise RequestError(
+                f"http_{status}",
+                _error_message(body),
+                retryable=is_retryable_status(status),
+                retry_after=retry_after,
+            )
+        return parse_response(body, n=n, chat=chat)
+
+
+def build_payload(
+    model: str, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "model": model,
+        "n": n,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+    }
+    if isinstance(prompt, str):
+        payload["prompt"] = prompt
+    else:
+        payload["messages"] = prompt
+    if params.stop:
+        payload["stop"] = list(params.stop)
+    if seed is not None:
+        payload["seed"] = seed
+    payload.update(params.extra_body)
+    return payload
+
+
+def _error_message(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return text[:500]
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message", error))[:500]
+    return str(error)[:500]
+
+
+def parse_response(body: bytes, *, n: int, chat: bool) -> CompletionBatch:
+    """Read an OpenAI (chat) completion; a malformed or short answer is a retryable error."""
+    try:
+        data = json.loads(body)
+        choices = data["choices"]
+        if len(choices) != n:
+            raise RequestError(
+                "incomplete_response", f"{len(choices)} choices for n={n}", retryable=True
+            )
+        ordered = sorted(choices, key=lambda c: c.get("index", 0))
+        completions = [_parse_choice(c, chat) for c in ordered]
+        usage = data.get("usage") or {}
+    except RequestError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RequestError("bad_response", f"malformed response: {exc}", retryable=True) from exc
+    if len(completions) == 1 and completions[0].completion_tokens is None:
+        tokens = usage.get("completion_tokens")
+        completions = [Completion(completions[0].text, completions[0].finish_reason, tokens)]
+    return CompletionBatch(
+        completions=completions,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens_total=usage.get("completion_tokens"),
+    )
+
+
+def _parse_choice(choice: dict[str, Any], chat: bool) -> Completion:
+    text = choice["message"]["content"] if chat else choice["text"]
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise TypeError("choice text is not a string")
+    # vLLM reports per-choice token counts only in some versions; keep them when present.
+    tokens = choice.get("completion_tokens") or (choice.get("usage") or {}).get("completion_tokens")
+    return Completion(text=text, finish_reason=choice.get("finish_reason"), completion_tokens=tokens)
+
+
+async def check_health(session: aiohttp.ClientSession, root_url: str, timeout_s: float = 5.0) -> bool:
+    """True when the server answers /health (vLLM) or /v1/models (other OpenAI servers)."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    for path in ("/health", "/v1/models"):
+        try:
+            async with session.get(root_url + path, timeout=timeout) as response:
+                if response.status == 200:
+                    return True
+        except (TimeoutError, aiohttp.ClientError, ConnectionError):
+            continue
+    return False

@@ -1,0 +1,230 @@
+"""Input prompts: discovery, validation and streaming.
+
+A dataset is one input file. Each row's prompt (column `prompt` by default) is either a string, sent
+to /v1/completions, or a list of {role, content} messages, sent to /v1/chat/completions. Every other
+column is carried to the output unchanged. A prompt is identified by `prompt_id`, a content hash of
+the dataset name and the prompt, so resuming does not depend on row order.
+
+Validation streams the whole file once before any request is sent, keeping only a 64-bit digest per
+prompt (for duplicate detection), so memory does not grow with the prompt text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rollouts.errors import UserInputError
+from rollouts.io import expand_paths, iter_records, table_format
+from rollouts.types import PromptInput
+
+# Columns that generation adds to every row; an input that already has one is refused, since
+# carrying it over would silently shadow either the input's value or ours.
+GENERATED_COLUMNS: tuple[str, ...] = (
+    "response",
+    "sample_idx",
+    "data_idx",
+    "dataset",
+    "prompt_id",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "endpoint",
+    "model",
+    "attempts",
+    "error",
+    "error_kind",
+    "config_hash",
+)
+CHAT_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+SCHEMA_SAMPLE_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One validated input file."""
+
+    path: Path
+    name: str
+    prompt_key: str
+    num_prompts: int
+    schema: pa.Schema
+    chat: bool
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One input row, ready to be sampled."""
+
+    dataset: str
+    data_idx: int
+    prompt_id: str
+    prompt: PromptInput
+    row: dict[str, Any]
+
+
+def prompt_id_for(dataset: str, prompt: PromptInput) -> str:
+    """Stable id of a prompt within a dataset (16 hex digits of a SHA-256)."""
+    canonical = json.dumps([dataset, prompt], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def dataset_name(path: Path) -> str:
+    """The dataset's name: the file name without its table extensions."""
+    name = path.name
+    for suffix in (".parquet", ".pq", ".jsonl", ".ndjson", ".json"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def normalize_prompt(value: Any, where: str, system_prompt: str | None) -> PromptInput:
+    """Check one prompt value and apply the optional system prompt."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise UserInputError(f"{where}: empty prompt; remove the row or fill it in")
+        if system_prompt:
+            return [
+                {"role": "system", "content": system_prompt},
+                {"role": "user", "content": value},
+            ]
+        return value
+    if isinstance(value, list | tuple):
+        messages = [_check_message(m, where) for m in value]
+        if not messages:
+            raise UserInputError(f"{where}: empty message list; give at least one message")
+        if system_prompt and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        return messages
+    if value is None:
+        raise UserInputError(f"{where}: prompt is null; remove the row or fill it in")
+    raise UserInputError(
+        f"{where}: prompt must be a string or a list of {{role, content}} messages, "
+        f"not {type(value).__name__}"
+    )
+
+
+def _check_message(message: Any, where: str) -> dict[str, Any]:
+    if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        raise UserInputError(
+            f"{where}: malformed chat message {str(message)[:80]!r}; each message needs "
+            "'role' and 'content'"
+        )
+    if message["role"] not in CHAT_ROLES:
+        raise UserInputError(
+            f"{where}: unknown chat role {message['role']!r}; use one of {sorted(CHAT_ROLES)}"
+        )
+    content = message["content"]
+    if not isinstance(content, str | list) or (isinstance(content, str) and not content.strip()
+                                                and message["role"] == "user"):
+        raise UserInputError(f"{where}: empty or malformed content in a {message['role']} message")
+    return {k: v for k, v in message.items() if v is not None}
+
+
+def load_datasets(
+    patterns: Sequence[str | Path], prompt_key: str = "prompt", system_prompt: str | None = None
+) -> list[Dataset]:
+    """Find and validate every input file before any work is spent."""
+    paths = expand_paths(patterns)
+    datasets = [validate_dataset(p, prompt_key, system_prompt) for p in paths]
+    names = [d.name for d in datasets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UserInputError(
+            f"two inputs share the dataset name(s) {duplicates}; rename one of the files"
+        )
+    return datasets
+
+
+def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> Dataset:
+    """Stream one file: check its columns and every prompt, detect duplicate prompts."""
+    table_format(path)
+    name = dataset_name(path)
+    schema = _read_schema(path)
+    if prompt_key not in schema.names:
+        raise UserInputError(
+            f"{path}: no prompt column {prompt_key!r} (columns: {schema.names}); "
+            "pass --prompt-key NAME"
+        )
+    clashing = [c for c in schema.names if c in GENERATED_COLUMNS]
+    if clashing:
+        raise UserInputError(
+            f"{path}: input already has generated column(s) {clashing}; "
+            "drop them or rename them before generating"
+        )
+    seen: dict[int, int] = {}
+    count = 0
+    chat = False
+    for index, row in enumerate(iter_records(path)):
+        where = f"{path} row {index}"
+        prompt = normalize_prompt(row.get(prompt_key), where, system_prompt)
+        chat = chat or not isinstance(prompt, str)
+        digest = int(prompt_id_for(name, prompt), 16)
+        if digest in seen:
+            raise UserInputError(
+                f"{path}: rows {seen[digest]} and {index} hold the same prompt; "
+                "deduplicate the input (each prompt is sampled --n times already)"
+            )
+        seen[digest] = index
+        count += 1
+    if count == 0:
+        raise UserInputError(f"{path}: no rows; check the file")
+    return Dataset(path=path, name=name, prompt_key=prompt_key, num_prompts=count,
+                   schema=schema, chat=chat)
+
+
+def _read_schema(path: Path) -> pa.Schema:
+    """The input's own schema: exact for parquet, inferred over all rows for json/jsonl."""
+    if table_format(path) == "parquet":
+        try:
+            return pq.read_schema(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise UserInputError(f"{path}: cannot read parquet file ({exc}); check the file") from exc
+    schemas: list[pa.Schema] = []
+    batch: list[dict[str, Any]] = []
+    for row in iter_records(path):
+        batch.append(row)
+        if len(batch) >= SCHEMA_SAMPLE_BATCH:
+            schemas.append(_infer_schema(path, batch))
+            batch = []
+    if batch:
+        schemas.append(_infer_schema(path, batch))
+    if not schemas:
+        raise UserInputError(f"{path}: no rows; check the file")
+    return pa.unify_schemas(schemas, promote_options="permissive")
+
+
+def _infer_schema(path: Path, rows: list[dict[str, Any]]) -> pa.Schema:
+    try:
+        return pa.Table.from_pylist(rows).schema
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UserInputError(
+            f"{path}: a column holds values of mixed types ({exc}); make each column one type"
+        ) from exc
+
+
+def iter_prompts(dataset: Dataset, system_prompt: str | None) -> Iterator[PromptRecord]:
+    """Stream a validated dataset's prompts in file order."""
+    for index, row in enumerate(iter_records(dataset.path)):
+        prompt = normalize_prompt(
+            row.get(dataset.prompt_key), f"{dataset.path} row {index}", system_prompt
+        )
+        yield PromptRecord(
+            dataset=dataset.name,
+            data_idx=index,
+            prompt_id=prompt_id_for(dataset.name, prompt),
+            prompt=prompt,
+            row=row,
+        )

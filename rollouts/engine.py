@@ -1,0 +1,457 @@
+"""The generation engine: prompts × N samples through backends into a durable store.
+
+Flow: a producer streams prompts, skips samples already on disk, and feeds a bounded queue; a fixed
+pool of `max_concurrent` workers takes work units from it, so requests in flight never exceed that
+bound and memory does not grow with the dataset. Each worker routes its request (rollouts.router),
+retries what may succeed later (rollouts.client's policy, through tenacity), and appends the
+finished samples to the store's write-ahead log before they count. A request out of retries
+becomes error rows and the run goes on; every server gone for good stops the run
+(ServerUnavailable), and rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tenacity
+from asyncio_throttle import Throttler
+from tqdm import tqdm
+
+from rollouts.client import DEFAULT_MAX_ATTEMPTS, RequestError, backoff_delay
+from rollouts.dataset import Dataset, PromptRecord, iter_prompts, load_datasets
+from rollouts.errors import UserInputError
+from rollouts.io import write_json_atomic
+from rollouts.router import HealthCheck, Router
+from rollouts.store import DoneIndex, RolloutStore, output_schema
+from rollouts.types import Backend, CompletionBatch, SamplingParams
+
+SamplesPerRequest = Literal["n", "1"]
+OutputFormat = Literal["long", "wide"]
+MAX_SAMPLES_PER_PROMPT = 4096
+PROGRESS_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig:
+    """Everything one `rollouts generate` run needs, validated before any work."""
+
+    inputs: tuple[str, ...]
+    output: Path
+    model: str
+    n: int = 1
+    params: SamplingParams = field(default_factory=SamplingParams)
+    seed: int = 0
+    samples_per_request: SamplesPerRequest = "n"
+    max_concurrent: int = 64
+    max_rps: float | None = None
+    prompt_key: str = "prompt"
+    system_prompt: str | None = None
+    output_format: OutputFormat = "long"
+    overwrite: bool = False
+    retry_errors: bool = False
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    server_wait_s: float = 600.0
+    request_timeout_s: float | None = None  # silence limit per request; None: from max_tokens
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n <= MAX_SAMPLES_PER_PROMPT:
+            raise UserInputError(f"--n must be between 1 and {MAX_SAMPLES_PER_PROMPT}, got {self.n}")
+        if self.max_concurrent < 1:
+            raise UserInputError("--max-concurrent must be at least 1")
+        if self.max_rps is not None and self.max_rps <= 0:
+            raise UserInputError("--max-rps must be positive")
+        if self.max_attempts < 1:
+            raise UserInputError("--max-attempts must be at least 1")
+        if self.samples_per_request not in ("n", "1"):
+            raise UserInputError("--samples-per-request must be 'n' or '1'")
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same run: resuming with anything else here is refused."""
+        return {
+            "model": self.model,
+            "n": self.n,
+            "seed": self.seed,
+            "samples_per_request": self.samples_per_request,
+            "prompt_key": self.prompt_key,
+            "system_prompt": self.system_prompt,
+            "sampling": {**asdict(self.params), "stop": list(self.params.stop)},
+        }
+
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def sample_seed(run_seed: int, prompt_id: str, sample_idx: int) -> int:
+    """Per-sample seed: reproducible for one sample alone, different across samples."""
+    digest = hashlib.sha256(f"{run_seed}:{prompt_id}:{sample_idx}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One request: some samples of one prompt."""
+
+    record: PromptRecord
+    sample_indices: list[int]
+    seed: int
+
+
+def work_units(
+    record: PromptRecord, missing: list[int], config: GenerateConfig
+) -> list[WorkUnit]:
+    if config.samples_per_request == "1":
+        return [
+            WorkUnit(record, [i], sample_seed(config.seed, record.prompt_id, i)) for i in missing
+        ]
+    return [WorkUnit(record, missing, sample_seed(config.seed, record.prompt_id, missing[0]))]
+
+
+@dataclass
+class RunStats:
+    """Counters of this invocation (not of earlier, resumed ones)."""
+
+    started: float = field(default_factory=time.monotonic)
+    samples: int = 0
+    requests: int = 0
+    retries: int = 0
+    error_samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors_by_kind: Counter[str] = field(default_factory=Counter)
+
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+    def as_dict(self) -> dict[str, Any]:
+        elapsed = self.elapsed()
+        return {
+            "elapsed_s": round(elapsed, 3),
+            "samples": self.samples,
+            "requests": self.requests,
+            "retries": self.retries,
+            "error_samples": self.error_samples,
+            "errors_by_kind": dict(self.errors_by_kind),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "samples_per_s": round(self.samples / elapsed, 3),
+            "requests_per_s": round(self.requests / elapsed, 3),
+            "completion_tokens_per_s": round(self.completion_tokens / elapsed, 3),
+        }
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    output: Path
+    summary_path: Path
+    summary: dict[str, Any]
+
+    @property
+    def error_rows(self) -> int:
+        return int(self.summary["output"]["error_rows"])
+
+
+def summary_path_for(output: Path) -> Path:
+    return output.with_name(output.name + ".summary.json")
+
+
+class Generator:
+    """Runs one GenerateConfig against a list of backends (see `generate`)."""
+
+    def __init__(
+        self,
+        config: GenerateConfig,
+        datasets: list[Dataset],
+        store: RolloutStore,
+        router: Router,
+        model_label: str,
+    ) -> None:
+        self.config = config
+        self.datasets = datasets
+        self.store = store
+        self.router = router
+        self.model_label = model_label
+        self.stats = RunStats()
+        self.throttler = _throttler(config.max_rps)
+        self.queue: asyncio.Queue[WorkUnit | None] = asyncio.Queue(maxsize=2 * config.max_concurrent)
+
+    async def run(self, done: DoneIndex) -> None:
+        total = sum(d.num_prompts for d in self.datasets) * self.config.n
+        already = sum(bin(m).count("1") for m in done.masks.values())
+        with _progress_bar(total, already, self.config.progress) as bar:
+            ticker = asyncio.create_task(self._tick(bar, already))
+            try:
+                await self._run_workers(done)
+            finally:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+                self._refresh(bar, already)
+
+    async def _run_workers(self, done: DoneIndex) -> None:
+        tasks = [asyncio.create_task(self._producer(done))]
+        tasks += [asyncio.create_task(self._worker()) for _ in range(self.config.max_concurrent)]
+        try:
+            finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in finished:
+                task.result()  # re-raise the first fatal error
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _producer(self, done: DoneIndex) -> None:
+        for dataset in self.datasets:
+            for record in iter_prompts(dataset, self.config.system_prompt):
+                missing = done.missing(record.prompt_id, self.config.n)
+                for unit in work_units(record, missing, self.config) if missing else ():
+                    await self.queue.put(unit)
+        for _ in range(self.config.max_concurrent):
+            await self.queue.put(None)
+
+    async def _worker(self) -> None:
+        while (unit := await self.queue.get()) is not None:
+            rows = await self._sample(unit)
+            self.store.append(rows)
+            self.stats.samples += len(rows)
+
+    async def _sample(self, unit: WorkUnit) -> list[dict[str, Any]]:
+        started = time.monotonic()
+        attempts = 0
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.config.max_attempts),
+            wait=_wait_for_retry,
+            retry=tenacity.retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    if attempts > 1:
+                        self.stats.retries += 1
+                    batch, endpoint = await self._attempt(unit)
+        except RequestError as exc:
+            return self._error_rows(unit, exc, attempts, time.monotonic() - started)
+        self.stats.requests += 1
+        return self._rows(unit, batch, endpoint, attempts, time.monotonic() - started)
+
+    async def _attempt(self, unit: WorkUnit) -> tuple[CompletionBatch, str]:
+        if self.throttler is not None:
+            await self.throttler.acquire()
+        async with self.router.endpoint_for(unit.record.prompt_id) as endpoint:
+            try:
+                batch = await endpoint.backend.complete(
+                    unit.record.prompt,
+                    n=len(unit.sample_indices),
+                    params=self.config.params,
+                    seed=unit.seed,
+                )
+            except RequestError as exc:
+                self.router.record_failure(endpoint, unreachable=exc.endpoint_down)
+                raise
+            self.router.record_success(endpoint)
+            return batch, endpoint.name
+
+    def _base_row(self, unit: WorkUnit, sample_idx: int) -> dict[str, Any]:
+        params = self.config.params
+        record = unit.record
+        return {
+            **record.row,
+            "dataset": record.dataset,
+            "data_idx": record.data_idx,
+            "prompt_id": record.prompt_id,
+            "sample_idx": sample_idx,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+            "seed": unit.seed,
+            "model": self.model_label,
+            "config_hash": self.store.config_hash,
+        }
+
+    def _rows(
+        self, unit: WorkUnit, batch: CompletionBatch, endpoint: str, attempts: int, latency: float
+    ) -> list[dict[str, Any]]:
+        self.stats.prompt_tokens += batch.prompt_tokens or 0
+        known = [c.completion_tokens for c in batch.completions]
+        self.stats.completion_tokens += (
+            batch.completion_tokens_total
+            if batch.completion_tokens_total is not None
+            else sum(t or 0 for t in known)
+        )
+        rows = []
+        for sample_idx, completion in zip(unit.sample_indices, batch.completions, strict=True):
+            row = self._base_row(unit, sample_idx)
+            row.update(
+                response=completion.text,
+                finish_reason=completion.finish_reason,
+                prompt_tokens=batch.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                latency_s=round(latency, 4),
+                endpoint=endpoint,
+                attempts=attempts,
+                error=None,
+                error_kind=None,
+            )
+            rows.append(row)
+        return rows
+
+    def _error_rows(
+        self, unit: WorkUnit, exc: RequestError, attempts: int, latency: float
+    ) -> list[dict[str, Any]]:
+        self.stats.error_samples += len(unit.sample_indices)
+        self.stats.errors_by_kind[exc.kind] += len(unit.sample_indices)
+        rows = []
+        for sample_idx in unit.sample_indices:
+            row = self._base_row(unit, sample_idx)
+            row.update(
+                response=None,
+                finish_reason=None,
+                latency_s=round(latency, 4),
+                attempts=attempts,
+                error=f"{exc.kind}: {exc.message}",
+                error_kind=exc.kind,
+            )
+            rows.append(row)
+        return rows
+
+    async def _tick(self, bar: tqdm, already: int) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            self._refresh(bar, already)
+
+    def _refresh(self, bar: tqdm, already: int) -> None:
+        elapsed = self.stats.elapsed()
+        bar.n = already + self.stats.samples
+        bar.set_postfix_str(
+            f"req/s={self.stats.requests / elapsed:.1f} "
+            f"tok/s={self.stats.completion_tokens / elapsed:.0f} "
+            f"in_flight={self.router.in_flight} retries={self.stats.retries} "
+            f"errors={self.stats.error_samples}",
+            refresh=True,
+        )
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    # Only our own request errors: never CancelledError or a programming error.
+    return isinstance(exc, RequestError) and exc.retryable
+
+
+def _wait_for_retry(state: tenacity.RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    retry_after = exc.retry_after if isinstance(exc, RequestError) else None
+    return backoff_delay(state.attempt_number, retry_after)
+
+
+def _throttler(max_rps: float | None) -> Throttler | None:
+    if max_rps is None:
+        return None
+    burst = max(1, int(max_rps))
+    return Throttler(rate_limit=burst, period=burst / max_rps)
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    bar = tqdm(
+        total=total, initial=initial, unit="sample", disable=not enabled, dynamic_ncols=True,
+        mininterval=PROGRESS_INTERVAL_S, smoothing=0.1,
+    )
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@dataclass
+class PreparedRun:
+    """A run whose inputs are validated and whose output is locked, before any backend starts."""
+
+    config: GenerateConfig
+    datasets: list[Dataset]
+    store: RolloutStore
+
+
+@contextlib.contextmanager
+def prepared_run(config: GenerateConfig) -> Iterator[PreparedRun]:
+    """Validate every input and claim the output (lock, config check, crash recovery).
+
+    Everything that can be wrong with the user's input fails here, before a model loads."""
+    datasets = load_datasets(config.inputs, config.prompt_key, config.system_prompt)
+    store = RolloutStore(
+        config.output,
+        schema=output_schema(d.schema for d in datasets),
+        config=config.identity(),
+        config_hash=config.config_hash(),
+        overwrite=config.overwrite,
+    )
+    with store:
+        yield PreparedRun(config, datasets, store)
+
+
+async def generate(
+    run: PreparedRun,
+    backends: list[Backend],
+    health_check: HealthCheck,
+    *,
+    model_label: str | None = None,
+) -> GenerateResult:
+    """Run one prepared job to completion (or resume it); write OUT and its summary."""
+    config, store = run.config, run.store
+    done = store.done_index(retry_errors=config.retry_errors)
+    router = Router(backends, health_check, server_wait_s=config.server_wait_s)
+    async with router:
+        await router.wait_until_reachable()
+        generator = Generator(config, run.datasets, store, router, model_label or config.model)
+        await generator.run(done)
+    rows, errors_by_kind = store.finalize(wide=config.output_format == "wide")
+    summary = _summary(config, run.datasets, generator, router, rows, errors_by_kind)
+    path = summary_path_for(config.output)
+    write_json_atomic(summary, path)
+    return GenerateResult(output=config.output, summary_path=path, summary=summary)
+
+
+def _summary(
+    config: GenerateConfig,
+    datasets: list[Dataset],
+    generator: Generator,
+    router: Router,
+    rows: int,
+    errors_by_kind: dict[str, int],
+) -> dict[str, Any]:
+    return {
+        "output": {
+            "path": str(config.output),
+            "format": config.output_format,
+            "rows": rows,
+            "error_rows": sum(errors_by_kind.values()),
+            "errors_by_kind": errors_by_kind,
+        },
+        "datasets": [
+            {"name": d.name, "path": str(d.path), "prompts": d.num_prompts} for d in datasets
+        ],
+        "expected_rows": sum(d.num_prompts for d in datasets) * config.n,
+        "config": config.identity(),
+        "config_hash": config.config_hash(),
+        "this_run": generator.stats.as_dict(),
+        "endpoints": [
+            {
+                "name": e.name,
+                "requests": e.requests,
+                "failures": e.failures,
+                "ejections": e.ejections,
+            }
+            for e in router.endpoints
+        ],
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,501 @@
+"""A vLLM OpenAI-compatible server as an async context manager: build the command, start it in its
+own process session, wait until it really serves, stop the whole process tree.
+
+    config = ServerConfig(model="Qwen/Qwen2.5-7B-Instruct", tensor_parallel_size=2)
+    async with ManagedServer(config) as server:
+        ...  # requests to server.base_url with model=server.model
+
+Readiness: `/health` answering 200 is not enough (it can answer while the engine is hung), so a
+server is ready only once a 1-token completion also succeeds. The wait ends at once when the process
+exits or its log shows a fatal line (FATAL_LOG_PATTERNS); at the deadline the group is killed.
+Errors: ServerStartError (with the log's tail) when a start fails; UserInputError for bad options or
+a missing vLLM install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import importlib.util
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from rollouts.errors import ServerStartError, ServerUnavailable, UserInputError
+from server.info import remove_server_info, write_server_info
+from server.process import pick_free_port, port_in_use, stop_group
+
+logger = logging.getLogger(__name__)
+
+VLLM_ENV = "ROLLOUTS_VLLM"
+INSTALL_HINT = "vLLM is not installed: pip install 'rollouts[vllm]'"
+
+# Lines after which a starting vLLM never becomes ready, though with tensor parallelism the process
+# may hang instead of exiting. vLLM itself logs "Address already in use. Retrying with a new port."
+# for its internal ports: that one is not fatal.
+FATAL_LOG_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"CUDA out of memory|OutOfMemoryError"),
+    re.compile(r"No available memory for the cache blocks"),
+    re.compile(r"larger than the maximum number of tokens that can be stored in KV cache"),
+    re.compile(r"address already in use(?!\. Retrying)", re.IGNORECASE),
+    re.compile(r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError"),
+    re.compile(r"CUDA error: "),
+    re.compile(r"Engine core initialization failed"),
+)
+
+# Flags this module sets itself; passing them again through extra_args would make base_url or the
+# served name wrong, so they are refused there with the option to use instead.
+_OWN_FLAGS = {
+    "--host": "host",
+    "--port": "port",
+    "--model": "model",
+    "--served-model-name": "served_model_name",
+    "--tensor-parallel-size": "tensor_parallel_size",
+    "-tp": "tensor_parallel_size",
+    "--data-parallel-size": "data_parallel_size",
+    "-dp": "data_parallel_size",
+}
+
+HEALTH_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 30.0  # one attempt of the 1-token completion; retried until the deadline
+READY_POLL_S = 0.25
+WATCH_POLL_S = 0.5  # how often a serving server is checked for an exit
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def _default_vllm_command() -> str:
+    return os.environ.get(VLLM_ENV) or "vllm"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """How to start one vLLM server. port=None picks a free port when the server starts.
+
+    vllm_command is the launcher, split like a shell line ("vllm", or "python3 fake_vllm.py" in
+    tests); it defaults to $ROLLOUTS_VLLM, else `vllm`. extra_args go after the flags set here, so
+    they can override seed and the other defaults (argparse keeps the last value).
+    """
+
+    model: str
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    host: str = "127.0.0.1"
+    port: int | None = None
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    served_model_name: str | None = None
+    seed: int = 0
+    extra_args: tuple[str, ...] = ()
+    log_file: Path | None = None
+    info_file: Path | None = None
+    ready_timeout: float = 1800.0
+    stop_timeout: float = 30.0
+    vllm_command: str = field(default_factory=_default_vllm_command)
+
+    def __post_init__(self) -> None:
+        # Accept str paths too; frozen, so through object.__setattr__.
+        for name in ("log_file", "info_file"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "extra_args", tuple(self.extra_args))
+        if not self.model:
+            raise UserInputError("a model is required: a local directory or a hub id")
+        for name in ("tensor_parallel_size", "data_parallel_size"):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"{name} must be >= 1")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise UserInputError(f"port must be in 1..65535 (or auto), got {self.port}")
+        gmu = self.gpu_memory_utilization
+        if gmu is not None and not 0 < gmu <= 1:
+            raise UserInputError(f"gpu_memory_utilization must be in (0, 1], got {gmu}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise UserInputError("max_model_len must be >= 1")
+        if self.ready_timeout <= 0 or self.stop_timeout <= 0:
+            raise UserInputError("ready_timeout and stop_timeout must be > 0 seconds")
+        if not shlex.split(self.vllm_command):
+            raise UserInputError(f"{VLLM_ENV} / vllm_command is empty")
+        _check_extra_args(self.extra_args)
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model
+
+
+def _check_extra_args(extra_args: tuple[str, ...]) -> None:
+    for arg in extra_args:
+        flag = arg.split("=", 1)[0]
+        if flag in _OWN_FLAGS:
+            raise UserInputError(
+                f"{flag} cannot be passed through to vllm serve; use the {_OWN_FLAGS[flag]} option"
+            )
+
+
+def build_vllm_command(config: ServerConfig, port: int | None = None) -> list[str]:
+    """The `vllm serve` command line for config (on port, when config.port is auto), launcher first.
+
+    Defaults added beyond the user's options, each for a reason:
+    - `--served-model-name` = the model name given, so clients always know what to send.
+    - `--seed` (0 unless set): the same server config samples the same way across restarts and
+      vLLM versions (older ones had no fixed default).
+    - `--generation-config vllm`: vLLM otherwise applies the model's generation_config.json
+      (e.g. top_k=20, repetition_penalty=1.05 for some chat models) to every request that does not
+      set them, so rollouts would not be samples of the distribution the trainer scores.
+    - `--disable-uvicorn-access-log`: one log line per HTTP request, written on the API server's
+      event loop, which is the server's bottleneck at thousands of requests per second.
+    Request logging (`--enable-log-requests`) is already off by default in vLLM >= 0.10.
+    """
+    port = port if port is not None else config.port
+    if port is None:
+        raise ValueError("config.port is auto: pass the chosen port")
+    command = shlex.split(config.vllm_command)
+    command += ["serve", config.model, "--host", config.host, "--port", str(port)]
+    command += ["--served-model-name", config.served_name]
+    if config.tensor_parallel_size != 1:
+        command += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
+    if config.data_parallel_size != 1:
+        command += ["--data-parallel-size", str(config.data_parallel_size)]
+    if config.gpu_memory_utilization is not None:
+        command += ["--gpu-memory-utilization", str(config.gpu_memory_utilization)]
+    if config.max_model_len is not None:
+        command += ["--max-model-len", str(config.max_model_len)]
+    command += ["--seed", str(config.seed), "--generation-config", "vllm"]
+    command += ["--disable-uvicorn-access-log"]
+    command += list(config.extra_args)
+    return command
+
+
+def resolve_launcher(command: list[str]) -> list[str]:
+    """command with its executable checked: found on PATH as given, or, for a bare `vllm` not on
+    PATH but importable, run as `python -m vllm.entrypoints.cli.main`. Else UserInputError."""
+    executable = command[0]
+    if shutil.which(executable) or (os.sep in executable and os.access(executable, os.X_OK)):
+        return command
+    if executable == "vllm" and importlib.util.find_spec("vllm") is not None:
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main", *command[1:]]
+    if executable == "vllm":
+        raise UserInputError(INSTALL_HINT)
+    raise UserInputError(f"{executable}: no such executable (from {VLLM_ENV} or vllm_command)")
+
+
+def _default_log_file(config: ServerConfig, port: int) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.served_name.strip("/"))[-60:]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.gettempdir()) / "rollouts-logs" / f"vllm-{name}-{port}-{stamp}.log"
+
+
+def _parent_death_signal() -> Any:
+    """A preexec function asking Linux to SIGTERM the server when this process dies (even by
+    SIGKILL), so a crashed client does not leave GPUs held by an orphaned server; None elsewhere.
+    The libc function is looked up here, in the parent, so the child only makes one call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl
+    pr_set_pdeathsig = 1
+
+    def set_pdeathsig() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+    return set_pdeathsig
+
+
+class _LogWatcher:
+    """Reads what a log file gained since the last call and reports the first fatal line."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.offset = offset
+        self._partial = ""
+
+    def fatal_line(self) -> str | None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return None
+        self.offset += len(chunk)
+        lines = (self._partial + chunk.decode("utf-8", "replace")).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if any(p.search(line) for p in FATAL_LOG_PATTERNS):
+                return line.strip()
+        return None
+
+
+def read_log_tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log file ('' when there is none)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            text = handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ManagedServer:
+    """One vLLM server process tree, owned by this object.
+
+    `async with ManagedServer(config) as server` starts it and waits until ready (stopping it again
+    if that fails) and always stops it on exit. start/wait_ready/stop/restart can also be called
+    one by one; restart reuses the port, so clients keep their base_url.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._port = config.port
+        self._log_file = config.log_file
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+        self.started_at: float | None = None
+        self.leftover_pids: list[int] = []
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the port is chosen when the server starts")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def model(self) -> str:
+        """The name to send as `model` in requests."""
+        return self.config.served_name
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    @property
+    def log_file(self) -> Path | None:
+        return self._log_file
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return read_log_tail(self._log_file, lines) if self._log_file else ""
+
+    def command(self) -> list[str]:
+        return build_vllm_command(self.config, self.port)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Launch the server in its own session with its output appended to the log file."""
+        if self.is_running():
+            raise RuntimeError(f"server already running (pid {self.pid})")
+        if self._port is None:
+            self._port = pick_free_port(self.config.host)
+        elif port_in_use(self.config.host, self._port):
+            raise ServerStartError(
+                f"port {self._port} on {self.config.host} is already in use; "
+                "choose another port or --port auto"
+            )
+        argv = resolve_launcher(self.command())
+        if self._log_file is None:
+            self._log_file = _default_log_file(self.config, self._port)
+        self._log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_file, "ab") as log:
+            log.write(f"=== rollouts: starting: {shlex.join(argv)}\n".encode())
+            log.flush()
+            self._log_offset = log.tell()
+            env = {**os.environ, "VLLM_NO_USAGE_STATS": "1"}  # nodes are often offline
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_parent_death_signal(),
+                env=env,
+            )
+        self.started_at = time.time()
+        logger.info("started vLLM (pid %s) on %s, log %s", self.pid, self.base_url, self._log_file)
+
+    async def wait_ready(self) -> None:
+        """Return once /health is 200 and a 1-token completion succeeds; on early exit, a fatal
+        log line or the deadline, stop the whole group and raise ServerStartError."""
+        if self._proc is None or self._log_file is None:
+            raise RuntimeError("start() the server before waiting for it")
+        try:
+            await self._poll_until_ready()
+        except BaseException:
+            await self.stop()
+            raise
+        if self.config.info_file is not None:
+            write_server_info(self.config.info_file, self)
+
+    async def _poll_until_ready(self) -> None:
+        assert self._log_file is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.ready_timeout
+        watcher = _LogWatcher(self._log_file, self._log_offset)
+        async with aiohttp.ClientSession() as session:
+            while True:
+                self._raise_if_failed(watcher)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise ServerStartError(
+                        f"vLLM was not ready after {self.config.ready_timeout:g}s; killed it. "
+                        f"Log {self._log_file} ends with:\n{self.log_tail()}"
+                    )
+                if await self._is_ready(session, remaining):
+                    return
+                await asyncio.sleep(min(READY_POLL_S, max(0.0, deadline - loop.time())))
+
+    def _raise_if_failed(self, watcher: _LogWatcher) -> None:
+        code = self.returncode
+        fatal = watcher.fatal_line()
+        if code is not None:
+            raise ServerStartError(
+                f"vLLM exited with status {code} while starting. "
+                f"Log {self._log_file} ends with:\n{self.log_tail()}"
+            )
+        if fatal is not None:
+            raise ServerStartError(
+                f"vLLM failed while starting: {fatal}\nLog {self._log_file} ends with:\n"
+                f"{self.log_tail()}"
+            )
+
+    async def _is_ready(self, session: aiohttp.ClientSession, remaining: float) -> bool:
+        try:
+            timeout = aiohttp.ClientTimeout(total=min(HEALTH_TIMEOUT_S, remaining))
+            async with session.get(f"{self.base_url}/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    return False
+            return await self._probe_completion(session, min(PROBE_TIMEOUT_S, remaining))
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+    async def _probe_completion(self, session: aiohttp.ClientSession, timeout_s: float) -> bool:
+        """One token through the whole engine: proves the scheduler and workers run."""
+        body = {"model": self.model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with session.post(
+            f"{self.base_url}/v1/completions", json=body, timeout=timeout
+        ) as resp:
+            if resp.status != 200:
+                return False
+            data = await resp.json()
+        return bool(data.get("choices"))
+
+    async def stop(self) -> None:
+        """TERM the whole process group, wait stop_timeout, KILL what is left, and check that no
+        process of it remains. Removes the info file. Safe to call twice."""
+        if self.config.info_file is not None:
+            remove_server_info(self.config.info_file)
+        if self._proc is None:
+            return
+        left = await stop_group(self._proc, term_timeout=self.config.stop_timeout)
+        self.leftover_pids = left
+        if left:
+            logger.error("processes of the vLLM server survived SIGKILL: %s", left)
+
+    async def restart(self) -> None:
+        """Stop (if needed), start again on the same port and wait until ready."""
+        await self.stop()
+        await self.start()
+        await self.wait_ready()
+
+    async def __aenter__(self) -> ManagedServer:
+        await self.start()
+        await self.wait_ready()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # A Ctrl-C that cancels the caller must not cut the stop short and leave GPUs held.
+        stopping = asyncio.ensure_future(self.stop())
+        try:
+            await asyncio.shield(stopping)
+        except asyncio.CancelledError:
+            await stopping
+            raise
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else f"returncode={self.returncode}"
+        return f"ManagedServer(model={self.model!r}, port={self._port}, pid={self.pid}, {state})"
+
+
+async def serve_until_stopped(
+    config: ServerConfig,
+    on_ready: Callable[[ManagedServer], None],
+    *,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> ManagedServer:
+    """Start a server, call on_ready once it serves, then keep it until one of signals arrives (a
+    clean stop) or it dies (ServerUnavailable with the log tail). The whole process group is
+    stopped either way, also when a signal comes while it is still starting."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop_requested.set)
+    server = ManagedServer(config)
+    try:
+        await server.start()
+        if await _first_of(server.wait_ready(), stop_requested):
+            on_ready(server)
+            while not stop_requested.is_set() and server.is_running():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop_requested.wait(), timeout=WATCH_POLL_S)
+            if not stop_requested.is_set():
+                raise ServerUnavailable(
+                    f"vLLM exited with status {server.returncode} while serving. "
+                    f"Log {server.log_file} ends with:\n{server.log_tail()}"
+                )
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await server.stop()
+    return server
+
+
+async def _first_of(work: Awaitable[None], stop_requested: asyncio.Event) -> bool:
+    """Run work unless stop_requested is set first (then cancel it): True when work finished."""
+    work_task = asyncio.ensure_future(work)
+    stop_task = asyncio.ensure_future(stop_requested.wait())
+    done, _ = await asyncio.wait({work_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (work_task, stop_task):
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if work_task in done:
+        work_task.result()  # raise the start error, if any
+        return True
+    return False

@@ -1,0 +1,247 @@
+"""A stand-in for the `vllm` executable: `python3 fake_vllm.py serve MODEL --port P ...`.
+
+It parses the flags `vllm serve` gets, serves /health, /v1/models, /v1/completions and
+/v1/chat/completions with instant deterministic text (n honoured, usage reported), and runs one
+"engine worker" child process in its own process group, as vLLM's engine core does. Environment
+variables make it misbehave the ways a real server does:
+
+FAKE_VLLM_START_DELAY=S     sleep S seconds before binding the port (a slow model load)
+FAKE_VLLM_EXIT_DURING_START=C  exit with status C before binding
+FAKE_VLLM_FATAL=oom|addr|nccl  print that fatal line before binding, then
+FAKE_VLLM_AFTER_FATAL=exit|hang  exit 1 (default) or hang without ever serving
+FAKE_VLLM_HEALTH=hang       /health never answers
+FAKE_VLLM_ENGINE=hang|500   /health answers 200 but completions hang or fail (engine hung)
+FAKE_VLLM_DIE_AFTER=K       exit abruptly (status 1) on the K+1-th completion request
+FAKE_VLLM_IGNORE_TERM=1     the main process ignores SIGTERM (only SIGKILL stops it)
+FAKE_VLLM_WORKER=term|ignore-term|setsid  the worker stops on SIGTERM (default), ignores it, or
+                            also leaves the process group (setsid) and ignores SIGTERM
+FAKE_VLLM_PIDS_FILE=PATH    write "MAIN_PID WORKER_PID" there once the worker runs
+FAKE_VLLM_ARGV_FILE=PATH    write the argv received there as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+FATAL_LINES = {
+    "oom": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.",
+    "addr": "ERROR: [Errno 98] error while attempting to bind on address: address already in use",
+    "nccl": "RuntimeError: NCCL error: unhandled system error (run with NCCL_DEBUG=INFO)",
+}
+WORDS = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa"]
+NATURAL_TOKENS = 6  # a sample "ends" (finish_reason stop) after this many tokens
+
+WORKER_CODE = """
+import os, signal, sys, time
+mode = sys.argv[1]
+if mode == "setsid":
+    os.setsid()
+if mode in ("ignore-term", "setsid"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("worker ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def log(message: str) -> None:
+    print(f"INFO {time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vllm")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve")
+    serve.add_argument("model")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--served-model-name", default=None)
+    serve.add_argument("--tensor-parallel-size", type=int, default=1)
+    serve.add_argument("--data-parallel-size", type=int, default=1)
+    serve.add_argument("--seed", type=int, default=0)
+    args, unknown = parser.parse_known_args(argv)
+    args.unknown = unknown
+    return args
+
+
+def sample_text(prompt: str, seed: int, max_tokens: int) -> tuple[str, str, int]:
+    """Deterministic words from (prompt, seed); 'length' when max_tokens cuts the sample short."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
+    count = min(max_tokens, NATURAL_TOKENS)
+    words = [WORDS[digest[i] % len(WORDS)] for i in range(count)]
+    finish = "length" if max_tokens < NATURAL_TOKENS else "stop"
+    return " ".join(words), finish, count
+
+
+class FakeEngine:
+    def __init__(self, served_name: str, default_seed: int) -> None:
+        self.served_name = served_name
+        self.default_seed = default_seed
+        self.requests = 0
+        self.die_after = int(os.environ.get("FAKE_VLLM_DIE_AFTER", "-1"))
+        self.engine_mode = os.environ.get("FAKE_VLLM_ENGINE", "")
+        self.health_mode = os.environ.get("FAKE_VLLM_HEALTH", "")
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.health_mode == "hang":
+            await asyncio.sleep(3600)
+        return web.Response(status=200)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.served_name, "object": "model"}]}
+        )
+
+    async def _generate(self, body: dict[str, Any], prompt: str, chat: bool) -> web.Response:
+        self.requests += 1
+        if 0 <= self.die_after < self.requests:
+            log("engine core died")
+            os._exit(1)
+        if self.engine_mode == "hang":
+            await asyncio.sleep(3600)
+        if self.engine_mode == "500":
+            return web.json_response({"error": {"message": "EngineDeadError"}}, status=500)
+        if body.get("model") != self.served_name:
+            message = f"The model `{body.get('model')}` does not exist."
+            return web.json_response({"error": {"message": message}}, status=404)
+        n = int(body.get("n", 1))
+        seed = int(body.get("seed", self.default_seed))
+        max_tokens = int(body.get("max_tokens") or 16)
+        choices = []
+        total = 0
+        for i in range(n):
+            text, finish, count = sample_text(prompt, seed + i, max_tokens)
+            total += count
+            if chat:
+                choice: dict[str, Any] = {"message": {"role": "assistant", "content": text}}
+            else:
+                choice = {"text": text}
+            choices.append({"index": i, "finish_reason": finish, **choice})
+        usage = {
+            "prompt_tokens": len(prompt.split()),
+            "completion_tokens": total,
+            "total_tokens": len(prompt.split()) + total,
+        }
+        kind = "chat.completion" if chat else "text_completion"
+        return web.json_response(
+            {"id": f"cmpl-{self.requests}", "object": kind, "model": self.served_name,
+             "choices": choices, "usage": usage}
+        )
+
+    async def completions(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return await self._generate(body, str(body.get("prompt", "")), chat=False)
+
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in body.get("messages", []))
+        return await self._generate(body, prompt, chat=True)
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    mode = os.environ.get("FAKE_VLLM_WORKER", "term")
+    return subprocess.Popen([sys.executable, "-c", WORKER_CODE, mode])
+
+
+def before_serving() -> None:
+    """The model load: where a real server is slow, runs out of memory or exits."""
+    log("Address already in use. Retrying with a new port.")  # vLLM's harmless internal warning
+    delay = float(os.environ.get("FAKE_VLLM_START_DELAY", "0"))
+    if delay:
+        log(f"loading weights ({delay}s)")
+        time.sleep(delay)
+    fatal = os.environ.get("FAKE_VLLM_FATAL")
+    if fatal:
+        print(FATAL_LINES[fatal], flush=True)
+        if os.environ.get("FAKE_VLLM_AFTER_FATAL", "exit") == "hang":
+            while True:
+                time.sleep(1)
+        sys.exit(1)
+    code = os.environ.get("FAKE_VLLM_EXIT_DURING_START")
+    if code:
+        print("RuntimeError: Engine process failed to start", flush=True)
+        sys.exit(int(code))
+
+
+async def serve(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> None:
+    engine = FakeEngine(args.served_model_name or args.model, args.seed)
+    app = web.Application()
+    app.router.add_get("/health", engine.health)
+    app.router.add_get("/v1/models", engine.models)
+    app.router.add_post("/v1/completions", engine.completions)
+    app.router.add_post("/v1/chat/completions", engine.chat)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, args.host, args.port).start()
+    except OSError as exc:
+        print(f"ERROR: [Errno {exc.errno}] error while attempting to bind on address "
+              f"({args.host!r}, {args.port}): {exc.strerror.lower()}", flush=True)
+        worker.terminate()
+        sys.exit(1)
+    log(f"Starting vLLM API server on http://{args.host}:{args.port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if os.environ.get("FAKE_VLLM_IGNORE_TERM") == "1":
+        loop.add_signal_handler(signal.SIGTERM, lambda: log("ignoring SIGTERM"))
+    else:
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    log("Shutting down")
+    worker.terminate()  # vLLM's API server stops its engine core on shutdown
+    await runner.cleanup()
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    if os.environ.get("FAKE_VLLM_ARGV_FILE"):
+        with open(os.environ["FAKE_VLLM_ARGV_FILE"], "w") as handle:
+            json.dump(argv, handle)
+    worker = start_worker()
+    if os.environ.get("FAKE_VLLM_PIDS_FILE"):
+        with open(os.environ["FAKE_VLLM_PIDS_FILE"], "w") as handle:
+            handle.write(f"{os.getpid()} {worker.pid}\n")
+    before_serving()
+    asyncio.run(serve(args, worker))
+
+
+
+# -- helpers for the tests that run this stand-in ---------------------------------------------
+
+FAKE_VLLM_COMMAND = f"{sys.executable} {os.path.abspath(__file__)}"
+
+
+def recorded_pids(pids_file: str | os.PathLike[str]) -> list[int]:
+    """The main and worker pids a run of the stand-in wrote to FAKE_VLLM_PIDS_FILE."""
+    with open(pids_file) as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def live_pids(pids: list[int]) -> list[int]:
+    """Those of pids that still run (zombies count as gone: they hold nothing)."""
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
