@@ -99,7 +99,7 @@ def test_health_alone_is_not_ready(
     """/health answers 200 but completions fail or hang: a hung engine is never called ready,
     and at the deadline the whole group is killed."""
     monkeypatch.setenv("FAKE_VLLM_ENGINE", engine)
-    server = ManagedServer(make_config(tmp_path, ready_timeout=2.0))
+    server = ManagedServer(make_config(tmp_path, ready_timeout=2.0, stop_timeout=1.0))
 
     async def scenario() -> None:
         async with server:
@@ -116,7 +116,7 @@ def test_hanging_health_hits_the_deadline(
     tmp_path: Path, pids_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_VLLM_HEALTH", "hang")
-    server = ManagedServer(make_config(tmp_path, ready_timeout=1.5))
+    server = ManagedServer(make_config(tmp_path, ready_timeout=1.5, stop_timeout=1.0))
     with pytest.raises(ServerStartError, match="not ready after 1.5s"):
         asyncio.run(server.__aenter__())
     assert_all_gone(pids_file)
