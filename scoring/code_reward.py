@@ -179,7 +179,7 @@ def outputs_match(got: str, expected: str, tolerance: float | None = None) -> bo
         return True
     if tolerance is None or len(got_tokens) != len(expected_tokens):
         return False
-    return all(g == e or _floats_close(g, e, tolerance) for g, e in zip(got_tokens, expected_tokens))
+    return all(g == e or _floats_close(g, e, tolerance) for g, e in zip(got_tokens, expected_tokens, strict=True))
 
 
 def _floats_close(got: str, expected: str, tolerance: float) -> bool:
@@ -201,7 +201,7 @@ def _equal(got: Any, expected: Any, tolerance: float | None) -> bool:
         return True
     if isinstance(got, list) and isinstance(expected, list):
         return len(got) == len(expected) and all(
-            _equal(g, e, tolerance) for g, e in zip(got, expected))
+            _equal(g, e, tolerance) for g, e in zip(got, expected, strict=True))
     numbers = (int, float)
     if (tolerance is not None and isinstance(got, numbers) and isinstance(expected, numbers)
             and not isinstance(got, bool) and not isinstance(expected, bool)):
@@ -241,7 +241,7 @@ def run_stdio_tests(backend: Backend, code: str, suite: StdioTests, limits: Sand
                     tolerance: float | None) -> list[TestOutcome]:
     """Each test in a fresh sandbox: the program with the test's stdin, stdout compared here."""
     outcomes = []
-    for index, (stdin, expected) in enumerate(zip(suite.inputs, suite.outputs)):
+    for index, (stdin, expected) in enumerate(zip(suite.inputs, suite.outputs, strict=True)):
         run = sandbox.execute(backend, {"solution.py": code}, "solution.py",
                               stdin=stdin.encode(), limits=limits)
         if run.failure_reason(limits):
@@ -376,6 +376,7 @@ def run_harness_tests(backend: Backend, code: str, suite: FunctionTests | Assert
 def _harness_run(backend: Backend, code: str, suite: FunctionTests | AssertTests, start: int,
                  limits: SandboxLimits) -> tuple[RunResult, list[_Marker]]:
     nonce = secrets.token_hex(16)
+    job: dict[str, Any]
     if isinstance(suite, FunctionTests):
         job = {"mode": "function", "fn_name": suite.fn_name, "tests": suite.inputs,
                "setup": "", "after": ""}
