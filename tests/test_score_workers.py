@@ -1,0 +1,90 @@
+"""The worker pool: batches, a hard per-item time limit that kills real processes, crash recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scoring.workers import WorkerPool, WorkItem
+
+REWARD_SOURCE = """
+import os, time
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    if solution_str == "hang":
+        with open(ground_truth, "w") as handle:
+            handle.write(str(os.getpid()))
+        time.sleep(600)
+    if solution_str == "crash":
+        os._exit(3)
+    if solution_str == "raise":
+        raise RuntimeError("reward exploded")
+    return {"score": float(len(solution_str)), "pid": os.getpid()}
+"""
+
+
+@pytest.fixture
+def reward_spec(tmp_path: Path) -> str:
+    path = tmp_path / "slow_reward.py"
+    path.write_text(REWARD_SOURCE)
+    return f"{path}:compute_score"
+
+
+def item(spec: str, answer: str, ground_truth: str = "") -> WorkItem:
+    return WorkItem(key=answer, reward_fn=spec, answer=answer, ground_truth=ground_truth,
+                    data_source="t", extra_info=None)
+
+
+def test_hung_item_is_killed_and_marked_timeout(reward_spec: str, tmp_path: Path) -> None:
+    pid_file = tmp_path / "hung.pid"
+    items = [item(reward_spec, "a"), item(reward_spec, "hang", str(pid_file)),
+             item(reward_spec, "bbb"), item(reward_spec, "cc")]
+    with WorkerPool(workers=1, timeout_s=1.0, max_batch=8) as pool:
+        results = pool.run(items)
+        assert pool.replaced == 1
+        hung_pid = int(pid_file.read_text())
+        assert not psutil.pid_exists(hung_pid)
+        assert hung_pid not in pool.pids()
+    assert results["hang"].status == "timeout"
+    assert "worker killed" in results["hang"].extra["score_error"]
+    # The rest of the hung item's batch was scored by the replacement worker.
+    assert {k: results[k].score for k in ("a", "bbb", "cc")} == {"a": 1.0, "bbb": 3.0, "cc": 2.0}
+    assert results["bbb"].extra["pid"] != hung_pid
+
+
+def test_crashed_worker_marks_item_error_and_goes_on(reward_spec: str) -> None:
+    items = [item(reward_spec, "x"), item(reward_spec, "crash"), item(reward_spec, "yy")]
+    with WorkerPool(workers=1, timeout_s=30.0, max_batch=8) as pool:
+        results = pool.run(items)
+        assert pool.replaced == 1
+    assert results["crash"].status == "error"
+    assert "died" in results["crash"].extra["score_error"]
+    assert (results["x"].score, results["yy"].score) == (1.0, 2.0)
+
+
+def test_reward_exception_is_error_verdict_not_a_crash(reward_spec: str) -> None:
+    with WorkerPool(workers=1, timeout_s=30.0) as pool:
+        results = pool.run([item(reward_spec, "raise"), item(reward_spec, "ok")])
+        assert pool.replaced == 0
+    assert results["raise"].status == "error"
+    assert results["raise"].extra["score_error"] == "RuntimeError: reward exploded"
+    assert results["ok"].score == 2.0
+
+
+def test_items_spread_over_workers_in_batches(reward_spec: str) -> None:
+    items = [item(reward_spec, "z" * n) for n in range(1, 41)]
+    done: list[int] = []
+    with WorkerPool(workers=2, timeout_s=30.0, max_batch=5) as pool:
+        results = pool.run(items, done.append)
+    assert [results["z" * n].score for n in range(1, 41)] == [float(n) for n in range(1, 41)]
+    assert len({r.extra["pid"] for r in results.values()}) == 2
+    assert sum(done) == 40
+
+
+def test_pool_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        WorkerPool(workers=0, timeout_s=1)
+    with pytest.raises(ValueError):
+        WorkerPool(workers=1, timeout_s=0)
