@@ -441,7 +441,10 @@ def _as_string(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 def _sample_table(source: _Source, rule: PassRule, key_column: str) -> pa.Table:
     """Per-row statistics of one file: dataset, key, data_source, passed, unscoreable."""
-    wanted = ["dataset", key_column, "data_source", rule.column, "score_status"]
+    # A prompt key is computed separately (its values may be message lists).
+    wanted = ["dataset", "data_source", rule.column, "score_status"]
+    if key_column != "prompt":
+        wanted.append(key_column)
     table = source.arrow_columns(wanted, dictionary=("dataset", "data_source", "score_status"))
     n = source.num_rows
 
@@ -768,7 +771,14 @@ def _write_outputs(config: FilterConfig, rows: Rows, frame: pd.DataFrame) -> dic
         if name != SET_ASIDE_BUCKET:
             part = _drop(part, SET_ASIDE_COLUMNS)
         path = config.bucket_file(name)
-        write_table_atomic(part, path)
+        try:
+            write_table_atomic(part, path)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            # jsonl inputs can mix value types in a column (string and message-list prompts).
+            raise UserInputError(
+                f"{path}: cannot write these rows as {config.output_format} ({exc}); "
+                "try --format jsonl"
+            ) from exc
         written[name] = path.name
     return written
 
