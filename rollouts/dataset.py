@@ -149,25 +149,19 @@ def load_datasets(
 
 
 def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> Dataset:
-    """Stream one file: check its columns and every prompt, detect duplicate prompts."""
+    """Stream one file once: check every prompt, detect duplicates, learn the column types."""
     table_format(path)
     name = dataset_name(path)
-    schema = _read_schema(path)
-    if prompt_key not in schema.names:
-        raise UserInputError(
-            f"{path}: no prompt column {prompt_key!r} (columns: {schema.names}); "
-            "pass --prompt-key NAME"
-        )
-    clashing = [c for c in schema.names if c in GENERATED_COLUMNS]
-    if clashing:
-        raise UserInputError(
-            f"{path}: input already has generated column(s) {clashing}; "
-            "drop them or rename them before generating"
-        )
+    parquet_schema = _parquet_schema(path)
+    if parquet_schema is not None:
+        _check_columns(path, parquet_schema.names, prompt_key)
     seen: dict[int, int] = {}
-    count = 0
+    schemas: list[pa.Schema] = []
+    batch: list[dict[str, Any]] = []
     chat = False
     for index, row in enumerate(iter_records(path)):
+        if index == 0 and parquet_schema is None:
+            _check_columns(path, list(row), prompt_key)
         where = f"{path} row {index}"
         prompt = normalize_prompt(row.get(prompt_key), where, system_prompt)
         chat = chat or not isinstance(prompt, str)
@@ -178,32 +172,52 @@ def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> 
                 "deduplicate the input (each prompt is sampled --n times already)"
             )
         seen[digest] = index
-        count += 1
-    if count == 0:
+        if parquet_schema is None:
+            batch.append(row)
+            if len(batch) >= SCHEMA_SAMPLE_BATCH:
+                schemas.append(_infer_schema(path, batch))
+                batch = []
+    if not seen:
         raise UserInputError(f"{path}: no rows; check the file")
-    return Dataset(path=path, name=name, prompt_key=prompt_key, num_prompts=count,
+    if batch:
+        schemas.append(_infer_schema(path, batch))
+    schema = parquet_schema or _unify(path, schemas)
+    if parquet_schema is None:
+        _check_columns(path, schema.names, prompt_key)
+    return Dataset(path=path, name=name, prompt_key=prompt_key, num_prompts=len(seen),
                    schema=schema, chat=chat)
 
 
-def _read_schema(path: Path) -> pa.Schema:
-    """The input's own schema: exact for parquet, inferred over all rows for json/jsonl."""
-    if table_format(path) == "parquet":
-        try:
-            return pq.read_schema(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise UserInputError(f"{path}: cannot read parquet file ({exc}); check the file") from exc
-    schemas: list[pa.Schema] = []
-    batch: list[dict[str, Any]] = []
-    for row in iter_records(path):
-        batch.append(row)
-        if len(batch) >= SCHEMA_SAMPLE_BATCH:
-            schemas.append(_infer_schema(path, batch))
-            batch = []
-    if batch:
-        schemas.append(_infer_schema(path, batch))
-    if not schemas:
-        raise UserInputError(f"{path}: no rows; check the file")
-    return pa.unify_schemas(schemas, promote_options="permissive")
+def _check_columns(path: Path, names: list[str], prompt_key: str) -> None:
+    if prompt_key not in names:
+        raise UserInputError(
+            f"{path}: no prompt column {prompt_key!r} (columns: {names}); pass --prompt-key NAME"
+        )
+    clashing = [c for c in names if c in GENERATED_COLUMNS]
+    if clashing:
+        raise UserInputError(
+            f"{path}: input already has generated column(s) {clashing}; "
+            "drop them or rename them before generating"
+        )
+
+
+def _parquet_schema(path: Path) -> pa.Schema | None:
+    """A parquet file's own schema (exact types); None for json/jsonl, whose types are inferred."""
+    if table_format(path) != "parquet":
+        return None
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserInputError(f"{path}: cannot read parquet file ({exc}); check the file") from exc
+
+
+def _unify(path: Path, schemas: list[pa.Schema]) -> pa.Schema:
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UserInputError(
+            f"{path}: a column holds values of mixed types ({exc}); make each column one type"
+        ) from exc
 
 
 def _infer_schema(path: Path, rows: list[dict[str, Any]]) -> pa.Schema:

@@ -150,10 +150,14 @@ class RolloutStore:
         self._check_foreign_output()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
-        if self.overwrite:
-            self._clear_state()
-        self._check_config()
-        self._recover()
+        try:
+            if self.overwrite:
+                self._clear_state()
+            self._check_config()
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
 
     def _check_foreign_output(self) -> None:
         if self.output.exists() and not self.state_dir.exists() and not self.overwrite:

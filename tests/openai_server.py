@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,7 @@ class FakeOpenAIServer:
     port: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     completion_tokens: int = 5
+    arrivals: list[float] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -176,6 +178,7 @@ class FakeOpenAIServer:
         text = prompt_text(payload)
         with self._lock:
             self.requests.append(payload)
+            self.arrivals.append(time.monotonic())
         fault = self._fault_for(text)
         n = int(payload.get("n", 1))
         if fault is not None:
