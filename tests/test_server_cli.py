@@ -164,8 +164,8 @@ def test_flags_after_double_dash_reach_vllm(tmp_path: Path, cleanup: list[Serve]
     argv = json.loads(argv_file.read_text())
     assert argv[:2] == ["serve", "tiny"]
     assert argv[-2:] == ["--max-num-seqs", "512"]
-    assert ["--tensor-parallel-size", "2"] == argv[argv.index("--tensor-parallel-size"):][:2]
-    assert ["--max-model-len", "2048"] == argv[argv.index("--max-model-len"):][:2]
+    assert argv[argv.index("--tensor-parallel-size"):][:2] == ["--tensor-parallel-size", "2"]
+    assert argv[argv.index("--max-model-len"):][:2] == ["--max-model-len", "2048"]
     assert json.loads(run.info_file.read_text())["tp"] == 2
     run.proc.send_signal(signal.SIGTERM)
     assert run.finish()[0] == 0
