@@ -43,7 +43,7 @@ class EndpointState:
 class Router:
     backends: list[Backend]
     health_check: HealthCheck
-    health_interval_s: float = 2.0
+    health_interval_s: float = 1.0
     server_wait_s: float = 600.0
     affinity_size: int = 65536
     endpoints: list[EndpointState] = field(init=False)
