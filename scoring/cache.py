@@ -78,7 +78,7 @@ class VerdictCache:
             self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)", rows)
         return len(rows)
 
-    def __len__(self) -> int:
+    def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0])
 
 

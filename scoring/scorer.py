@@ -232,7 +232,7 @@ class Scorer:
 
     def close(self) -> None:
         self.pool.close()
-        if self.cache:
+        if self.cache is not None:
             self.cache.close()
 
     def score(self, frame: pd.DataFrame, source: str = "input") -> tuple[pd.DataFrame, ScoreStats]:
@@ -280,7 +280,7 @@ class Scorer:
 
     def _verdicts(self, items: dict[str, WorkItem]) -> tuple[dict[str, RewardResult], ScoreStats]:
         stats = ScoreStats(distinct_items=len(items))
-        verdicts = self.cache.get_many(items) if self.cache else {}
+        verdicts = self.cache.get_many(items) if self.cache is not None else {}
         stats.cache_hits = len(verdicts)
         # Grouped by reward and gold so a worker's parsed-gold cache is hit; sorted: deterministic.
         todo = sorted(
@@ -291,7 +291,7 @@ class Scorer:
         with _progress(len(todo), self.config.progress) as advance:
             fresh = self.pool.run(todo, advance)
         verdicts.update(fresh)
-        if self.cache and fresh:
+        if self.cache is not None and fresh:
             by_key = {item.key: item for item in todo}
             self.cache.put_many(
                 {

@@ -66,8 +66,17 @@ def judge_item(item: WorkItem, options: RewardOptions) -> RewardResult:
         return error_result(f"{type(exc).__name__}: {exc}")
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, options: RewardOptions) -> None:
+def _worker_main(
+    conn: multiprocessing.connection.Connection,
+    options: RewardOptions,
+    environ: dict[str, str],
+    cwd: str,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # The forkserver kept the environment and directory of its own start; take the parent's now.
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
     while True:
         try:
             batch = conn.recv()
@@ -88,7 +97,9 @@ class _Worker:
 
     def __init__(self, options: RewardOptions) -> None:
         self.conn, child = _CONTEXT.Pipe(duplex=True)
-        self.process = _CONTEXT.Process(target=_worker_main, args=(child, options), daemon=True)
+        self.process = _CONTEXT.Process(
+            target=_worker_main, args=(child, options, dict(os.environ), os.getcwd()), daemon=True
+        )
         self.process.start()
         child.close()
         self.batch: deque[WorkItem] = deque()
