@@ -47,8 +47,8 @@ def _sandbox_processes() -> list[str]:
     return found
 
 
-def run(backend: Backend, source: str, **kwargs: object) -> RunResult:
-    return sandbox.execute(backend, {"main.py": source}, "main.py", limits=LIMITS, **kwargs)  # type: ignore[arg-type]
+def run(backend: Backend, source: str) -> RunResult:
+    return sandbox.execute(backend, {"main.py": source}, "main.py", limits=LIMITS)
 
 
 def test_the_probe_picks_a_bwrap_mode(backend: Backend) -> None:

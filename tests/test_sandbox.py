@@ -1,0 +1,157 @@
+"""The sandbox runner: limits, command lines, cgroups, modes, wall-clock steps, failure reasons."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from scoring import sandbox
+from scoring.sandbox import Backend, CgroupLayout, RunResult, SandboxLimits
+
+LIMITS = SandboxLimits(wall_s=2.0, cpu_s=2, memory_mb=256, max_procs=12, file_size_mb=8,
+                       tmp_size_mb=16, output_bytes=1 << 16)
+FORK_COUNT = ("import os, time\nn = 0\ntry:\n    while n < 200:\n        if os.fork() == 0:\n"
+              "            time.sleep(30)\n            os._exit(0)\n        n += 1\n"
+              "except OSError:\n    pass\nprint(n)\n")
+
+
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (CI installs it)")
+    sandbox.reset_probe()
+    return sandbox.probe()
+
+
+def run(backend: Backend, source: str, limits: SandboxLimits = LIMITS) -> RunResult:
+    return sandbox.execute(backend, {"main.py": source}, "main.py", limits=limits)
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="wall_s"):
+        SandboxLimits(wall_s=0)
+    with pytest.raises(ValueError, match="max_procs"):
+        SandboxLimits(max_procs=-1)
+
+
+@pytest.mark.parametrize(("result", "reason"), [
+    (RunResult(returncode=0, stdout=b"", stderr=b""), None),
+    (RunResult(returncode=None, stdout=b"", stderr=b"", timed_out=True), "timed out after 2s"),
+    (RunResult(returncode=None, stdout=b"", stderr=b"", output_exceeded=True), "output over 65536 bytes"),
+    (RunResult(returncode=137, stdout=b"", stderr=b"", memory_exceeded=True), "memory limit of 256 MiB exceeded"),
+    (RunResult(returncode=139, stdout=b"", stderr=b""), "killed by SIGSEGV"),
+    (RunResult(returncode=-9, stdout=b"", stderr=b""), "killed by SIGKILL"),
+    (RunResult(returncode=1, stdout=b"", stderr=b"Traceback\nValueError: x\n"), "exit status 1: ValueError: x"),
+    (RunResult(returncode=1, stdout=b"", stderr=b"bwrap: no\n", sandbox_failed=True), "sandbox failed: bwrap: no"),
+])
+def test_failure_reasons(result: RunResult, reason: str | None) -> None:
+    assert result.failure_reason(LIMITS) == reason
+
+
+def test_bwrap_command_isolates(tmp_path: Path) -> None:
+    backend = Backend("bwrap-userns", None, sandbox.sandbox_python())
+    argv = sandbox.bwrap_argv(backend, tmp_path, LIMITS)
+    for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+                 "--new-session", "--clearenv"):
+        assert flag in argv
+    assert argv[argv.index("--uid") + 1] == "65534"
+    assert ["--ro-bind", str(tmp_path), "/box"] == argv[argv.index(str(tmp_path)) - 1:][:3]
+    prlimit = sandbox.prlimit_argv(LIMITS, memory_by_rlimit=True)
+    assert "--nproc=12" in prlimit and f"--as={256 << 20}" in prlimit and prlimit[-1] == "--"
+    assert not any(a.startswith("--as") for a in sandbox.prlimit_argv(LIMITS, memory_by_rlimit=False))
+
+
+def test_program_sees_only_the_sandbox(backend: Backend) -> None:
+    source = ("import os\nprint(os.getuid(), os.getgid(), os.getpid(), sorted(os.environ))\n"
+              "print(sorted(os.listdir('/box')), os.getcwd())\n")
+    result = run(backend, source)
+    first, second = result.stdout.decode().splitlines()
+    assert first.startswith("65534 65534 ")
+    assert int(first.split()[2]) < 10  # a fresh pid namespace
+    assert "['HOME', 'LANG', 'PATH', 'PWD']" in first
+    assert second == "['main.py'] /tmp"
+
+
+def test_stdin_is_delivered(backend: Backend) -> None:
+    result = sandbox.execute(backend, {"main.py": "import sys\nprint(sys.stdin.read()[::-1])\n"},
+                             "main.py", stdin=b"abc", limits=LIMITS)
+    assert result.stdout == b"cba\n" and result.returncode == 0
+
+
+def test_cgroups_are_removed_after_each_run(backend: Backend) -> None:
+    run(backend, FORK_COUNT)
+    if backend.cgroups is not None:
+        for parent in backend.cgroups.parents:
+            assert not list(parent.glob("rollouts-sbx-*"))
+
+
+def test_process_bound_holds(backend: Backend) -> None:
+    result = run(backend, FORK_COUNT)
+    assert 0 < int(result.stdout) < LIMITS.max_procs
+
+
+def _reachable_python() -> str:
+    """An interpreter uid 65534 can reach (bwrap then runs as that uid)."""
+    for candidate in (sandbox.sandbox_python(), "/usr/bin/python3", "/usr/local/bin/python3"):
+        path = Path(os.path.realpath(candidate))
+        if path.exists() and all(p.stat().st_mode & stat.S_IXOTH for p in path.parents):
+            return str(path)
+    raise AssertionError("no Python interpreter reachable by uid 65534 on this machine")
+
+
+@pytest.mark.parametrize("with_cgroups", [True, False])
+def test_nobody_mode_bounds_processes_and_memory(backend: Backend, with_cgroups: bool) -> None:
+    """bwrap launched as uid 65534: RLIMIT_NPROC binds even without a pids cgroup."""
+    cgroups = sandbox.find_cgroup_layout() if with_cgroups else None
+    nobody = Backend("bwrap-nobody", cgroups, _reachable_python())
+    assert run(nobody, "import os\nprint(os.getuid())\n").stdout == b"65534\n"
+    assert 0 < int(run(nobody, FORK_COUNT).stdout) < LIMITS.max_procs
+    memory = run(nobody, "x = bytearray(1 << 30)\n").failure_reason(LIMITS) or ""
+    assert "memory" in memory.lower() or "MemoryError" in memory
+
+
+def test_wall_clock_restarts_on_progress_markers(backend: Backend) -> None:
+    source = "import time\nfor i in range(4):\n    time.sleep(0.4)\n    print('STEP', flush=True)\n"
+    short = SandboxLimits(wall_s=1.0, cpu_s=2, memory_mb=256)
+    stepped = sandbox.execute(backend, {"main.py": source}, "main.py", limits=short,
+                              progress_marker=b"STEP", max_wall_s=5.0)
+    assert not stepped.timed_out and stepped.stdout.count(b"STEP") == 4
+    capped = sandbox.execute(backend, {"main.py": source}, "main.py", limits=short,
+                             progress_marker=b"STEP", max_wall_s=1.0)
+    assert capped.timed_out
+
+
+def test_missing_interpreter_is_a_sandbox_failure(backend: Backend) -> None:
+    broken = Backend(backend.mode, backend.cgroups, "/nonexistent/python3")
+    result = run(broken, "print(1)\n")
+    assert result.sandbox_failed
+    assert (result.failure_reason(LIMITS) or "").startswith("sandbox failed")
+
+
+def test_unsandboxed_backend_still_applies_rlimits() -> None:
+    plain = sandbox.unsandboxed_backend()
+    assert run(plain, "print(6 * 7)\n").stdout == b"42\n"
+    memory = run(plain, "x = bytearray(1 << 30)\n").failure_reason(LIMITS) or ""
+    assert "MemoryError" in memory
+    assert run(plain, "while True:\n    pass\n").timed_out
+
+
+def test_cgroup_v2_layout_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A v2 hierarchy (as a plain directory tree) gets pids.max and memory.max written."""
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("memory pids\n")
+    monkeypatch.setattr(sandbox, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(sandbox, "_own_cgroup_paths", lambda: {"": "/"})
+    layout = sandbox.find_cgroup_layout()
+    assert layout == CgroupLayout(version=2, parents=(tmp_path,))
+    cgroup = sandbox.open_cgroup(layout, LIMITS)
+    assert (cgroup.dirs[0] / "pids.max").read_text() == "12"
+    assert (cgroup.dirs[0] / "memory.max").read_text() == str(256 << 20)
+    (cgroup.dirs[0] / "memory.events").write_text("low 0\noom_kill 1\n")
+    assert cgroup.memory_exceeded()
+    (tmp_path / "cgroup.subtree_control").write_text("cpu\n")
+    assert sandbox.find_cgroup_layout() is None
