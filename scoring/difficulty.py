@@ -401,7 +401,7 @@ class _Source:
         parquet = pq.ParquetFile(self.path)
         pieces: list[pa.Table] = []
         start = 0
-        for batch in parquet.iter_batches(batch_size=1 << 16, columns=wanted):
+        for batch in parquet.iter_batches(batch_size=1 << 18, columns=wanted):
             end = start + batch.num_rows
             lo, hi = np.searchsorted(rows, [start, end])
             if hi > lo:
@@ -429,31 +429,49 @@ def _prompt_key_array(source: _Source) -> pa.Array:
     return pa.array([_canonical_prompt(v) for v in values], type=pa.string())
 
 
-def _as_string(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
+def _as_string(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    if isinstance(column, pa.Array):
+        column = pa.chunked_array([column])
     if not pa.types.is_string(column.type):
         column = pc.cast(column, pa.string())
     return column
 
 
+def _as_dictionary(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """Text as dictionary<int32, string>: grouping then works on small integer codes.
+
+    Parquet string columns arrive encoded already (read_dictionary); anything else is encoded here.
+    Chunks may carry different dictionaries; pandas unifies them when converting.
+    """
+    if isinstance(column, pa.Array):
+        column = pa.chunked_array([column])
+    if column.type == pa.dictionary(pa.int32(), pa.string()):
+        return column
+    return pc.dictionary_encode(_as_string(column))
+
+
+def _constant(value: str, n: int) -> pa.ChunkedArray:
+    array = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value]))
+    return pa.chunked_array([array])
+
+
 def _sample_table(source: _Source, rule: PassRule, key_column: str) -> pa.Table:
     """Per-row statistics of one file: dataset, key, data_source, passed, unscoreable."""
     # A prompt key is computed separately (its values may be message lists).
-    wanted = ["dataset", "data_source", rule.column, "score_status"]
+    text = ["dataset", "data_source", "score_status"]
+    wanted = [*text, rule.column]
     if key_column != "prompt":
         wanted.append(key_column)
-    table = source.arrow_columns(wanted, dictionary=("dataset", "data_source", "score_status"))
+        text.append(key_column)
+    table = source.arrow_columns(wanted, dictionary=text)
     n = source.num_rows
 
-    def column(name: str, default: str | None) -> pa.Array:
+    def column(name: str, default: str) -> pa.ChunkedArray:
         if name in table.column_names:
-            return table.column(name).combine_chunks()
-        return pa.repeat(pa.scalar(default, type=pa.string()), n)
+            return _as_dictionary(table.column(name))
+        return _constant(default, n)
 
-    verdict = column(rule.column, None)
+    verdict = table.column(rule.column)
     if rule.column == "acc":
         if not pa.types.is_boolean(verdict.type):
             verdict = pc.cast(verdict, pa.bool_())
@@ -467,20 +485,19 @@ def _sample_table(source: _Source, rule: PassRule, key_column: str) -> pa.Table:
             else pc.greater_equal(verdict, rule.threshold)
         )
         missing = pc.or_(pc.is_null(verdict), pc.is_nan(pc.fill_null(verdict, 0.0)))
-    status = column("score_status", None)
-    bad_status = pc.is_in(_as_string(status), value_set=pa.array(UNSCOREABLE_STATUSES))
+    bad_status = pc.is_in(column("score_status", "ok"), value_set=pa.array(UNSCOREABLE_STATUSES))
     unscoreable = pc.or_(pc.fill_null(missing, True), pc.fill_null(bad_status, False))
     if "error" in source.columns:
         unscoreable = pc.or_(unscoreable, _generation_failed(source))
     if key_column == "prompt":
-        key = _prompt_key_array(source)
+        key = _as_dictionary(_prompt_key_array(source))
     else:
-        key = _as_string(column(key_column, None))
+        key = column(key_column, "")
     return pa.table(
         {
-            "dataset": _as_string(column("dataset", "")),
+            "dataset": column("dataset", ""),
             "key": key,
-            "data_source": _as_string(column("data_source", UNKNOWN_SOURCE)),
+            "data_source": column("data_source", UNKNOWN_SOURCE),
             "passed": pc.fill_null(passed, False),
             "unscoreable": unscoreable,
         }
@@ -495,8 +512,18 @@ def _generation_failed(source: _Source) -> pa.Array:
 
 
 def _codes(column: pa.ChunkedArray) -> np.ndarray:
-    codes, _ = pd.factorize(column.to_pandas(), use_na_sentinel=False)
+    """Dense integer codes (null included) for a dictionary-encoded column."""
+    values = column.to_pandas()
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        # Categorical codes are dense already (null is -1): no hashing of 10M values needed.
+        return values.cat.codes.to_numpy().astype(np.int64) + 1
+    codes, _ = pd.factorize(values, use_na_sentinel=False)
     return np.asarray(codes, dtype=np.int64)
+
+
+def _first_values(column: pa.ChunkedArray, first_row: np.ndarray, default: str) -> np.ndarray:
+    values = pc.cast(column.take(pa.array(first_row)), pa.string())
+    return np.asarray(pc.fill_null(values, default).to_numpy(zero_copy_only=False), dtype=object)
 
 
 @dataclass
@@ -523,9 +550,9 @@ def prompt_stats(samples: pa.Table) -> PromptStats:
     unscoreable = samples.column("unscoreable").to_numpy(zero_copy_only=False)
     frame = pd.DataFrame(
         {
-            "dataset": samples.column("dataset").take(pa.array(first_row)).to_pandas(),
-            "key": samples.column("key").take(pa.array(first_row)).to_pandas(),
-            "data_source": samples.column("data_source").take(pa.array(first_row)).to_pandas(),
+            "dataset": _first_values(samples.column("dataset"), first_row, ""),
+            "key": _first_values(samples.column("key"), first_row, ""),
+            "data_source": _first_values(samples.column("data_source"), first_row, UNKNOWN_SOURCE),
             "n_samples": np.bincount(group, minlength=n_groups),
             "n_pass": np.bincount(group, weights=passed & ~unscoreable, minlength=n_groups)
             .astype(np.int64),
