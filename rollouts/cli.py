@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ from rollouts.clitools import echo_err, handle_errors
 from rollouts.engine import GenerateConfig, GenerateResult
 from rollouts.errors import UserInputError
 from rollouts.types import SamplingParams
+from server.cli import serve
+from server.vllm import ServerConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_WITH_ERROR_ROWS = 3
@@ -51,6 +56,55 @@ def sampling_params(
         )
     except ValueError as exc:
         raise UserInputError(f"bad sampling option: {exc}") from exc
+
+
+def managed_server_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the vLLM server that generate starts itself when given --model alone.
+
+    They arrive in the command as one `managed` dict of ServerConfig fields."""
+    options = [
+        click.option("--tensor-parallel-size", "-tp", type=int, default=1, show_default=True,
+                     help="Managed server: GPUs per model replica."),
+        click.option("--data-parallel-size", "-dp", type=int, default=1, show_default=True,
+                     help="Managed server: model replicas."),
+        click.option("--gpu-memory-utilization", type=float, default=None,
+                     help="Managed server: fraction of GPU memory for vLLM."),
+        click.option("--max-model-len", type=int, default=None, help="Managed server: context length."),
+        click.option("--vllm-arg", "vllm_args", multiple=True,
+                     help="Managed server: extra `vllm serve` flags, e.g. --vllm-arg='--max-num-seqs 512'."),
+        click.option("--server-log", type=click.Path(path_type=Path), default=None,
+                     help="Managed server: log file."),
+        click.option("--ready-timeout", type=float, default=1800.0, show_default=True,
+                     help="Managed server: seconds to wait for it to be ready."),
+        click.option("--max-restarts", type=int, default=3, show_default=True,
+                     help="Managed server: restarts after it dies mid-run."),
+    ]
+    names = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization",
+             "max_model_len", "vllm_args", "server_log", "ready_timeout", "max_restarts")
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        managed = {name: kwargs.pop(name) for name in names}
+        return func(*args, managed=managed, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def server_config_from(model: str, managed: dict[str, Any], seed: int) -> ServerConfig:
+    extra = tuple(arg for text in managed["vllm_args"] for arg in shlex.split(text))
+    return ServerConfig(
+        model=model,
+        tensor_parallel_size=managed["tensor_parallel_size"],
+        data_parallel_size=managed["data_parallel_size"],
+        gpu_memory_utilization=managed["gpu_memory_utilization"],
+        max_model_len=managed["max_model_len"],
+        extra_args=extra,
+        log_file=managed["server_log"],
+        ready_timeout=managed["ready_timeout"],
+        seed=seed,
+    )
 
 
 def report(result: GenerateResult) -> None:
@@ -112,6 +166,7 @@ def report(result: GenerateResult) -> None:
 @click.option("--request-timeout", type=float, default=None,
               help="Seconds of silence before a request is retried (default: 120 + 0.1 x max-tokens).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@managed_server_options
 @handle_errors
 def generate(
     inputs: tuple[str, ...],
@@ -140,6 +195,7 @@ def generate(
     server_wait: float,
     request_timeout: float | None,
     progress: bool,
+    managed: dict[str, Any],
 ) -> None:
     """Sample N responses per prompt of INPUTS (parquet, jsonl, json or globs) into OUTPUT.
 
@@ -171,7 +227,7 @@ def generate(
         request_timeout_s=request_timeout,
         progress=progress,
     )
-    report(asyncio.run(_dispatch(config, backend, base_urls, server_infos, api_key)))
+    report(asyncio.run(_dispatch(config, backend, base_urls, server_infos, api_key, managed)))
 
 
 async def _dispatch(
@@ -180,6 +236,7 @@ async def _dispatch(
     base_urls: tuple[str, ...],
     server_infos: tuple[Path, ...],
     api_key: str | None,
+    managed: dict[str, Any],
 ) -> GenerateResult:
     from rollouts import launch
 
@@ -191,12 +248,15 @@ async def _dispatch(
     if not urls:
         if not config.model:
             raise UserInputError("pass --base-url URL, --server-info FILE, or --model to start a server")
-        return await launch.generate_with_managed_server(config)
+        server_config = server_config_from(config.model, managed, config.seed)
+        return await launch.generate_with_managed_server(
+            config, server_config, max_restarts=managed["max_restarts"]
+        )
     return await launch.generate_from_servers(config, urls, api_key)
 
 
 def _info_url(path: Path) -> str:
-    from server.vllm import read_server_info
+    from server.info import read_server_info
 
     return read_server_info(path).base_url
 
@@ -210,6 +270,8 @@ def make_tiny_model(out_dir: Path) -> None:
 
     click.echo(str(build_tiny_model(out_dir)))
 
+
+main.add_command(serve)
 
 if __name__ == "__main__":
     main()

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import aiohttp
 
 from rollouts.client import OpenAIEndpoint, check_health
 from rollouts.engine import GenerateConfig, GenerateResult, generate, prepared_run
-from rollouts.errors import ServerUnavailable, UserInputError
+from rollouts.errors import ServerStartError, ServerUnavailable, UserInputError
 from rollouts.types import Backend
+from server.vllm import ManagedServer, ServerConfig
+
+T = TypeVar("T")
 
 # Keep-alive connections beyond the concurrency bound, for health checks and retries.
 CONNECTION_SLACK = 16
@@ -77,3 +83,98 @@ async def generate_in_process(config: GenerateConfig, model_path: str) -> Genera
             return True
 
         return await generate(run, [backend], always_healthy)
+
+
+class Supervisor:
+    """Brings a managed server back when it dies mid-run, a bounded number of times.
+
+    While it is down or restarting, `ready` is False: the router holds requests (they wait, they
+    are not failed) and requests in flight when it died are retried, so nothing is lost or
+    duplicated. A restart that itself fails counts as one more death."""
+
+    def __init__(self, server: ManagedServer, max_restarts: int, poll_s: float = 1.0) -> None:
+        self.server = server
+        self.max_restarts = max_restarts
+        self.poll_s = poll_s
+        self.restarts = 0
+        self.ready = True
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            if not self.server.is_running():
+                self.ready = False
+                await self._bring_back()
+                self.ready = True
+
+    async def _bring_back(self) -> None:
+        while True:
+            tail = self.server.log_tail(20)
+            if self.restarts >= self.max_restarts:
+                raise ServerStartError(
+                    f"the managed vLLM server died {self.restarts + 1} times "
+                    f"(status {self.server.returncode}); giving up. Rerun to resume. "
+                    f"Log tail:\n{tail}"
+                )
+            self.restarts += 1
+            echo_warning(
+                f"managed server died (status {self.server.returncode}); restart "
+                f"{self.restarts}/{self.max_restarts}. Log tail:\n{tail}"
+            )
+            try:
+                await self.server.restart()
+                return
+            except ServerStartError as exc:
+                echo_warning(f"restart failed: {str(exc).splitlines()[0]}")
+
+
+def echo_warning(message: str) -> None:
+    print(f"rollouts: {message}", file=sys.stderr, flush=True)
+
+
+async def run_until_first_failure(main: Awaitable[T], *watchers: Awaitable[None]) -> T:
+    """Await `main`; if a watcher fails first, cancel `main` and raise the watcher's error."""
+    main_task = asyncio.ensure_future(main)
+    watcher_tasks = [asyncio.ensure_future(w) for w in watchers]
+    try:
+        await asyncio.wait([main_task, *watcher_tasks], return_when=asyncio.FIRST_COMPLETED)
+        for watcher in watcher_tasks:
+            if watcher.done():
+                watcher.result()
+        return await main_task
+    finally:
+        main_task.cancel()
+        for watcher in watcher_tasks:
+            watcher.cancel()
+        await asyncio.gather(main_task, *watcher_tasks, return_exceptions=True)
+
+
+@asynccontextmanager
+async def managed_endpoint(
+    server_config: ServerConfig, max_concurrent: int, request_timeout_s: float | None
+) -> AsyncIterator[tuple[ManagedServer, OpenAIEndpoint, aiohttp.ClientSession]]:
+    """Start a vLLM server (stopped again on any exit, Ctrl-C included) and a client for it."""
+    async with ManagedServer(server_config) as server, http_session(max_concurrent) as session:
+        endpoint = OpenAIEndpoint(server.base_url, server.model, session, None, request_timeout_s)
+        yield server, endpoint, session
+
+
+async def generate_with_managed_server(
+    config: GenerateConfig, server_config: ServerConfig, max_restarts: int = 3
+) -> GenerateResult:
+    """Start a server for config.model, generate, stop it: also on error and on Ctrl-C.
+
+    Inputs are validated and the output claimed before the model loads."""
+    with prepared_run(config) as run:
+        async with managed_endpoint(
+            server_config, config.max_concurrent, config.request_timeout_s
+        ) as (server, endpoint, session):
+
+            supervisor = Supervisor(server, max_restarts)
+
+            async def health(backend: Backend) -> bool:
+                return supervisor.ready and await check_health(session, endpoint.root_url)
+
+            return await run_until_first_failure(
+                generate(run, [endpoint], health), supervisor.watch()
+            )
