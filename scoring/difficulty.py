@@ -722,12 +722,13 @@ def _majority_counts(stats: pd.DataFrame) -> pd.Series:
 def run_filter(config: FilterConfig) -> FilterResult:
     """Read scored rollouts, bucket their prompts, write the buckets, set-aside file and summary."""
     check_output_dir(config)
-    sources = [_Source.open(p) for p in expand_paths(config.inputs)]
+    # Empty files (a run that produced nothing yet) have no columns to check; skip them.
+    sources = [s for s in (_Source.open(p) for p in expand_paths(config.inputs)) if s.num_rows]
+    if not sources:
+        raise UserInputError("the inputs hold no rows; check that generation and scoring finished")
     rule = _pass_rule(sources, config.pass_threshold)
     key_column = _key_column(sources)
     samples = pa.concat_tables([_sample_table(s, rule, key_column) for s in sources])
-    if samples.num_rows == 0:
-        raise UserInputError("the inputs hold no rows; check that generation and scoring finished")
     stats = prompt_stats(samples)
     del samples
     frame = stats.frame

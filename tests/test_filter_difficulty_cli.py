@@ -406,3 +406,32 @@ def test_benchmark_data_runs_through_the_library(tmp_path):
     perfect = pq.read_table(tmp_path / "out" / "perfect.parquet").to_pandas()
     assert (perfect["n_pass"] == 8).all() and "response" not in perfect.columns
     assert perfect["prompt"].iloc[0][0]["role"] == "system"
+
+
+def test_empty_inputs_are_an_error_and_empty_files_are_skipped(tmp_path, monkeypatch):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = run([empty, "-o", tmp_path / "out"], monkeypatch)
+    assert result.exit_code == 1 and "the inputs hold no rows" in result.output
+
+    scored = write_rows(standard_rows(), tmp_path / "scored.parquet")
+    result = run([empty, scored, "-o", tmp_path / "out2", "--strategy", "bins"], monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out2" / "summary.json").read_text())["n_prompts"] == 8
+
+
+def test_missing_data_source_counts_as_unknown_and_plots_with_nothing_bucketed(
+    tmp_path, monkeypatch
+):
+    rows = sample_rows("a", 1, 4, statuses=["ok", "timeout", "ok", "ok"])
+    rows += sample_rows("b", 2, 4, statuses=["ok", "ok", "error", "ok"])
+    for r in rows:
+        r["data_source"] = None
+    scored = write_rows(rows, tmp_path / "scored.parquet")
+    out = tmp_path / "out"
+    result = run([scored, "-o", out, "--strategy", "bins", "--plot"], monkeypatch)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts_by_data_source"]["unknown"]["set_aside"] == 2
+    assert summary["n_bucketed"] == 0 and summary["mean_pass_rate"] is None
+    assert (out / "pass_rates.png").read_bytes().startswith(b"\x89PNG")
