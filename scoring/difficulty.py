@@ -719,6 +719,34 @@ def _majority_counts(stats: pd.DataFrame) -> pd.Series:
     return counts.drop_duplicates("dataset").set_index("dataset")["n_samples"]
 
 
+def assign_buckets(
+    frame: pd.DataFrame, strategy: Strategy, keep_mixed: bool
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Add n_scored, majority_n, bucket and set_aside_reason to the per-prompt frame.
+
+    Returns the strategy's details, and the masks of prompts with a mixed sample count and with
+    unscoreable samples.
+    """
+    frame["n_scored"] = frame["n_samples"] - frame["n_unscoreable"]
+    frame["majority_n"] = frame["dataset"].map(_majority_counts(frame)).to_numpy()
+    mixed = (frame["n_samples"] != frame["majority_n"]).to_numpy()
+    unscoreable = (frame["n_unscoreable"] > 0).to_numpy()
+    set_aside = unscoreable | (mixed & (not keep_mixed))
+    bucketed = ~set_aside
+
+    n_pass = frame["n_pass"].to_numpy()
+    n_scored = frame["n_scored"].to_numpy()
+    index, details = strategy.assign(n_pass[bucketed], n_scored[bucketed])
+    bucket = np.full(len(frame), SET_ASIDE_BUCKET, dtype=object)
+    bucket[bucketed] = np.asarray(strategy.bucket_names(), dtype=object)[index]
+    reason = np.full(len(frame), None, dtype=object)
+    reason[set_aside] = "sample_count"
+    reason[unscoreable] = "unscoreable"  # the stronger reason wins
+    frame["bucket"] = bucket
+    frame["set_aside_reason"] = reason
+    return details, mixed, unscoreable
+
+
 def run_filter(config: FilterConfig) -> FilterResult:
     """Read scored rollouts, bucket their prompts, write the buckets, set-aside file and summary."""
     check_output_dir(config)
@@ -732,25 +760,8 @@ def run_filter(config: FilterConfig) -> FilterResult:
     stats = prompt_stats(samples)
     del samples
     frame = stats.frame
-    frame["n_scored"] = frame["n_samples"] - frame["n_unscoreable"]
-    majority = _majority_counts(frame)
-    frame["majority_n"] = frame["dataset"].map(majority).to_numpy()
-    mixed = (frame["n_samples"] != frame["majority_n"]).to_numpy()
-    unscoreable = (frame["n_unscoreable"] > 0).to_numpy()
-    set_aside = unscoreable | (mixed & (not config.keep_mixed))
-    bucketed = ~set_aside
-
-    n_pass = frame["n_pass"].to_numpy()
-    n_scored = frame["n_scored"].to_numpy()
-    bucket_index, details = config.strategy.assign(n_pass[bucketed], n_scored[bucketed])
-    names = np.asarray(config.strategy.bucket_names(), dtype=object)
-    bucket = np.full(len(frame), SET_ASIDE_BUCKET, dtype=object)
-    bucket[bucketed] = names[bucket_index]
-    frame["bucket"] = bucket
-    reason = np.full(len(frame), None, dtype=object)
-    reason[set_aside] = "sample_count"
-    reason[unscoreable] = "unscoreable"
-    frame["set_aside_reason"] = reason
+    details, mixed, unscoreable = assign_buckets(frame, config.strategy, config.keep_mixed)
+    bucketed = (frame["bucket"] != SET_ASIDE_BUCKET).to_numpy()
 
     columns, varying = _prompt_columns(sources, stats)
     rows = _first_rows(sources, frame["first_row"].to_numpy(), columns)
