@@ -169,7 +169,7 @@ class HFBackend:
         window = max(len(s) for s in stops) + STOP_WINDOW_SLACK
         torch = self._torch
 
-        class StopOnStrings(StoppingCriteria):  # type: ignore[misc]
+        class StopOnStrings(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 tail = input_ids[0, prompt_len:][-window:].tolist()
                 text = tokenizer.decode(tail, skip_special_tokens=True)
@@ -179,7 +179,9 @@ class HFBackend:
         return StoppingCriteriaList([StopOnStrings()])
 
     def _to_completion(self, sample: _Sample, params: SamplingParams) -> Completion:
-        text = self.tokenizer.decode(sample.token_ids, skip_special_tokens=True)
+        # The EOS token ends the sample but is not part of its text (as in vLLM's output).
+        ids = sample.token_ids[:-1] if sample.hit_eos else sample.token_ids
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in params.stop) if i >= 0), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
