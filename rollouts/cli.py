@@ -261,6 +261,42 @@ def _info_url(path: Path) -> str:
     return read_server_info(path).base_url
 
 
+@main.command("run", context_settings=CONTEXT)
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Discard earlier outputs of these datasets.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@handle_errors
+def run_command(config_file: Path, overwrite: bool, progress: bool) -> None:
+    """Generate for many datasets with one model load, as CONFIG_FILE (YAML) describes.
+
+    \b
+    model: Qwen/Qwen2.5-7B-Instruct          # or base_urls: [http://node1:8000/v1]
+    server: {tensor_parallel_size: 2, extra_args: ["--max-num-seqs", "512"]}
+    max_concurrent: 256
+    output_dir: runs/{model_name}
+    defaults: {n: 8, max_tokens: 2048}
+    datasets:
+      - {path: data/gsm8k.parquet, temperature: 0.6}
+      - {path: data/math.parquet, n: 16, output: "{output_dir}/{name}_n{n}.parquet"}
+
+    Datasets already complete are skipped; rerunning resumes the rest.
+    """
+    from rollouts.launch import run_plan
+    from rollouts.runconfig import load_plan
+
+    plan = load_plan(config_file, overwrite=overwrite, progress=progress)
+    summary = asyncio.run(run_plan(plan))
+    failed = 0
+    for entry in summary["datasets"]:
+        echo_err(f"{entry['name']}: {entry['status']} -> {entry['output']}")
+        failed += entry.get("error_rows", 0)
+        click.echo(entry["output"])
+    echo_err(f"run summary: {plan.summary_path}")
+    if failed:
+        echo_err(f"{failed} samples failed; set retry_errors: true and rerun to retry them")
+        sys.exit(EXIT_WITH_ERROR_ROWS)
+
+
 @main.command("make-tiny-model", context_settings=CONTEXT)
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @handle_errors

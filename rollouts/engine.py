@@ -175,8 +175,12 @@ class Generator:
         store: RolloutStore,
         router: Router,
         model_label: str,
+        slots: asyncio.Semaphore | None = None,
+        progress_position: int = 0,
     ) -> None:
         self.config = config
+        self.slots = slots
+        self.progress_position = progress_position
         self.datasets = datasets
         self.store = store
         self.router = router
@@ -187,8 +191,11 @@ class Generator:
 
     async def run(self, done: DoneIndex) -> None:
         total = sum(d.num_prompts for d in self.datasets) * self.config.n
-        already = sum(bin(m).count("1") for m in done.masks.values())
-        with _progress_bar(total, already, self.config.progress) as bar:
+        already = done.count()
+        label = self.datasets[0].name if len(self.datasets) == 1 else None
+        with _progress_bar(
+            total, already, self.config.progress, label, self.progress_position
+        ) as bar:
             ticker = asyncio.create_task(self._tick(bar, already))
             try:
                 await self._run_workers(done)
@@ -247,6 +254,10 @@ class Generator:
         return self._rows(unit, batch, endpoint, attempts, time.monotonic() - started)
 
     async def _attempt(self, unit: WorkUnit) -> tuple[CompletionBatch, str]:
+        async with self.slots or contextlib.nullcontext():
+            return await self._attempt_in_slot(unit)
+
+    async def _attempt_in_slot(self, unit: WorkUnit) -> tuple[CompletionBatch, str]:
         if self.throttler is not None:
             await self.throttler.acquire()
         async with self.router.endpoint_for(unit.record.prompt_id) as endpoint:
@@ -362,10 +373,12 @@ def _throttler(max_rps: float | None) -> Throttler | None:
 
 
 @contextlib.contextmanager
-def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+def _progress_bar(
+    total: int, initial: int, enabled: bool, label: str | None, position: int
+) -> Any:
     bar = tqdm(
         total=total, initial=initial, unit="sample", disable=not enabled, dynamic_ncols=True,
-        mininterval=PROGRESS_INTERVAL_S, smoothing=0.1,
+        mininterval=PROGRESS_INTERVAL_S, smoothing=0.1, desc=label, position=position,
     )
     try:
         yield bar
@@ -405,14 +418,21 @@ async def generate(
     health_check: HealthCheck,
     *,
     model_label: str | None = None,
+    slots: asyncio.Semaphore | None = None,
+    progress_position: int = 0,
 ) -> GenerateResult:
-    """Run one prepared job to completion (or resume it); write OUT and its summary."""
+    """Run one prepared job to completion (or resume it); write OUT and its summary.
+
+    `slots` bounds requests in flight across several jobs sharing one server."""
     config, store = run.config, run.store
     done = store.done_index(retry_errors=config.retry_errors)
     router = Router(backends, health_check, server_wait_s=config.server_wait_s)
     async with router:
         await router.wait_until_reachable()
-        generator = Generator(config, run.datasets, store, router, model_label or config.model)
+        generator = Generator(
+            config, run.datasets, store, router, model_label or config.model,
+            slots=slots, progress_position=progress_position,
+        )
         await generator.run(done)
     rows, errors_by_kind = store.finalize(wide=config.output_format == "wide")
     summary = _summary(config, run.datasets, generator, router, rows, errors_by_kind)

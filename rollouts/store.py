@@ -104,6 +104,10 @@ class DoneIndex:
         mask = self.masks.get(int(prompt_id, 16), 0)
         return [i for i in range(n) if not mask >> i & 1]
 
+    def count(self) -> int:
+        """Finished samples."""
+        return sum(mask.bit_count() for mask in self.masks.values())
+
 
 def describe_config_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
