@@ -20,6 +20,7 @@ searches that interpreter's memory can still find the nonce; the sandbox bounds 
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -81,7 +82,13 @@ TestSuite = StdioTests | FunctionTests | AssertTests
 
 def parse_tests(ground_truth: Any, extra_info: dict[str, Any] | None = None) -> TestSuite:
     """Read any supported ground-truth form; ValueError names what is wrong with it."""
-    extra_info = extra_info or {}
+    suite = _parse_any(ground_truth, extra_info or {})
+    if isinstance(suite, AssertTests):
+        _judged_sources(suite)
+    return suite
+
+
+def _parse_any(ground_truth: Any, extra_info: dict[str, Any]) -> TestSuite:
     if isinstance(ground_truth, bytes):
         ground_truth = ground_truth.decode()
     if isinstance(ground_truth, str):
@@ -99,7 +106,7 @@ def _parse_string(text: str, extra_info: dict[str, Any]) -> TestSuite:
     except ValueError:
         decoded = None
     if isinstance(decoded, (dict, list)):
-        return parse_tests(decoded, extra_info)
+        return _parse_any(decoded, extra_info)
     if "def check(" in text:
         return _check_suite(text, extra_info.get("entry_point"))
     asserts = _split_asserts(text)
@@ -261,68 +268,194 @@ def run_stdio_tests(backend: Backend, code: str, suite: StdioTests, limits: Sand
 # Runs inside the sandbox. Protocol on a private copy of stdout (the program's own prints go to
 # stderr): "<nonce> B i" before test i, then "P i" (passed), "R i <json>" (return value), or
 # "F i <json reason>"; "L - <json reason>" when the program fails to load; "D -" at the end.
+# Everything the harness uses after the program is loaded is bound to locals first, so a program
+# that patches builtins, os or json cannot turn a failure into a pass.
+# Assert tests arrive rewritten (see judge_comparisons): each comparison yields
+# (op, left, right) and the harness compares only built-in values, so an object whose __eq__
+# always returns True does not pass.
 HARNESS = r'''
-import json, os, sys
-
-def _describe(exc):
-    try:
-        text = str(exc)
-    except BaseException:
-        text = ""
-    return (type(exc).__name__ + (": " + text if text else ""))[:300]
+import json, operator, os, sys, types
 
 def _main():
+    write, exec_, compile_, isinstance_, type_, len_ = os.write, exec, compile, isinstance, type, len
+    range_, str_, repr_, callable_, getattr_, hasattr_ = range, str, repr, callable, getattr, hasattr
+    dumps, generator, stop_iteration, base_exc = json.dumps, types.GeneratorType, StopIteration, BaseException
+    assertion, frozenset_, dict_, list_, tuple_, set_ = AssertionError, frozenset, dict, list, tuple, set
+    scalars = frozenset_([int, float, complex, bool, str, bytes, type_(None)])
+    ops = {"Eq": operator.eq, "NotEq": operator.ne, "Lt": operator.lt, "LtE": operator.le,
+           "Gt": operator.gt, "GtE": operator.ge, "In": lambda a, b: a in b,
+           "NotIn": lambda a, b: a not in b}
+
+    def describe(exc):
+        try:
+            text = str_(exc)
+        except base_exc:
+            text = ""
+        return (type_(exc).__name__ + (": " + text if text else ""))[:300]
+
+    def plain(value):
+        """The value rebuilt from built-in types only; anything else cannot be compared."""
+        kind = type_(value)
+        if kind in scalars:
+            return value
+        if kind is list_ or kind is tuple_:
+            return kind([plain(v) for v in value])
+        if kind is set_ or kind is frozenset_:
+            return kind(plain(v) for v in value)
+        if kind is dict_:
+            return {plain(k): plain(v) for k, v in value.items()}
+        if hasattr_(kind, "tolist"):  # numpy arrays and scalars
+            return plain(value.tolist())
+        raise assertion("a test compares a %s object; only built-in values are compared" % kind.__name__)
+
+    def drive(result):
+        while isinstance_(result, generator) and result.gi_code.co_filename == "<tests>":
+            reply = None
+            try:
+                while True:
+                    op, left, right = result.send(reply)
+                    reply = ops[op](plain(left), plain(right))
+            except stop_iteration as stop:
+                result = stop.value
+
     nonce = sys.stdin.readline().strip()
     sys.stdin = open(os.devnull)
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "job.json")) as f:
         job = json.load(f)
+    with open(os.path.join(here, "solution.py")) as f:
+        solution = f.read()
     out = os.dup(1)
     os.dup2(2, 1)
+    tests, start, mode = job["tests"], job["start"], job["mode"]
 
     def mark(kind, index, payload=""):
-        os.write(out, ("%s %s %s %s\n" % (nonce, kind, index, payload)).encode())
+        write(out, ("%s %s %s %s\n" % (nonce, kind, index, payload)).encode())
 
     namespace = {"__name__": "solution"}
     try:
-        for name, source in (("setup", job["setup"]), ("solution.py", None), ("tests", job["after"])):
-            if source is None:
-                with open(os.path.join(here, "solution.py")) as f:
-                    source = f.read()
-            exec(compile(source, name, "exec"), namespace)
+        for name, source in (("<setup>", job["setup"]), ("solution.py", solution),
+                             ("<tests>", job["after"])):
+            exec_(compile_(source, name, "exec"), namespace)
         target = None
-        if job["mode"] == "function":
+        if mode == "function":
             target = namespace.get(job["fn_name"])
-            if target is None and isinstance(namespace.get("Solution"), type):
-                target = getattr(namespace["Solution"](), job["fn_name"], None)
-            if not callable(target):
-                mark("L", "-", json.dumps("function %s is not defined" % job["fn_name"]))
+            if target is None and isinstance_(namespace.get("Solution"), type_):
+                target = getattr_(namespace["Solution"](), job["fn_name"], None)
+            if not callable_(target):
+                mark("L", "-", dumps("function %s is not defined" % job["fn_name"]))
                 return
-    except BaseException as exc:
-        mark("L", "-", json.dumps("program failed to load: " + _describe(exc)))
+    except base_exc as exc:
+        mark("L", "-", dumps("program failed to load: " + describe(exc)))
         return
-    for index in range(job["start"], len(job["tests"])):
-        test = job["tests"][index]
+    for index in range_(start, len_(tests)):
+        test = tests[index]
         mark("B", index)
         try:
-            if job["mode"] == "function":
+            if mode == "function":
                 value = target(*test)
                 try:
-                    encoded = json.dumps(value)
-                except (TypeError, ValueError):
-                    encoded = json.dumps({"unserialisable": repr(value)[:200]})
+                    encoded = dumps(value)
+                except base_exc:
+                    encoded = dumps({"unserialisable": repr_(value)[:200]})
                 mark("R", index, encoded)
             else:
-                exec(compile(test, "test_%d" % index, "exec"), namespace)
+                exec_(compile_(test, "<tests>", "exec"), namespace)
+                drive(namespace["__rollouts_test__"]())
                 mark("P", index)
-        except AssertionError as exc:
-            mark("F", index, json.dumps("assertion failed" + (": " + _describe(exc) if str(exc) else "")))
-        except BaseException as exc:
-            mark("F", index, json.dumps(_describe(exc)))
+        except assertion as exc:
+            mark("F", index, dumps("assertion failed" + (": " + describe(exc) if str_(exc) else "")))
+        except base_exc as exc:
+            mark("F", index, dumps(describe(exc)))
     mark("D", "-")
 
 _main()
 '''
+
+TEST_FUNCTION = "__rollouts_test__"
+_JUDGED_OPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn)
+
+
+class _YieldComparisons(ast.NodeTransformer):
+    """`a OP b` becomes `(yield ("OP", a, b))`; the harness sends back the honest result."""
+
+    def visit_Compare(self, node: ast.Compare) -> ast.expr:
+        self.generic_visit(node)
+        if len(node.ops) != 1 or not isinstance(node.ops[0], _JUDGED_OPS):
+            return node
+        request = ast.Tuple([ast.Constant(type(node.ops[0]).__name__), node.left,
+                             node.comparators[0]], ast.Load())
+        return ast.Yield(request)
+
+    # `yield` is not allowed in these scopes: their comparisons stay as written.
+    def visit_Lambda(self, node: ast.Lambda) -> ast.expr:
+        return node
+
+    def visit_ListComp(self, node: ast.ListComp) -> ast.expr:
+        return node
+
+    def visit_SetComp(self, node: ast.SetComp) -> ast.expr:
+        return node
+
+    def visit_DictComp(self, node: ast.DictComp) -> ast.expr:
+        return node
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> ast.expr:
+        return node
+
+
+class _JudgeAsserts(ast.NodeTransformer):
+    """Rewrites the comparisons of assert statements, not entering nested functions or classes."""
+
+    def visit_Assert(self, node: ast.Assert) -> ast.stmt:
+        node.test = _YieldComparisons().visit(node.test)
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.stmt:
+        return node
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.stmt:
+        return node
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.stmt:
+        return node
+
+
+def judged_test(source: str) -> str:
+    """One test statement as `def __rollouts_test__()` whose assert comparisons the harness judges.
+
+    A lone expression is returned (so `check(f)` hands back check's generator); names the test
+    assigns stay module globals, as when the statement ran at top level.
+    """
+    body = ast.parse(source).body
+    if len(body) == 1 and isinstance(body[0], ast.Expr):
+        body = [ast.Return(body[0].value)]
+    assigned = sorted({node.id for stmt in body for node in ast.walk(stmt)
+                       if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)})
+    function = ast.parse(f"def {TEST_FUNCTION}():\n    pass\n").body[0]
+    assert isinstance(function, ast.FunctionDef)
+    judged = [_JudgeAsserts().visit(stmt) for stmt in body]
+    function.body = ([ast.Global(assigned)] if assigned else []) + (judged or [ast.Pass()])
+    return ast.unparse(ast.fix_missing_locations(ast.Module([function], type_ignores=[])))
+
+
+def judged_check(source: str) -> str:
+    """HumanEval's check code with the asserts directly in `def check` judged by the harness."""
+    if not source.strip():
+        return source
+    module = ast.parse(source)
+    for node in module.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "check":
+            node.body = [_JudgeAsserts().visit(stmt) for stmt in node.body]
+    return ast.unparse(ast.fix_missing_locations(module))
+
+
+def _judged_sources(suite: AssertTests) -> tuple[list[str], str]:
+    try:
+        return [judged_test(t) for t in suite.asserts], judged_check(suite.after)
+    except SyntaxError as exc:
+        raise ValueError(f"test code does not parse: {exc.msg} (line {exc.lineno})") from exc
+
 
 
 @dataclass(frozen=True)
@@ -381,8 +514,8 @@ def _harness_run(backend: Backend, code: str, suite: FunctionTests | AssertTests
         job = {"mode": "function", "fn_name": suite.fn_name, "tests": suite.inputs,
                "setup": "", "after": ""}
     else:
-        job = {"mode": "assert", "tests": suite.asserts, "setup": suite.setup,
-               "after": suite.after}
+        tests, after = _judged_sources(suite)
+        job = {"mode": "assert", "tests": tests, "setup": suite.setup, "after": after}
     job["start"] = start
     remaining = len(job["tests"]) - start
     # One process runs every remaining test: its CPU-time bound covers them all.

@@ -285,3 +285,60 @@ def test_default_limits_are_overridable() -> None:
     limits = code_reward.limits_for({"time_limit_s": 2.5, "memory_limit_mb": 300})
     assert (limits.wall_s, limits.cpu_s, limits.memory_mb) == (2.5, 3, 300)
     assert code_reward.limits_for({}) == code_reward.DEFAULT_LIMITS
+
+
+# ------------------------------------------------------------------------- assert-test hardening
+
+ALWAYS_EQUAL = ("class Anything:\n    def __eq__(self, other):\n        return True\n"
+                "    def __ne__(self, other):\n        return False\n"
+                "    __lt__ = __le__ = __gt__ = __ge__ = __eq__\n"
+                "    def __hash__(self):\n        return 0\n"
+                "def add(a, b):\n    return Anything()\ndef inc(x):\n    return Anything()\n")
+
+
+def test_always_equal_objects_do_not_pass_asserts() -> None:
+    verdict = score_code(ALWAYS_EQUAL, MBPP, FAST)
+    assert verdict.score == 0.0 and verdict.extra["tests_passed"] == 0
+    assert "compares a Anything object" in verdict.extra["first_failure"]
+    check = "def check(candidate):\n    assert candidate(1) == 2\n"
+    humaneval = score_code(ALWAYS_EQUAL, check, {**FAST, "entry_point": "inc"})
+    assert humaneval.score == 0.0
+
+
+def test_int_subclass_with_forged_equality_does_not_pass() -> None:
+    code = ("class Num(int):\n    def __eq__(self, other):\n        return True\n"
+            "    __hash__ = int.__hash__\n"
+            "def add(a, b):\n    return Num(0)\n")
+    assert score_code(code, MBPP, FAST).extra["tests_passed"] == 0
+    assert score_code(code, PRIME_FN, FAST).extra["tests_passed"] == 1  # add(0, 0) is 0
+
+
+def test_patching_builtins_and_os_does_not_forge_passes() -> None:
+    code = ("import builtins, os, json\nreal_write = os.write\n"
+            "def write(fd, data):\n    return real_write(fd, data.replace(b' F ', b' P '))\n"
+            "os.write = write\nbuiltins.exec = lambda *a, **k: None\n"
+            "builtins.compile = lambda *a, **k: compile('pass', 'x', 'exec')\n"
+            "json.dumps = lambda *a, **k: '0'\n"
+            "def add(a, b):\n    return 0\n")
+    verdict = score_code(code, MBPP, FAST)
+    assert verdict.extra["tests_passed"] == 0
+
+
+def test_plain_values_and_numpy_style_values_compare_normally() -> None:
+    truth = ["assert pair(1) == (1, 2)", "assert sorted(keys({'a': 1})) == ['a']",
+             "assert 2 in pair(1)", "assert pair(1) != (0, 0)", "assert half(3) < 2"]
+    code = ("class Scalar:\n    def __init__(self, v):\n        self.v = v\n"
+            "    def tolist(self):\n        return self.v\n"
+            "def pair(x):\n    return (x, x + 1)\ndef keys(d):\n    return list(d)\n"
+            "def half(x):\n    return Scalar(x / 2)\n")
+    assert score_code(code, truth, FAST).score == 1.0
+
+
+def test_test_code_that_does_not_parse_is_bad_ground_truth() -> None:
+    verdict = score_code("def f():\n    return 1\n", ["assert f( == 1"], FAST)
+    assert verdict.status == "error" and "does not parse" in verdict.extra["first_failure"]
+
+
+def test_assert_tests_may_define_names_for_later_tests() -> None:
+    truth = ["expected = add(1, 1)", "assert expected == 2"]
+    assert score_code("def add(a, b):\n    return a + b\n", truth, FAST).score == 1.0
