@@ -13,9 +13,11 @@ the program and not bwrap). The wall clock is enforced from outside: the whole t
 (bwrap's session, the cgroup's processes, and the pid namespace dies with its init).
 
 `probe()` picks the strongest mode that works on this machine, once per process:
-  1. "bwrap-nobody": bwrap launched as uid 65534; the program's kernel uid is 65534.
-  2. "bwrap-userns": bwrap launched as root with `--uid 65534`; inside uid 65534 without
-     capabilities, but the kernel uid is 0, so it is accepted only with a pids cgroup.
+  - as root, first "bwrap-nobody": bwrap launched as uid 65534, so the program's kernel uid is
+    65534 (needs an interpreter that uid can reach); then "bwrap-userns": bwrap launched as root
+    with `--uid 65534`, inside uid 65534 without capabilities but kernel uid 0, so it is accepted
+    only with a pids cgroup;
+  - as any other user, "bwrap-user": bwrap as that user with `--uid 65534` inside.
 If neither works, `run_python` raises SandboxUnavailable unless the caller asked for the
 unsandboxed fallback: a plain subprocess with rlimits, no isolation at all.
 """
@@ -38,8 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import psutil
-
 SANDBOX_UID = 65534
 BOX_DIR = "/box"
 WORK_DIR = "/tmp"
@@ -47,7 +47,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 _READ_CHUNK = 65536
 _KILL_ROUNDS = 50
 
-Mode = Literal["bwrap-nobody", "bwrap-userns", "unsandboxed"]
+Mode = Literal["bwrap-nobody", "bwrap-userns", "bwrap-user", "unsandboxed"]
 
 
 class SandboxUnavailable(RuntimeError):
@@ -236,11 +236,23 @@ def find_cgroup_layout() -> CgroupLayout | None:
 
 
 _cgroup_counter = itertools.count()
+_CGROUP_PREFIX = "rollouts-sbx-"
+
+
+def remove_stale_cgroups(layout: CgroupLayout) -> None:
+    """Remove the cgroups of scorer processes that died before cleaning up after themselves."""
+    for parent in layout.parents:
+        for path in parent.glob(f"{_CGROUP_PREFIX}*"):
+            owner = path.name[len(_CGROUP_PREFIX):].split("-", 1)[0]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                stale = Cgroup(layout.version, [path], None)
+                stale.kill_all()
+                stale.remove()
 
 
 def open_cgroup(layout: CgroupLayout, limits: SandboxLimits) -> Cgroup:
     """Create this execution's cgroup(s) with the process and memory bounds written."""
-    name = f"rollouts-sbx-{os.getpid()}-{next(_cgroup_counter)}-{os.urandom(3).hex()}"
+    name = f"{_CGROUP_PREFIX}{os.getpid()}-{next(_cgroup_counter)}-{os.urandom(3).hex()}"
     dirs = [parent / name for parent in layout.parents]
     for d in dirs:
         d.mkdir()
@@ -284,7 +296,9 @@ class Backend:
             return "unsandboxed subprocess with rlimits (no isolation)"
         limits = (f"pids+memory via cgroup v{self.cgroups.version}" if self.cgroups
                   else "processes via RLIMIT_NPROC, memory via RLIMIT_AS")
-        uid = "kernel uid 65534" if self.mode == "bwrap-nobody" else "uid 65534 in a user namespace (kernel uid 0)"
+        uid = {"bwrap-nobody": "kernel uid 65534",
+               "bwrap-userns": "uid 65534 in a user namespace (kernel uid 0)",
+               "bwrap-user": f"uid 65534 in a user namespace (kernel uid {os.geteuid()})"}[self.mode]
         return (f"bubblewrap ({self.mode}): pid/net/ipc/uts/cgroup/user namespaces, {uid}, "
                 f"{limits}, CPU/file size/open files via rlimits")
 
@@ -326,7 +340,7 @@ def bwrap_argv(backend: Backend, box: Path, limits: SandboxLimits) -> list[str]:
         argv += ["--ro-bind", root, root]
     argv += ["--remount-ro", "/", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
              "--setenv", "HOME", WORK_DIR, "--setenv", "LANG", "C.UTF-8", "--chdir", WORK_DIR]
-    if backend.mode == "bwrap-userns":
+    if backend.mode != "bwrap-nobody":
         argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
     return argv
 
@@ -401,9 +415,11 @@ def _probe_uncached() -> Backend | str:
     if shutil.which("prlimit") is None:
         return "prlimit (util-linux) is not installed"
     cgroups = find_cgroup_layout()
+    if cgroups is not None:
+        remove_stale_cgroups(cgroups)
     python = sandbox_python()
     reasons = []
-    candidates: list[Mode] = ["bwrap-nobody"] if os.geteuid() != 0 else ["bwrap-nobody", "bwrap-userns"]
+    candidates: list[Mode] = ["bwrap-nobody", "bwrap-userns"] if os.geteuid() == 0 else ["bwrap-user"]
     for mode in candidates:
         if mode == "bwrap-userns" and cgroups is None:
             reasons.append("bwrap-userns: the kernel uid would be 0, so processes can only be "
@@ -530,6 +546,8 @@ def _supervise(proc: subprocess.Popen[bytes], backend: Backend, cgroup: Cgroup |
 
 def _kill_tree(proc: subprocess.Popen[bytes], cgroup: Cgroup | None) -> None:
     """Kill everything the execution started: its session, its cgroup and any descendants."""
+    import psutil  # only this path needs it; the sandbox itself runs on the standard library
+
     try:
         descendants = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,39 @@ def test_cgroup_v2_layout_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert cgroup.memory_exceeded()
     (tmp_path / "cgroup.subtree_control").write_text("cpu\n")
     assert sandbox.find_cgroup_layout() is None
+
+
+def test_unprivileged_user_gets_the_bwrap_user_mode(backend: Backend) -> None:
+    """The scorer run by an ordinary user: bwrap as that user, RLIMIT_NPROC bounds processes."""
+    repo = str(Path(sandbox.__file__).resolve().parents[1])
+    script = ("import sys\nsys.path.insert(0, sys.argv[1])\nfrom scoring import sandbox\n"
+              "backend = sandbox.probe()\n"
+              "limits = sandbox.SandboxLimits(wall_s=5.0, cpu_s=2, memory_mb=256, max_procs=12)\n"
+              "uid = sandbox.execute(backend, {'m.py': 'import os\\nprint(os.getuid())'}, 'm.py',"
+              " limits=limits)\n"
+              "forks = sandbox.execute(backend, {'m.py': sys.argv[2]}, 'm.py', limits=limits)\n"
+              "print(backend.mode, uid.stdout.decode().strip(), forks.stdout.decode().strip())\n")
+    as_nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    done = subprocess.run([*(as_nobody if os.geteuid() == 0 else []),
+                           _reachable_python(), "-I", "-c", script, repo, FORK_COUNT],
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    mode, uid, forks = done.stdout.split()
+    assert (mode, uid) == ("bwrap-user", "65534"), done.stderr
+    assert 0 < int(forks) < 12
+
+
+def test_stale_cgroups_of_dead_scorers_are_removed(tmp_path: Path) -> None:
+    layout = CgroupLayout(version=1, parents=(tmp_path / "pids", tmp_path / "memory"))
+    stale = [parent / f"rollouts-sbx-{_dead_pid()}-0-abcdef" for parent in layout.parents]
+    alive = [parent / f"rollouts-sbx-{os.getpid()}-999-abcdef" for parent in layout.parents]
+    for path in stale + alive:
+        path.mkdir(parents=True)
+    sandbox.remove_stale_cgroups(layout)
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in alive)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
