@@ -88,15 +88,27 @@ def parse_tests(ground_truth: Any, extra_info: dict[str, Any] | None = None) -> 
     return suite
 
 
+def _plain_data(value: Any) -> Any:
+    """Arrays and containers read from Parquet (numpy) as plain lists and dicts."""
+    if isinstance(value, dict):
+        return {k: _plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_data(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return _plain_data(value.tolist())
+    return value
+
+
 def _parse_any(ground_truth: Any, extra_info: dict[str, Any]) -> TestSuite:
+    ground_truth = _plain_data(ground_truth)
     if isinstance(ground_truth, bytes):
         ground_truth = ground_truth.decode()
     if isinstance(ground_truth, str):
         return _parse_string(ground_truth, extra_info)
     if isinstance(ground_truth, dict):
         return _parse_dict(ground_truth, extra_info)
-    if isinstance(ground_truth, (list, tuple)) or hasattr(ground_truth, "tolist"):
-        return _parse_list(list(ground_truth), extra_info)
+    if isinstance(ground_truth, list):
+        return _parse_list(ground_truth, extra_info)
     raise ValueError(f"unsupported ground truth type {type(ground_truth).__name__}")
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+import numpy as np
 import pytest
 
 from rollouts.errors import UserInputError
@@ -341,4 +342,12 @@ def test_test_code_that_does_not_parse_is_bad_ground_truth() -> None:
 
 def test_assert_tests_may_define_names_for_later_tests() -> None:
     truth = ["expected = add(1, 1)", "assert expected == 2"]
+    assert score_code("def add(a, b):\n    return a + b\n", truth, FAST).score == 1.0
+
+
+def test_ground_truth_read_from_parquet_as_numpy() -> None:
+    truth = {"fn_name": "add", "inputs": np.array([np.array([1, 2]), np.array([5, 5])]),
+             "outputs": np.array([3, 10])}
+    assert parse_tests(truth) == FunctionTests("add", [[1, 2], [5, 5]], [3, 10])
+    assert parse_tests(np.array(MBPP)) == AssertTests(MBPP)
     assert score_code("def add(a, b):\n    return a + b\n", truth, FAST).score == 1.0
