@@ -1,0 +1,58 @@
+"""Markdown table of results.jsonl lines: rollouts tokens/s against the offline engine's.
+
+    python3 benchmarks/gpu/report.py R.jsonl [R2.jsonl ...]
+
+A rollouts run is compared with the offline runs of the same model and engine args: with no seed,
+and with a seed per request (what rollouts sends unless the request body sets "seed": null).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def key(result: dict[str, Any]) -> str:
+    return json.dumps([result["model"], result["engine_args"]], sort_keys=True)
+
+
+def main() -> None:
+    results = []
+    for path in sys.argv[1:]:
+        with open(path, encoding="utf-8") as handle:
+            results += [json.loads(line) for line in handle if line.strip()]
+    offline = {(key(r), r["seeds"]): r for r in results if r["kind"] == "offline"}
+    print("| model | max_num_seqs | how | seeds | tok/s | vs offline, no seed | "
+          "vs offline, same seeds | rows ok | mean running | CPU: client / API server / engine |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if r["kind"] not in ("offline", "rollouts"):
+            continue
+        model = r["model"].rstrip("/").rsplit("/", 1)[-1]
+        mns = r["engine_args"]["max_num_seqs"]
+        rate = r["tokens_per_s"] or 0.0
+        if r["kind"] == "offline":
+            how, ok, running, cpu = "offline LLM.generate", "-", "-", "-"
+        else:
+            flags = " ".join(r.get("vllm_flags") or [])
+            how = f"rollouts, {r['max_concurrent']} in flight, n={r['n']}/request {flags}".strip()
+            ok = "yes" if r["check"].get("ok") else f"NO {r['check']}"
+            running = r["engine"].get("mean_running", "-")
+            util = r["cpu_utilization"]
+            cpu = (f"{util.get('client', 0):.2f} / {util.get('api_server', 0):.2f} / "
+                   f"{util.get('engine_core', 0):.2f}")
+        ratios = []
+        for seeds in ("none", r["seeds"]):
+            ref = offline.get((key(r), seeds))
+            ratios.append(f"{rate / ref['tokens_per_s']:.3f}" if ref else "-")
+        print(f"| {model} | {mns} | {how} | {r['seeds']} | {rate:,.0f} | {ratios[0]} | "
+              f"{ratios[1]} | {ok} | {running} | {cpu} |")
+    for r in results:
+        if r["kind"] == "kill_restart":
+            print(f"\nkill/restart: ok={r['ok']} killed={r['killed']} restarts={r['restarts_logged']} "
+                  f"check={r['check']} retries={r['retries']} wall={r['wall_s']}s")
+
+
+if __name__ == "__main__":
+    main()
