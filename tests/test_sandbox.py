@@ -116,13 +116,14 @@ def test_nobody_mode_bounds_processes_and_memory(backend: Backend, with_cgroups:
 
 
 def test_wall_clock_restarts_on_progress_markers(backend: Backend) -> None:
-    source = "import time\nfor i in range(4):\n    time.sleep(0.4)\n    print('STEP', flush=True)\n"
-    short = SandboxLimits(wall_s=1.0, cpu_s=2, memory_mb=256)
+    # Each step takes 0.6 s, under the 1.5 s per step; all four (2.4 s) exceed one step's limit.
+    source = "import time\nfor i in range(4):\n    time.sleep(0.6)\n    print('STEP', flush=True)\n"
+    short = SandboxLimits(wall_s=1.5, cpu_s=2, memory_mb=256)
     stepped = sandbox.execute(backend, {"main.py": source}, "main.py", limits=short,
-                              progress_marker=b"STEP", max_wall_s=5.0)
+                              progress_marker=b"STEP", max_wall_s=10.0)
     assert not stepped.timed_out and stepped.stdout.count(b"STEP") == 4
     capped = sandbox.execute(backend, {"main.py": source}, "main.py", limits=short,
-                             progress_marker=b"STEP", max_wall_s=1.0)
+                             progress_marker=b"STEP", max_wall_s=1.5)
     assert capped.timed_out
 
 

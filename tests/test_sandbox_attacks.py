@@ -168,7 +168,7 @@ def test_killing_the_parent_leaves_the_scorer_alive(backend: Backend) -> None:
               "    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
               "    libc.kill(pid, signal.SIGKILL)\n")
     result = run(backend, source)
-    assert result.wall_s < LIMITS.wall_s * 2
+    assert not result.timed_out  # the program itself survived its own kills and finished
     verdict = score_code(source, ADD_ONE, SMALL)
     assert verdict.score == 0.0
     assert psutil.pid_exists(me) and psutil.Process(os.getppid()).is_running()
