@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -289,7 +289,6 @@ class Backend:
     mode: Mode
     cgroups: CgroupLayout | None
     python: str
-    notes: tuple[str, ...] = field(default=())
 
     def describe(self) -> str:
         if self.mode == "unsandboxed":
@@ -304,13 +303,17 @@ class Backend:
 
 
 def sandbox_python() -> str:
-    """The interpreter that runs programs: the scorer's own, so the same packages are importable."""
-    return os.path.realpath(sys.executable)
+    """The interpreter that runs programs: the scorer's own, so the same packages are importable.
+
+    Not resolved through symlinks: a venv's python is a link whose location selects the venv.
+    """
+    return os.path.abspath(sys.executable)
 
 
 def _python_roots(python: str) -> list[str]:
     """Host directories the interpreter needs, beyond /usr which is always mounted."""
-    roots = {os.path.dirname(os.path.dirname(python))}
+    roots = {os.path.dirname(os.path.dirname(python)),
+             os.path.dirname(os.path.dirname(os.path.realpath(python)))}
     if python == sandbox_python():
         roots |= {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
     return sorted(r for r in roots if r != "/" and not r.startswith("/usr/") and r != "/usr")

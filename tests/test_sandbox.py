@@ -6,6 +6,8 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,21 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_a_venv_scorer_runs_programs_with_its_venv() -> None:
+    """Programs see the scorer's packages: the venv's python is used and its prefix mounted."""
+    venv = Path(tempfile.mkdtemp(prefix="rollouts-venv-", dir="/tmp"))
+    try:
+        venv.chmod(0o755)  # reachable when bwrap runs as uid 65534
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        repo = str(Path(sandbox.__file__).resolve().parents[1])
+        script = ("import sys\nsys.path.insert(0, sys.argv[1])\nfrom scoring import sandbox\n"
+                  "result = sandbox.execute(sandbox.probe(), {'m.py': 'import sys\\n"
+                  "print(sys.prefix)'}, 'm.py', limits=sandbox.SandboxLimits())\n"
+                  "print(result.stdout.decode().strip())\n")
+        done = subprocess.run([str(venv / "bin" / "python"), "-c", script, repo],
+                              capture_output=True, text=True, timeout=60, check=True)
+        assert done.stdout.strip() == str(venv)
+    finally:
+        shutil.rmtree(venv)
