@@ -286,7 +286,7 @@ def run_stdio_tests(backend: Backend, code: str, suite: StdioTests, limits: Sand
 # (op, left, right) and the harness compares only built-in values, so an object whose __eq__
 # always returns True does not pass.
 HARNESS = r'''
-import json, operator, os, sys, types
+import collections, json, operator, os, sys, types
 
 def _main():
     write, exec_, compile_, isinstance_, type_, len_ = os.write, exec, compile, isinstance, type, len
@@ -294,6 +294,8 @@ def _main():
     dumps, generator, stop_iteration, base_exc = json.dumps, types.GeneratorType, StopIteration, BaseException
     assertion, frozenset_, dict_, list_, tuple_, set_ = AssertionError, frozenset, dict, list, tuple, set
     scalars = frozenset_([int, float, complex, bool, str, bytes, type_(None)])
+    # Standard dict types compare equal to plain dicts; compare them as plain dicts.
+    mappings = frozenset_([dict, collections.OrderedDict, collections.defaultdict, collections.Counter])
     ops = {"Eq": operator.eq, "NotEq": operator.ne, "Lt": operator.lt, "LtE": operator.le,
            "Gt": operator.gt, "GtE": operator.ge, "In": lambda a, b: a in b,
            "NotIn": lambda a, b: a not in b}
@@ -314,8 +316,8 @@ def _main():
             return kind([plain(v) for v in value])
         if kind is set_ or kind is frozenset_:
             return kind(plain(v) for v in value)
-        if kind is dict_:
-            return {plain(k): plain(v) for k, v in value.items()}
+        if kind in mappings:
+            return {plain(k): plain(v) for k, v in dict_.items(value)}
         if hasattr_(kind, "tolist"):  # numpy arrays and scalars
             return plain(value.tolist())
         raise assertion("a test compares a %s object; only built-in values are compared" % kind.__name__)

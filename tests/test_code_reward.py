@@ -327,11 +327,13 @@ def test_patching_builtins_and_os_does_not_forge_passes() -> None:
 
 def test_plain_values_and_numpy_style_values_compare_normally() -> None:
     truth = ["assert pair(1) == (1, 2)", "assert sorted(keys({'a': 1})) == ['a']",
-             "assert 2 in pair(1)", "assert pair(1) != (0, 0)", "assert half(3) < 2"]
+             "assert 2 in pair(1)", "assert pair(1) != (0, 0)", "assert half(3) < 2",
+             "assert count('aab') == {'a': 2, 'b': 1}"]
     code = ("class Scalar:\n    def __init__(self, v):\n        self.v = v\n"
             "    def tolist(self):\n        return self.v\n"
             "def pair(x):\n    return (x, x + 1)\ndef keys(d):\n    return list(d)\n"
-            "def half(x):\n    return Scalar(x / 2)\n")
+            "def half(x):\n    return Scalar(x / 2)\n"
+            "def count(s):\n    from collections import Counter\n    return Counter(s)\n")
     assert score_code(code, truth, FAST).score == 1.0
 
 
