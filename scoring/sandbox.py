@@ -292,7 +292,8 @@ class Backend:
 
     def describe(self) -> str:
         if self.mode == "unsandboxed":
-            return "unsandboxed subprocess with rlimits (no isolation)"
+            bound = f" and a cgroup v{self.cgroups.version}" if self.cgroups else ""
+            return f"unsandboxed subprocess with rlimits{bound} (no isolation)"
         limits = (f"pids+memory via cgroup v{self.cgroups.version}" if self.cgroups
                   else "processes via RLIMIT_NPROC, memory via RLIMIT_AS")
         uid = {"bwrap-nobody": "kernel uid 65534",
@@ -376,10 +377,12 @@ def _preexec(procs_files: Sequence[str], drop_uid: bool) -> Callable[[], None]:
     return run
 
 
-def _rlimit_preexec(limits: SandboxLimits) -> Callable[[], None]:
-    """The unsandboxed fallback: the same bounds as rlimits on the program itself."""
+def _rlimit_preexec(limits: SandboxLimits, procs_files: Sequence[str]) -> Callable[[], None]:
+    """The unsandboxed fallback: the cgroups when writable, and the bounds as rlimits."""
+    join = _preexec(procs_files, drop_uid=False)
 
     def run() -> None:
+        join()
         mem = limits.memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
@@ -445,7 +448,8 @@ def reset_probe() -> None:
 
 
 def unsandboxed_backend() -> Backend:
-    return Backend("unsandboxed", None, sandbox_python())
+    """No isolation; a cgroup still bounds the tree and lets a timeout kill daemons, if writable."""
+    return Backend("unsandboxed", find_cgroup_layout(), sandbox_python())
 
 
 def execute(backend: Backend, files: Mapping[str, str | bytes], entry: str, *,
@@ -492,7 +496,8 @@ def _run(backend: Backend, tmp: Path, box: Path, entry: str, args: Sequence[str]
             proc = subprocess.Popen(argv, stdin=stdin_fd, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, cwd=work, start_new_session=True,
                                     env={"PATH": "/usr/bin:/bin", "HOME": str(work)},
-                                    preexec_fn=_rlimit_preexec(limits))
+                                    preexec_fn=_rlimit_preexec(
+                                        limits, cgroup.procs_files if cgroup else []))
         else:
             argv = [*bwrap_argv(backend, box, limits),
                     *prlimit_argv(limits, memory_by_rlimit=cgroup is None),

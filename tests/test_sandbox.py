@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from scoring import sandbox
@@ -142,6 +143,21 @@ def test_unsandboxed_backend_still_applies_rlimits() -> None:
     memory = run(plain, "x = bytearray(1 << 30)\n").failure_reason(LIMITS) or ""
     assert "MemoryError" in memory
     assert run(plain, "while True:\n    pass\n").timed_out
+
+
+def test_unsandboxed_daemons_die_with_the_cgroup() -> None:
+    plain = sandbox.unsandboxed_backend()
+    daemon = ("import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+              "        time.sleep(600)\n    os._exit(0)\nprint('parent done')\n")
+    result = run(plain, daemon)
+    assert result.stdout == b"parent done\n"
+    survivors = [p for p in psutil.process_iter(["cmdline"])
+                 if any("rollouts-sbx-" in part for part in p.info["cmdline"] or [])]
+    if plain.cgroups is not None:
+        assert survivors == []
+    else:  # without a cgroup nothing can find a re-parented daemon: documented, cleaned here
+        for proc in survivors:
+            proc.kill()
 
 
 def test_cgroup_v2_layout_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
