@@ -170,7 +170,8 @@ def ground_truths(frame: pd.DataFrame, source: str) -> list[Any]:
         return [to_python(g) for g in frame["ground_truth"]]
     values = []
     for i, reward_model in enumerate(frame["reward_model"]):
-        model = to_python(reward_model)
+        plain = isinstance(reward_model, dict) and isinstance(reward_model.get("ground_truth"), str)
+        model = reward_model if plain else to_python(reward_model)
         if not isinstance(model, dict) or "ground_truth" not in model:
             raise UserInputError(f"{source}: row {i}: reward_model has no 'ground_truth'")
         values.append(model["ground_truth"])
@@ -199,11 +200,24 @@ def reward_specs(frame: pd.DataFrame, reward_fn: str) -> list[str]:
 
 def item_key(reward: RewardFn, answer: str, ground_truth: Any, data_source: str, extra_info: Any) -> str:
     """The verdict's identity: same key, same verdict (the cache and dedupe rely on it)."""
-    parts: list[Any] = [reward.name, reward.version, answer, ground_truth]
-    if reward.uses_context:
-        parts += [data_source, extra_info]
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    if isinstance(ground_truth, str) and not reward.uses_context:
+        # The common case without JSON; the "s"/"j" tag keeps it apart from the general form.
+        text = "\x00".join(("s", reward.name, reward.version, answer, ground_truth))
+    else:
+        parts: list[Any] = [reward.name, reward.version, answer, ground_truth]
+        if reward.uses_context:
+            parts += [data_source, extra_info]
+        text = "j" + json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _identity(spec: str, answer: str, gold: Any) -> tuple[Any, ...]:
+    """A hashable stand-in for item_key within one run (spec fixes the reward's version)."""
+    return (spec, answer, ("s", gold) if isinstance(gold, str) else ("j", _json(gold)))
 
 
 @dataclass
@@ -223,6 +237,8 @@ class Scorer:
         self.config = config
         self.pool = WorkerPool(config.workers, config.timeout_s, config.options)
         self.cache = VerdictCache(config.cache_dir) if config.cache_dir else None
+        # Workers start while this process reads and extracts answers.
+        self.pool.start_in_background()
 
     def __enter__(self) -> Scorer:
         return self
@@ -258,10 +274,12 @@ class Scorer:
         data_sources = frame["data_source"].astype(str).tolist()
         extras = frame["extra_info"].tolist() if "extra_info" in frame.columns else [None] * len(frame)
         errors = frame["error"].tolist() if "error" in frame.columns else [None] * len(frame)
+        rewards = {spec: get_reward_fn(spec, options) for spec in set(specs)}
         rows: list[_Row] = []
         items: dict[str, WorkItem] = {}
+        keys: dict[tuple[Any, ...], str] = {}  # cheap identity -> hashed key, hashing once per item
         for i, spec in enumerate(specs):
-            reward = get_reward_fn(spec, options)
+            reward = rewards[spec]
             if generation_failed(errors[i]):
                 rows.append(_Row(reward, None, failed=True))
                 continue
@@ -270,8 +288,13 @@ class Scorer:
             row = _Row(reward, extraction.source)
             if extraction.answer is not None:
                 extra_info = to_python(extras[i]) if reward.uses_context else None
-                row.key = item_key(reward, extraction.answer, golds[i], data_sources[i], extra_info)
-                if row.key not in items:
+                identity = _identity(spec, extraction.answer, golds[i])
+                if reward.uses_context:
+                    identity += (data_sources[i], _json(extra_info))
+                row.key = keys.get(identity)
+                if row.key is None:
+                    row.key = item_key(reward, extraction.answer, golds[i], data_sources[i], extra_info)
+                    keys[identity] = row.key
                     items[row.key] = WorkItem(
                         row.key, spec, extraction.answer, golds[i], data_sources[i], extra_info
                     )

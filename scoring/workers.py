@@ -1,14 +1,18 @@
 """A pool of worker processes that judge items under a hard per-item wall-clock limit.
 
-Items travel in batches (one message per batch, not per item: pickling and pipe round trips cost
-more than a cached Math-Verify call), and each worker sends back one small message per finished
-item, so the parent always knows which item a worker is on and since when. An item that runs past
-the limit has its worker killed (SIGKILL: a C extension stuck in a loop ignores anything softer)
-and replaced; the item becomes a `timeout` verdict and the rest of its batch is queued again.
-Reward code runs in each worker's main thread, where signal-based libraries behave.
+Items travel in batches and verdicts come back one message per batch: pickling and pipe round
+trips cost more than a cheap verdict. Each worker writes the index and start time of the item it
+is on into shared memory, so the parent knows which item hangs without a message per item. An item
+that runs past the limit has its worker killed (SIGKILL: a C extension stuck in a loop ignores
+anything softer) and replaced; the item becomes a `timeout` verdict and the rest of its batch
+(finished items included, their verdicts died with the worker) is queued again. A worker that dies
+by itself makes its current item an `error`. Reward code runs in each worker's main thread, where
+signal-based libraries behave.
 
 Workers are forked from a forkserver that has already imported the reward modules, so replacing a
-killed worker costs milliseconds and no worker inherits the parent's threads.
+killed worker costs milliseconds and no worker inherits the parent's threads. As with any
+multiprocessing code not started by fork, a script using the pool needs an
+`if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.sharedctypes
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,7 +39,10 @@ MAX_BATCH = 64
 BATCHES_PER_WORKER = 4
 # How often the parent wakes to check deadlines when no worker has anything to say.
 POLL_S = 0.5
-PRELOAD = ["scoring.rewards.registry"]
+# Everything the `score` command imports, so neither the server nor a worker imports it again.
+PRELOAD = ["scoring.score_cli"]
+# Shared progress slots: index of the item being judged, and when it started (time.monotonic).
+_INDEX, _STARTED = 0, 1
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
@@ -68,6 +77,7 @@ def judge_item(item: WorkItem, options: RewardOptions) -> RewardResult:
 
 def _worker_main(
     conn: multiprocessing.connection.Connection,
+    progress: Any,
     options: RewardOptions,
     environ: dict[str, str],
     cwd: str,
@@ -84,39 +94,55 @@ def _worker_main(
             return
         if batch is None:
             return
-        for item in batch:
-            result = judge_item(item, options)
-            try:
-                conn.send((item.key, result))
-            except Exception as exc:  # an unpicklable extra from user code
-                conn.send((item.key, error_result(f"cannot return verdict: {exc}")))
+        results = []
+        for index, item in enumerate(batch):
+            progress[_STARTED] = time.monotonic()
+            progress[_INDEX] = index
+            results.append((item.key, judge_item(item, options)))
+        try:
+            conn.send(results)
+        except Exception:  # an unpicklable extra from user code: send what can be sent
+            conn.send([_picklable(key, result) for key, result in results])
+
+
+def _picklable(key: str, result: RewardResult) -> tuple[str, RewardResult]:
+    import pickle
+
+    try:
+        pickle.dumps(result)
+    except Exception as exc:
+        return key, error_result(f"cannot return verdict: {exc}")
+    return key, result
 
 
 class _Worker:
-    """One process, its pipe, and the batch it is working through."""
+    """One process, its pipe, its shared progress slots, and the batch it is working through."""
 
     def __init__(self, options: RewardOptions) -> None:
         self.conn, child = _CONTEXT.Pipe(duplex=True)
+        self.progress = multiprocessing.sharedctypes.RawArray("d", 2)
         self.process = _CONTEXT.Process(
-            target=_worker_main, args=(child, options, dict(os.environ), os.getcwd()), daemon=True
+            target=_worker_main,
+            args=(child, self.progress, options, dict(os.environ), os.getcwd()),
+            daemon=True,
         )
         self.process.start()
         child.close()
-        self.batch: deque[WorkItem] = deque()
-        self.since = 0.0
+        self.batch: list[WorkItem] = []
 
     @property
     def busy(self) -> bool:
         return bool(self.batch)
 
-    def assign(self, batch: Sequence[WorkItem]) -> None:
-        self.batch = deque(batch)
-        self.since = time.monotonic()
-        self.conn.send(list(batch))
+    def assign(self, batch: list[WorkItem]) -> None:
+        self.batch = batch
+        # The clock starts now: worker start-up and unpickling count towards the first item.
+        self.progress[_INDEX] = 0
+        self.progress[_STARTED] = time.monotonic()
+        self.conn.send(batch)
 
-    def finished_one(self) -> WorkItem:
-        self.since = time.monotonic()
-        return self.batch.popleft()
+    def current(self) -> tuple[int, float]:
+        return int(self.progress[_INDEX]), float(self.progress[_STARTED])
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -132,7 +158,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """`run(items)` -> verdict per key. Workers start on first use and are reused across runs."""
+    """`run(items)` -> verdict per key. Workers are reused across runs; close() stops them."""
 
     def __init__(
         self,
@@ -150,6 +176,7 @@ class WorkerPool:
         self.options = options or RewardOptions()
         self.max_batch = max_batch
         self._workers: list[_Worker] = []
+        self._starting: threading.Thread | None = None
         self.replaced = 0
 
     def __enter__(self) -> WorkerPool:
@@ -158,12 +185,27 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def start_in_background(self) -> None:
+        """Start every worker on a thread (the forkserver's first start imports for a while)."""
+        if self._starting is None and not self._workers:
+            self._starting = threading.Thread(
+                target=self._ensure_workers, args=(self.size,), name="score-workers", daemon=True
+            )
+            self._starting.start()
+
+    def _started(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+
     def close(self) -> None:
+        self._started()
         for worker in self._workers:
             worker.stop()
         self._workers = []
 
     def pids(self) -> list[int]:
+        self._started()
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     def run(
@@ -174,12 +216,13 @@ class WorkerPool:
         if not items:
             return results
         queue: deque[list[WorkItem]] = deque(self._batches(items))
+        self._started()
         self._ensure_workers(min(self.size, len(queue)))
         while queue or any(w.busy for w in self._workers):
             for worker in self._workers:
                 if not worker.busy and queue:
                     worker.assign(queue.popleft())
-            self._collect(results, queue, on_done)
+            self._collect(results, queue, on_done or (lambda n: None))
         return results
 
     def _batches(self, items: Sequence[WorkItem]) -> list[list[WorkItem]]:
@@ -194,52 +237,51 @@ class WorkerPool:
         self,
         results: dict[str, RewardResult],
         queue: deque[list[WorkItem]],
-        on_done: Callable[[int], None] | None,
+        on_done: Callable[[int], None],
     ) -> None:
         busy = {w.conn: w for w in self._workers if w.busy}
-        deadline = min(w.since for w in busy.values()) + self.timeout_s
+        deadline = min(w.current()[1] for w in busy.values()) + self.timeout_s
         wait_s = max(0.0, min(POLL_S, deadline - time.monotonic()))
         for conn in multiprocessing.connection.wait(list(busy), timeout=wait_s):
             worker = busy[conn]  # type: ignore[index]
-            while worker.busy and worker.conn.poll():
-                try:
-                    key, result = worker.conn.recv()
-                except (EOFError, OSError):
-                    self._replace(worker, results, queue, "error", "worker process died")
-                    if on_done:
-                        on_done(1)
-                    break
-                worker.finished_one()
-                results[key] = result
-                if on_done:
-                    on_done(1)
+            try:
+                finished = worker.conn.recv()
+            except (EOFError, OSError):
+                self._replace(worker, queue, results, "error", "worker process died")
+                on_done(1)
+                continue
+            results.update(finished)
+            worker.batch = []
+            on_done(len(finished))
         now = time.monotonic()
-        for worker in list(busy.values()):
-            if worker.busy and now - worker.since > self.timeout_s and worker in self._workers:
+        for worker in busy.values():
+            if worker.busy and now - worker.current()[1] > self.timeout_s:
                 message = f"no verdict within {self.timeout_s:g}s; worker killed"
-                self._replace(worker, results, queue, "timeout", message)
-                if on_done:
-                    on_done(1)
+                self._replace(worker, queue, results, "timeout", message)
+                on_done(1)
 
     def _replace(
         self,
         worker: _Worker,
-        results: dict[str, RewardResult],
         queue: deque[list[WorkItem]],
+        results: dict[str, RewardResult],
         status: str,
         message: str,
     ) -> None:
         """Kill the worker; its current item gets `status`, the rest of its batch goes back."""
+        index, _ = worker.current()
         worker.kill()
-        current = worker.batch.popleft()
-        results[current.key] = error_result(message, status)
-        if worker.batch:
-            queue.appendleft(list(worker.batch))
-        index = self._workers.index(worker)
-        self._workers[index] = _Worker(self.options)
+        batch = worker.batch
+        results[batch[index].key] = error_result(message, status)
+        rest = batch[:index] + batch[index + 1 :]
+        if rest:
+            queue.appendleft(rest)
+        self._workers[self._workers.index(worker)] = _Worker(self.options)
         self.replaced += 1
 
 
 def default_workers() -> int:
     """One worker per available core."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)

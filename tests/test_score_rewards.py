@@ -8,7 +8,9 @@ import pytest
 
 from rollouts.errors import UserInputError
 from scoring.rewards import RewardOptions, dispatch, dispatch_all, get_reward_fn
+from scoring.rewards import math as math_reward
 from scoring.rewards.custom import CustomReward, to_result
+from scoring.rewards.exact import exact_verdict
 from scoring.rewards.extract import boxed_then_answer_line, last_boxed
 from scoring.types import RewardResult
 
@@ -258,3 +260,40 @@ def test_custom_version_follows_file_content(tmp_path: Path) -> None:
 def test_custom_dict_without_score_is_an_error() -> None:
     with pytest.raises(ValueError, match="no 'score'"):
         to_result({"acc": True})
+
+
+# ------------------------------------------------------------------ shortcuts agree with Math-Verify
+
+SIMPLE_NUMBERS = [
+    "0", "2", "-2", "12", "12.0", "0.5", "-0.75", r"\frac{1}{2}", r"\dfrac{2}{4}", "1/2",
+    r"-\frac{3}{4}", r"2\sqrt{3}", r"\sqrt{12}", r"\frac{\sqrt{2}}{2}", "0.333333", r"\frac{1}{3}",
+]
+CAS_ANSWERS = [r"\frac{\pi}{2}", r"\frac{3\pi}{6}", r"2\pi", r"\sqrt{2}+1", r"e^{2}", r"1,000"]
+
+
+def _reference(gold: str, answer: str) -> tuple[bool, str | None]:
+    """Math-Verify plus the guards, with no shortcut."""
+    pred = math_reward.parse_answer(answer)
+    correct = math_reward.is_equivalent(math_reward.gold_parsed(gold), pred)
+    return correct, None if correct else math_reward.answer_class(pred)
+
+
+@pytest.mark.parametrize("gold", SIMPLE_NUMBERS + CAS_ANSWERS[:3])
+def test_shortcut_verdicts_and_classes_match_math_verify(gold: str) -> None:
+    judge = get_reward_fn("math", OPTIONS).judge
+    for answer in SIMPLE_NUMBERS + CAS_ANSWERS:
+        result = judge(answer, gold, "s", None)
+        assert (result.acc, None if result.acc else result.answer_class) == _reference(gold, answer), (
+            gold,
+            answer,
+        )
+
+
+def test_exact_verdict_declines_what_it_cannot_decide_exactly() -> None:
+    # Math-Verify rounds floats to 6 decimals: 0.333333 vs 1/3 is its call, not plain equality.
+    assert exact_verdict(r"\frac{1}{3}", "0.333333") is None
+    assert exact_verdict("0.1234567", "0.1234568") is None
+    assert exact_verdict(r"\pi", "3.14") is None
+    assert exact_verdict(r"\frac{3}{4}", "0.75") is True
+    assert exact_verdict(r"2\sqrt{3}", r"\sqrt{12}") is True
+    assert exact_verdict("1/2004", "1/2006") is False

@@ -16,7 +16,6 @@ BOXED_COMMANDS = ("\\boxed", "\\fbox")
 _ANSWER_LINE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is)?\s*[:：]\s*\**\s*(?P<answer>[^\n]*)", re.IGNORECASE
 )
-_WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -34,19 +33,22 @@ class Extraction:
 
 def strip_think(text: str) -> str | None:
     """The text after the last `</think>`; None when a `<think>` block never closed (cut off)."""
-    if THINK_CLOSE in text:
-        return text.rsplit(THINK_CLOSE, 1)[1]
+    close = text.rfind(THINK_CLOSE)
+    if close >= 0:
+        return text[close + len(THINK_CLOSE) :]
     if THINK_OPEN in text:
         return None
     return text
 
 
 def collapse_whitespace(text: str) -> str:
-    return _WHITESPACE.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def braces_balanced(text: str) -> bool:
     """True when every `{` closes and nothing closes early (escaped `\\{` `\\}` ignored)."""
+    if "{" not in text and "}" not in text:
+        return True
     depth = 0
     i = 0
     while i < len(text):
@@ -72,6 +74,10 @@ def looks_truncated(answer: str) -> bool:
 
 def _matching_brace(text: str, open_at: int) -> int | None:
     """Index of the `}` closing the `{` at open_at, or None when the text ends first."""
+    first_close = text.find("}", open_at)
+    inner = text[open_at + 1 : first_close]
+    if first_close >= 0 and "{" not in inner and "\\" not in inner:
+        return first_close  # no nesting: the common case, without a character loop
     depth = 0
     i = open_at
     while i < len(text):
@@ -94,7 +100,7 @@ def last_boxed(text: str) -> Extraction | None:
 
     A last box that never closes gives Extraction(None, "truncated"): the answer was cut off.
     """
-    start = max(text.rfind(command) for command in BOXED_COMMANDS)
+    start = max(text.rfind(BOXED_COMMANDS[0]), text.rfind(BOXED_COMMANDS[1]))
     if start < 0:
         return None
     command = next(c for c in BOXED_COMMANDS if text.startswith(c, start))

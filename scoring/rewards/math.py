@@ -5,13 +5,16 @@ answers: `1/2006!` for `1/2004!` and `1/2^{98}` for `1/2^{99}` (both round to 0)
 `4\\sqrt{2}`, `0` read out of `3x+4y+14=0`, and answers cut off mid-LaTeX. The guards: the answer
 is extracted here and parsed inside math delimiters (so the whole answer is read), cut-off LaTeX is
 no answer, exact numbers must be equal to 50 significant digits, and two implicit equations must be
-proportional. Math-Verify's own signal-based timeouts are off: the worker pool kills hung items.
+proportional. Simple exact numbers (integers, fractions, `a\\sqrt{b}`) skip Math-Verify: see
+`scoring.rewards.exact`. Math-Verify's own signal-based timeouts are off: the worker pool kills
+hung items.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +22,7 @@ import sympy
 from math_verify import parse, verify
 
 from scoring.rewards.base import NO_ANSWER, binary
+from scoring.rewards.exact import exact_verdict, parse_surd
 from scoring.rewards.extract import Extraction, boxed_then_answer_line, collapse_whitespace
 from scoring.types import RewardResult
 
@@ -51,11 +55,51 @@ class MathReward:
     def judge(
         self, answer: str, ground_truth: Any, data_source: str, extra_info: dict[str, Any] | None
     ) -> RewardResult:
+        golds = gold_list(ground_truth)
+        exact = [exact_verdict(str(g), answer) for g in golds]
+        if all(v is not None for v in exact):
+            correct = any(exact)
+            return binary(correct, answer, None if correct else exact_class(answer))
         pred = parse_answer(answer)
         if not pred:
             return NO_ANSWER
-        correct = any(is_equivalent(gold_parsed(str(g)), pred) for g in gold_list(ground_truth))
+        correct = any(_equivalent_fast(gold_parsed(str(g)), pred) for g in golds)
         return binary(correct, answer, answer_class(pred))
+
+
+def _equivalent_fast(gold: Sequence[Any], pred: Sequence[Any]) -> bool:
+    """is_equivalent, skipping Math-Verify's symbolic simplification for distinct numbers."""
+    if numbers_far_apart(_first_expr(gold), _first_expr(pred)):
+        return False
+    return is_equivalent(gold, pred)
+
+
+# Two numbers this far apart differ after Math-Verify's rounding to 6 decimals, and symbolically.
+FAR_ABS = 1e-5
+FAR_REL = 1e-9
+
+
+def numbers_far_apart(a: Any, b: Any) -> bool:
+    """True only when both are plain numbers whose values clearly differ (Math-Verify says no)."""
+    if not (_plain_number(a) and _plain_number(b)):
+        return False
+    try:
+        x, y = complex(sympy.N(a, 20)), complex(sympy.N(b, 20))
+    except (TypeError, ValueError, ArithmeticError):
+        return False
+    if not all(math.isfinite(v) for v in (x.real, x.imag, y.real, y.imag)):
+        return False
+    gap = abs(x - y)
+    return gap > FAR_ABS and gap > FAR_REL * max(abs(x), abs(y))
+
+
+def _plain_number(expr: Any) -> bool:
+    """A number that Math-Verify compares by value (not a set, tuple, relation or matrix)."""
+    return (
+        isinstance(expr, sympy.Expr)
+        and not isinstance(expr, sympy.Symbol)
+        and bool(expr.is_number)
+    )
 
 
 def gold_list(ground_truth: Any) -> list[Any]:
@@ -142,3 +186,14 @@ def answer_class(pred: Sequence[Any]) -> str:
         # 12 significant digits in sympy's own floats (no underflow for 1/2006!).
         return "num:" + str(sympy.N(expr, 12))
     return "expr:" + str(expr)
+
+
+def exact_class(answer: str) -> str | None:
+    """The same class answer_class gives the Math-Verify parse of a simple number."""
+    surd = parse_surd(answer)
+    if surd is None:
+        return None
+    value = sympy.Rational(surd.coefficient.numerator, surd.coefficient.denominator)
+    if surd.radicand != 1:
+        value = value * sympy.sqrt(surd.radicand)
+    return "num:" + str(sympy.N(value, 12))

@@ -1,0 +1,164 @@
+"""Benchmark: `score`'s scorer against the naive way, on a synthetic math rollout set.
+
+The naive way (as the seed scripts do it): `for _, row in df.iterrows()` calling a compute_score
+that runs Math-Verify on the whole response, row by row, in one process. The scorer extracts
+answers, dedupes (reward fn, answer, ground truth), and judges the distinct items in batches on a
+worker pool. Verdicts must be identical; the script exits 1 if any differ.
+
+    python3 benchmarks/bench_score.py            # 300 prompts x 16 samples
+    python3 benchmarks/bench_score.py --full     # 2,000 prompts x 16 samples
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from math_verify import parse, verify
+
+from scoring.scorer import ScoreConfig, Scorer
+from scoring.workers import default_workers
+
+FILLER = [
+    "Let us set up the problem carefully and name the unknown quantity $n$.",
+    "Expanding the product gives a quadratic in $t$, which we can factor.",
+    "By symmetry the two cases contribute equally, so we only count one of them.",
+    "Substituting back into the original condition confirms the constraint holds.",
+    "We now simplify the expression term by term, collecting like powers of $x$.",
+    "Note that the denominator never vanishes on the interval we care about.",
+]
+
+
+def gold_and_forms(rng: random.Random) -> tuple[str, list[str], list[str]]:
+    """A gold answer, equivalent ways to write it, and wrong answers a model might give."""
+    # Roughly MATH's mix: mostly integers, then fractions, radicals, and some needing a CAS.
+    kind = rng.choices(range(5), weights=[55, 15, 12, 8, 10])[0]
+    if kind == 0:
+        n = rng.randint(2, 999)
+        return str(n), [str(n), f"{n}.0"], [str(n + d) for d in (1, -1, 2 * n, 10)]
+    if kind == 1:
+        a, b = rng.randint(1, 20), rng.randint(21, 40)
+        return (
+            f"\\frac{{{a}}}{{{b}}}",
+            [f"\\frac{{{a}}}{{{b}}}", f"\\dfrac{{{a}}}{{{b}}}", f"{a}/{b}"],
+            [f"\\frac{{{b}}}{{{a}}}", f"\\frac{{{a + 1}}}{{{b}}}", f"\\frac{{{a}}}{{{b + 2}}}"],
+        )
+    if kind == 2:
+        a, b = rng.randint(2, 9), rng.choice([2, 3, 5, 6, 7])
+        return (
+            f"{a}\\sqrt{{{b}}}",
+            [f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}"],
+            [f"{a}\\sqrt{{{b + 1}}}", f"{a + 1}\\sqrt{{{b}}}", str(a * b)],
+        )
+    if kind == 3:
+        n = rng.randint(1, 99)
+        return f"-{n}", [f"-{n}"], [str(n), f"-{n + 1}", f"-{2 * n}"]
+    a, b = rng.randint(1, 24), rng.choice([2, 3, 4, 5, 6, 8])
+    return (
+        f"\\frac{{{a}\\pi}}{{{b}}}",
+        [f"\\frac{{{a}\\pi}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}\\pi"],
+        [f"\\frac{{{a + 1}\\pi}}{{{b}}}", f"{a}\\pi", f"\\frac{{\\pi}}{{{b}}}"],
+    )
+
+
+def synthetic_rollouts(prompts: int, samples: int, seed: int = 0) -> pd.DataFrame:
+    """Long rollout rows with realistic repetition: a few answers recur across a prompt's samples."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for p in range(prompts):
+        gold, right, wrong = gold_and_forms(rng)
+        skill = rng.random()
+        weights = [4, 2, 1, 1][: len(wrong)]
+        for s in range(samples):
+            body = " ".join(rng.choice(FILLER) for _ in range(rng.randint(20, 40)))
+            roll = rng.random()
+            if roll < 0.05:
+                response = body + " So the answer is"  # cut off before the answer
+            else:
+                answer = rng.choice(right) if roll < 0.05 + skill * 0.95 else rng.choices(wrong, weights)[0]
+                response = f"{body}\nTherefore the final answer is $\\boxed{{{answer}}}$."
+            rows.append(
+                {
+                    "prompt": f"Problem {p}: compute the value.",
+                    "response": response,
+                    "sample_idx": s,
+                    "data_idx": p,
+                    "prompt_id": f"p{p:05d}",
+                    "data_source": "math__synthetic",
+                    "reward_model": {"style": "rule", "ground_truth": gold},
+                    "error": None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def naive_compute_score(solution_str: str, ground_truth: str) -> float:
+    """The seed scripts' reward: Math-Verify over the whole response, gold first."""
+    gold = parse("\\boxed{" + ground_truth + "}")
+    pred = parse(solution_str)
+    return 1.0 if verify(gold, pred) else 0.0
+
+
+def run_naive(frame: pd.DataFrame) -> list[float]:
+    scores = []
+    for _, row in frame.iterrows():
+        scores.append(naive_compute_score(row["response"], row["reward_model"]["ground_truth"]))
+    return scores
+
+
+def run_scorer(frame: pd.DataFrame, workers: int, cache_dir: Path | None) -> tuple[list[float], Any]:
+    with Scorer(ScoreConfig(reward_fn="math", workers=workers, cache_dir=cache_dir)) as scorer:
+        scored, stats = scorer.score(frame)
+    return scored["score"].tolist(), stats
+
+
+def timed(func: Any, *args: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = func(*args)
+    return value, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--full", action="store_true", help="2,000 prompts x 16 samples")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    args = parser.parse_args()
+    prompts = 2000 if args.full else args.prompts
+    frame = synthetic_rollouts(prompts, args.samples)
+    distinct = frame.groupby("prompt_id")["response"].nunique().mean()
+    print(f"rows: {len(frame)} ({prompts} prompts x {args.samples} samples), workers: {args.workers}")
+
+    naive, naive_s = timed(run_naive, frame)
+    print(f"naive iterrows + math-verify: {naive_s:8.2f} s  ({len(frame) / naive_s:8.0f} rows/s)")
+    with tempfile.TemporaryDirectory() as cache:
+        (cold, stats), cold_s = timed(run_scorer, frame, args.workers, Path(cache))
+        (warm, _), warm_s = timed(run_scorer, frame, args.workers, Path(cache))
+    (plain, _), plain_s = timed(run_scorer, frame, args.workers, None)
+    print(f"score, empty cache:           {cold_s:8.2f} s  ({len(frame) / cold_s:8.0f} rows/s)"
+          f"  {stats.distinct_items} distinct answers judged")
+    print(f"score, no cache:              {plain_s:8.2f} s  ({len(frame) / plain_s:8.0f} rows/s)")
+    print(f"score, warm cache:            {warm_s:8.2f} s  ({len(frame) / warm_s:8.0f} rows/s)")
+    print(f"speed-up vs naive: {naive_s / cold_s:.1f}x (empty cache), "
+          f"{naive_s / warm_s:.1f}x (warm cache)")
+    print(f"mean pass rate: {sum(naive) / len(naive):.3f}; "
+          f"distinct responses per prompt: {distinct:.1f}")
+    mismatches = [i for i, (a, b, c, d) in enumerate(zip(naive, cold, warm, plain, strict=True))
+                  if not a == b == c == d]
+    print(f"verdict mismatches: {len(mismatches)}")
+    for i in mismatches[:5]:
+        row = frame.iloc[i]
+        print(f"  row {i}: naive={naive[i]} score={cold[i]} gold={row['reward_model']['ground_truth']!r} "
+              f"tail={row['response'][-60:]!r}")
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
