@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -79,6 +80,8 @@ def main() -> None:
     check_sandbox()
     backend = sandbox.probe()
     print(f"sandbox: {backend.describe()}")
+    # Shared machines: the load says how much the figures below are worth.
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     bare = statistics.median(bare_times(args.runs))
     boxed = statistics.median(sandbox_times(backend, args.runs))
     print(f"per execution, median of {args.runs}: bare subprocess {bare * 1000:.1f} ms, "
