@@ -94,6 +94,7 @@ class OpenAIEndpoint:
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
         self.name = self.base_url
+        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     @property
     def root_url(self) -> str:
@@ -102,15 +103,22 @@ class OpenAIEndpoint:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def _timeout(self, max_tokens: int) -> aiohttp.ClientTimeout:
+        """Built once per max_tokens: the hot path should not allocate it per request."""
+        cached = self._timeouts.get(max_tokens)
+        if cached is None:
+            read = self.read_timeout_s or read_timeout_for(max_tokens)
+            cached = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=read)
+            self._timeouts[max_tokens] = cached
+        return cached
+
     async def complete(
         self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None
     ) -> CompletionBatch:
         chat = not isinstance(prompt, str)
         url = f"{self.base_url}/chat/completions" if chat else f"{self.base_url}/completions"
         payload = build_payload(self.model, prompt, n=n, params=params, seed=seed)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.read_timeout_s or read_timeout_for(params.max_tokens),
-        )
+        timeout = self._timeout(params.max_tokens)
         try:
             async with self.session.post(
                 url, json=payload, headers=self._headers(), timeout=timeout

@@ -48,7 +48,9 @@ async def http_session(max_concurrent: int) -> AsyncIterator[aiohttp.ClientSessi
     connector = aiohttp.TCPConnector(
         limit=max_concurrent + CONNECTION_SLACK, limit_per_host=0, ttl_dns_cache=300
     )
-    async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
+    # trust_env=False: inference servers sit on cluster-internal addresses that an HTTP proxy
+    # from the environment would only break, and reading netrc per request costs a thread hop.
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
         yield session
 
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from rollouts.errors import ServerUnavailable
@@ -79,16 +79,17 @@ class Router:
         self._refresh_event()
         await self._wait_for_healthy()
 
-    @contextlib.asynccontextmanager
-    async def endpoint_for(self, affinity_key: str) -> AsyncIterator[EndpointState]:
-        """Choose a server for one request attempt and count it as in flight meanwhile."""
+    async def acquire(self, affinity_key: str) -> EndpointState:
+        """Choose a server for one request attempt and count it as in flight until `release`.
+
+        (A plain pair of calls rather than a context manager: this is the hot path.)"""
         endpoint = await self._choose(affinity_key)
         endpoint.outstanding += 1
         endpoint.requests += 1
-        try:
-            yield endpoint
-        finally:
-            endpoint.outstanding -= 1
+        return endpoint
+
+    def release(self, endpoint: EndpointState) -> None:
+        endpoint.outstanding -= 1
 
     def record_success(self, endpoint: EndpointState) -> None:
         endpoint.consecutive_failures = 0
