@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from rollouts.dataset import prompt_id_for
 from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import (
     dumps_json,
@@ -144,18 +145,17 @@ def explode_wide(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def derive_prompt_ids(frame: pd.DataFrame, source: str) -> list[str]:
-    """A stable id from the prompt's content and data source (or data_idx without a prompt)."""
+    """`rollouts generate`'s id (a hash of data source and prompt), or one from data_idx."""
     if "prompt" in frame.columns:
-        basis = [
-            dumps_json([to_python(p), str(s)]) for p, s in zip(frame["prompt"], frame["data_source"], strict=True)
+        return [
+            prompt_id_for(str(s), to_python(p))
+            for p, s in zip(frame["prompt"], frame["data_source"], strict=True)
         ]
-    elif "data_idx" in frame.columns:
-        basis = [f"data_idx:{i}" for i in frame["data_idx"]]
-    else:
-        raise UserInputError(
-            f"{source}: no 'prompt_id', 'prompt' or 'data_idx' column to group samples by prompt"
-        )
-    return [hashlib.sha256(b.encode()).hexdigest()[:16] for b in basis]
+    if "data_idx" in frame.columns:
+        return [hashlib.sha256(f"data_idx:{i}".encode()).hexdigest()[:16] for i in frame["data_idx"]]
+    raise UserInputError(
+        f"{source}: no 'prompt_id', 'prompt' or 'data_idx' column to group samples by prompt"
+    )
 
 
 def ground_truth_column(frame: pd.DataFrame) -> str | None:

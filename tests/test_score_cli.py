@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
+from rollouts.dataset import prompt_id_for
 from scoring.score_cli import main
 from scoring.scorer import ScoreConfig, score_files
 
@@ -143,6 +144,7 @@ def test_wide_parquet_is_exploded_with_sample_idx_and_stable_prompt_id(tmp_path:
     assert list(scored["acc"]) == [True, False, True, True, False]
     ids = scored["prompt_id"].tolist()
     assert ids[0] == ids[1] == ids[2] != ids[3] == ids[4]
+    assert ids[0] == prompt_id_for("lighteval/MATH", "What is 1+1?")
     results = json.loads((tmp_path / "wide_scored.results.json").read_text())
     assert results["data_sources"]["lighteval/MATH"]["pass@k"]["2"] == pytest.approx((1 - 0 / 3 + 1) / 2)
     # Same input, same output, prompt ids included.
