@@ -21,6 +21,7 @@ LIMITS = SandboxLimits(wall_s=2.0, cpu_s=2, memory_mb=256, max_procs=16, file_si
 # One stdin/stdout test: an attack that also prints "2" passes it; the verdict is what matters.
 ADD_ONE = {"inputs": ["1\n"], "outputs": ["2\n"]}
 SMALL = {"time_limit_s": 2, "memory_limit_mb": 256}
+CANARY_NAME = "rollouts-canary"
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,15 @@ def no_survivors() -> Iterator[None]:
 
 
 def _sandbox_processes() -> list[str]:
+    """Processes of this suite's programs: entry /box/main.py, or renamed to the canary name.
+
+    (Other suites may be scoring code on this machine at the same time: their programs are
+    /box/solution.py under their own bwrap, so they are not counted here.)
+    """
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "name"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if "/box/" in cmdline or cmdline.startswith("bwrap"):
+        if "/box/main.py" in cmdline or proc.info["name"] == CANARY_NAME:
             found.append(f"{proc.pid}: {cmdline[:100]}")
     return found
 
@@ -97,11 +103,15 @@ def test_sleeping_forever_times_out(backend: Backend) -> None:
 
 
 def test_detached_child_dies_with_the_tree(backend: Backend) -> None:
-    source = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+    # The grandchild renames itself so the autouse fixture can find it if it survived.
+    source = ("import ctypes, os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+              f"        ctypes.CDLL(None).prctl(15, {CANARY_NAME.encode()!r}, 0, 0, 0)\n"
               "        time.sleep(600)\n    os._exit(0)\nprint(int(input()) + 1)\n")
     verdict = score_code(source, ADD_ONE, SMALL)
     assert verdict.score == 1.0
-    # The autouse fixture asserts the sleeping grandchild is gone.
+    result = sandbox.execute(backend, {"main.py": source}, "main.py", stdin=b"1\n", limits=LIMITS)
+    assert result.stdout == b"2\n"
+    # The autouse fixture asserts the sleeping grandchildren are gone.
 
 
 def test_rm_rf_home_and_scorer_files_leaves_host_intact(backend: Backend, tmp_path: Path) -> None:
