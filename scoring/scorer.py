@@ -449,6 +449,20 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith((".parquet", ".pq"))
+
+
+def json_nulls(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing values as None, so JSON lines get `null` rather than the invalid `NaN`."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or out[column].isna().any():
+            values = out[column].astype(object)
+            out[column] = values.where(values.notna(), None)
+    return out
+
+
 def check_outputs(jobs: Sequence[FileJob], summary: Path | None, overwrite: bool) -> None:
     """Refuse to replace existing outputs unless asked to."""
     if overwrite:
@@ -501,7 +515,7 @@ def score_files(
     with Scorer(config) as scorer:
         for job, frame in zip(jobs, frames, strict=True):
             scored, stats = scorer.score(frame, str(job.input))
-            write_table_atomic(scored, job.output)
+            write_table_atomic(scored if _is_parquet(job.output) else json_nulls(scored), job.output)
             document = results_document(job, scored)
             write_json_atomic(document, job.results)
             result = FileResult(job, document, stats)

@@ -261,3 +261,18 @@ def test_code_rows_run_in_the_sandbox_end_to_end(tmp_path: Path) -> None:
     assert list(scored["score"]) == [1.0, 0.0, 0.0]
     assert list(scored["pass_fraction"]) == [1.0, 0.5, 0.0]
     assert list(scored["score_status"]) == ["ok", "ok", "no_answer"]
+
+
+def test_jsonl_output_file_is_strict_json_with_nulls(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "run.jsonl", mixed_rows())
+    out = tmp_path / "out" / "scored.jsonl"
+    assert run(source, "-o", out, "--workers", "1", "--no-cache").exit_code == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    rows = [json.loads(line, parse_constant=refuse) for line in out.read_text().splitlines()]
+    assert len(rows) == 8
+    assert rows[3]["score_status"] == "error" and rows[3]["pred"] is None and rows[3]["response"] is None
+    assert rows[0]["error"] is None and rows[0]["score"] == 1.0
+    assert (tmp_path / "out" / "scored.results.json").is_file()
