@@ -6,15 +6,17 @@
   every k up to the largest n (above 32 only powers of two and each prompt's own n).
 - maj@k: majority vote over the first k samples (by sample_idx) of each prompt, where votes go to
   answer-equivalence classes (`1/2` and `0.5` are one answer), not raw strings; ties go to the
-  class seen first; samples without an answer do not vote. Absent when the reward function gives
-  no classes (code, custom functions without `pred`).
+  class seen first; samples without an answer do not vote; the vote counts as a pass when the
+  winning answer passes. Absent when the reward function gives no classes (code, custom functions
+  without `pred`).
 - status_counts: rows per score_status.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,41 +58,85 @@ def majority_correct(classes: Sequence[str | None], accs: Sequence[bool]) -> boo
     return any(acc for cls, acc in zip(classes, accs, strict=True) if cls == winner)
 
 
-def _prompt_groups(frame: pd.DataFrame) -> list[pd.DataFrame]:
+def majority_curve(classes: Sequence[str | None], accs: Sequence[bool]) -> list[bool]:
+    """majority_correct of the first k samples for every k = 1..n, in one pass."""
+    correct = {c for c, acc in zip(classes, accs, strict=True) if acc and c is not None}
+    counts: dict[str, int] = {}
+    first_seen: dict[str, int] = {}
+    winner: str | None = None
+    curve = []
+    for index, cls in enumerate(classes):
+        if cls is not None:
+            counts[cls] = counts.get(cls, 0) + 1
+            first_seen.setdefault(cls, index)
+            if winner is None or counts[cls] > counts[winner] or (
+                counts[cls] == counts[winner] and first_seen[cls] < first_seen[winner]
+            ):
+                winner = cls
+        curve.append(winner is not None and winner in correct)
+    return curve
+
+
+@dataclass(frozen=True)
+class _Prompts:
+    """One data source's samples sorted by (prompt_id, sample_idx), with prompt boundaries."""
+
+    starts: np.ndarray
+    ns: np.ndarray
+    passes: np.ndarray
+    mean_scores: np.ndarray
+
+
+def _prompts(frame: pd.DataFrame) -> tuple[_Prompts, pd.DataFrame]:
     ordered = frame.sort_values(["prompt_id", "sample_idx"], kind="stable")
-    return [group for _, group in ordered.groupby("prompt_id", sort=True)]
+    ids = ordered["prompt_id"].astype(str).to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], int)
+    ns = np.diff(np.r_[starts, len(ids)])
+    accs = ordered["acc"].to_numpy(dtype=bool).astype(np.int64)
+    scores = ordered["score"].to_numpy(dtype=float)
+    if not len(ids):
+        empty = np.array([], dtype=float)
+        return _Prompts(starts, ns, empty, empty), ordered
+    passes = np.add.reduceat(accs, starts)
+    means = np.add.reduceat(scores, starts) / ns
+    return _Prompts(starts, ns, passes, means), ordered
 
 
 def source_metrics(frame: pd.DataFrame) -> dict[str, Any]:
     """Metrics of one data source's rows (needs prompt_id, sample_idx, score, acc, score_status)."""
-    groups = _prompt_groups(frame)
-    ns = [len(g) for g in groups]
+    prompts, ordered = _prompts(frame)
+    ns = [int(n) for n in prompts.ns]
     ks = ks_for(ns)
-    accs = [g["acc"].astype(bool).tolist() for g in groups]
-    scores = [float(g["score"].astype(float).mean()) for g in groups]
+    cache: dict[tuple[int, int, int], float] = {}
+
+    def prompt_pass(i: int, k: int) -> float:
+        key = (ns[i], int(prompts.passes[i]), k)
+        if key not in cache:
+            cache[key] = pass_at_k(*key)
+        return cache[key]
+
     result: dict[str, Any] = {
-        "n_prompts": len(groups),
+        "n_prompts": len(ns),
         "n_samples": int(sum(ns)),
         "samples_per_prompt": {"min": min(ns, default=0), "max": max(ns, default=0)},
-        "mean@n": float(np.mean(scores)) if scores else None,
-        "pass@k": _per_k(ks, ns, lambda i, k: pass_at_k(ns[i], sum(accs[i]), k)),
+        "mean@n": float(prompts.mean_scores.mean()) if ns else None,
+        "pass@k": _per_k(ks, ns, prompt_pass),
     }
-    if "answer_class" in frame.columns and frame["answer_class"].notna().any():
-        classes = [_classes(g) for g in groups]
-        result["maj@k"] = _per_k(
-            ks, ns, lambda i, k: float(majority_correct(classes[i][:k], accs[i][:k]))
-        )
+    if "answer_class" in ordered.columns and ordered["answer_class"].notna().any():
+        classes = [c if isinstance(c, str) else None for c in ordered["answer_class"].tolist()]
+        accs = ordered["acc"].astype(bool).tolist()
+        curves = [
+            majority_curve(classes[s : s + n], accs[s : s + n])
+            for s, n in zip(prompts.starts.tolist(), ns, strict=True)
+        ]
+        result["maj@k"] = _per_k(ks, ns, lambda i, k: float(curves[i][k - 1]))
     if min(ns, default=0) != max(ns, default=0):
         result["prompts_at_k"] = {str(k): sum(n >= k for n in ns) for k in ks}
     result["status_counts"] = status_counts(frame)
     return result
 
 
-def _classes(group: pd.DataFrame) -> list[str | None]:
-    return [c if isinstance(c, str) else None for c in group["answer_class"].tolist()]
-
-
-def _per_k(ks: list[int], ns: list[int], value: Any) -> dict[str, float]:
+def _per_k(ks: list[int], ns: list[int], value: Callable[[int, int], float]) -> dict[str, float]:
     """Mean over the prompts that have at least k samples."""
     out: dict[str, float] = {}
     for k in ks:

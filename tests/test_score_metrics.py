@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import random
 from math import comb
 
 import pandas as pd
 import pytest
 
-from scoring.metrics import ks_for, majority_correct, metrics_by_source, pass_at_k
+from scoring.metrics import ks_for, majority_correct, majority_curve, metrics_by_source, pass_at_k
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -92,3 +93,13 @@ def test_metrics_use_sample_order_not_row_order() -> None:
     rows = _rows("p", [False, True, True], ["num:1", "=gold", "=gold"])
     frame = pd.DataFrame(list(reversed(rows)))
     assert metrics_by_source(frame)["s"]["maj@k"]["1"] == 0.0
+
+
+def test_majority_curve_equals_vote_on_every_prefix() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        n = rng.randint(1, 12)
+        classes = [rng.choice(["=gold", "num:1", "num:2", None]) for _ in range(n)]
+        accs = [c == "=gold" for c in classes]
+        expected = [majority_correct(classes[:k], accs[:k]) for k in range(1, n + 1)]
+        assert majority_curve(classes, accs) == expected
