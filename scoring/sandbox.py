@@ -46,6 +46,7 @@ WORK_DIR = "/tmp"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _READ_CHUNK = 65536
 _KILL_ROUNDS = 50
+_REAP_WAIT_S = 1.0
 
 Mode = Literal["bwrap-nobody", "bwrap-userns", "bwrap-user", "unsandboxed"]
 
@@ -157,14 +158,14 @@ class Cgroup:
                 found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
         return found
 
-    def kill_all(self) -> None:
-        """SIGKILL every process in the cgroup, repeating while a fork races the kill."""
+    def kill_all(self, *, spare: int | None = None) -> None:
+        """SIGKILL every process in the cgroup but `spare`, repeating while a fork races the kill."""
         kill_file = self.dirs[0] / "cgroup.kill"
-        if self.version == 2 and kill_file.exists():
+        if spare is None and self.version == 2 and kill_file.exists():
             with contextlib.suppress(OSError):
                 kill_file.write_text("1")
         for _ in range(_KILL_ROUNDS):
-            pids = self.pids()
+            pids = self.pids() - {spare}
             if not pids:
                 return
             for pid in pids:
@@ -553,22 +554,29 @@ def _supervise(proc: subprocess.Popen[bytes], backend: Backend, cgroup: Cgroup |
 
 
 def _kill_tree(proc: subprocess.Popen[bytes], cgroup: Cgroup | None) -> None:
-    """Kill everything the execution started: its session, its cgroup and any descendants."""
+    """Kill everything the execution started, from the inside out.
+
+    The launched process (bwrap) is spared until its descendants are dead, so that it reaps
+    them: killed first, it would leave its child to an init that may never reap it (a zombie).
+    """
     import psutil  # only this path needs it; the sandbox itself runs on the standard library
 
     try:
         descendants = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:
         descendants = []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
     for child in descendants:
         with contextlib.suppress(psutil.Error):
             child.kill()
     if cgroup is not None:
-        cgroup.kill_all()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+        cgroup.kill_all(spare=proc.pid)
+    try:
+        proc.wait(timeout=_REAP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
 
 
 class _Drain:

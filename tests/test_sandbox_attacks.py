@@ -46,9 +46,10 @@ def _sandbox_processes() -> list[str]:
     /box/solution.py under their own bwrap, so they are not counted here.)
     """
     found = []
-    for proc in psutil.process_iter(["cmdline", "name"]):
+    for proc in psutil.process_iter(["cmdline", "name", "status"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if "/box/main.py" in cmdline or proc.info["name"] == CANARY_NAME:
+        alive = proc.info["status"] != psutil.STATUS_ZOMBIE  # killed, not yet reaped by init
+        if alive and ("/box/main.py" in cmdline or proc.info["name"] == CANARY_NAME):
             found.append(f"{proc.pid}: {cmdline[:100]}")
     return found
 
