@@ -219,11 +219,20 @@ class WorkerPool:
         self._started()
         self._ensure_workers(min(self.size, len(queue)))
         while queue or any(w.busy for w in self._workers):
-            for worker in self._workers:
+            for index, worker in enumerate(self._workers):
                 if not worker.busy and queue:
-                    worker.assign(queue.popleft())
+                    self._assign(index, worker, queue.popleft())
             self._collect(results, queue, on_done or (lambda n: None))
         return results
+
+    def _assign(self, index: int, worker: _Worker, batch: list[WorkItem]) -> None:
+        try:
+            worker.assign(batch)
+        except OSError:  # died while idle (killed from outside): a fresh worker takes the batch
+            worker.kill()
+            self._workers[index] = _Worker(self.options)
+            self.replaced += 1
+            self._workers[index].assign(batch)
 
     def _batches(self, items: Sequence[WorkItem]) -> list[list[WorkItem]]:
         size = max(1, min(self.max_batch, -(-len(items) // (self.size * BATCHES_PER_WORKER))))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import psutil
@@ -88,3 +91,15 @@ def test_pool_rejects_bad_settings() -> None:
         WorkerPool(workers=0, timeout_s=1)
     with pytest.raises(ValueError):
         WorkerPool(workers=1, timeout_s=0)
+
+
+def test_worker_killed_while_idle_is_replaced(reward_spec: str) -> None:
+    with WorkerPool(workers=1, timeout_s=30.0) as pool:
+        assert pool.run([item(reward_spec, "a")])["a"].score == 1.0
+        (pid,) = pool.pids()
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).wait(timeout=10)
+        results = pool.run([item(reward_spec, "bb")])
+        assert pool.replaced == 1 and pool.pids() != [pid]
+    assert results["bb"].score == 2.0
