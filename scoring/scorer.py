@@ -48,7 +48,7 @@ from scoring.workers import WorkerPool, WorkItem, default_workers
 
 RESPONSE = "response"
 WIDE_RESPONSES = "responses"
-GROUND_TRUTH_COLUMNS = ("reward_model.ground_truth", "ground_truth")
+# The columns `score` adds to every row (reward extras come after them).
 SCORE_COLUMNS = (
     "score",
     "acc",
@@ -311,7 +311,7 @@ class Scorer:
             key=lambda it: (it.reward_fn, json.dumps(it.ground_truth, default=str), it.key),
         )
         stats.judged = len(todo)
-        with _progress(len(todo), self.config.progress) as advance:
+        with _Progress(len(todo), self.config.progress) as advance:
             fresh = self.pool.run(todo, advance)
         verdicts.update(fresh)
         if self.cache is not None and fresh:
@@ -328,7 +328,7 @@ class Scorer:
         return get_reward_fn(item.reward_fn, self.config.options).version
 
 
-class _progress:
+class _Progress:
     """A tqdm bar on stderr when asked for, else a no-op; yields the advance callback."""
 
     def __init__(self, total: int, enabled: bool) -> None:
