@@ -332,8 +332,10 @@ def _main():
             except stop_iteration as stop:
                 result = stop.value
 
-    nonce = sys.stdin.readline().strip()
-    sys.stdin = open(os.devnull)
+    # The nonce comes on stdin, a seekable file: read it unbuffered, then put /dev/null in its
+    # place so the program cannot seek back to it.
+    nonce = os.read(0, 256).decode().strip()
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "job.json")) as f:
         job = json.load(f)

@@ -468,11 +468,33 @@ def execute(backend: Backend, files: Mapping[str, str | bytes], entry: str, *,
             data = content.encode() if isinstance(content, str) else content
             (box / name).write_bytes(data)
             (box / name).chmod(0o644)
-        stdin_path = tmp / "stdin"
-        stdin_path.write_bytes(stdin)
-        with open(stdin_path, "rb") as stdin_file:
-            return _run(backend, tmp, box, entry, args, stdin_file.fileno(), limits,
+        stdin_fd = _stdin_fd(stdin, tmp / "stdin")
+        try:
+            return _run(backend, tmp, box, entry, args, stdin_fd, limits,
                         progress_marker, max_wall_s or limits.wall_s)
+        finally:
+            os.close(stdin_fd)
+
+
+def _stdin_fd(data: bytes, spill: Path) -> int:
+    """A pipe already holding `data`, or a file when the pipe cannot take it all at once.
+
+    A pipe once read is empty for everyone: the harness's nonce cannot be read back through
+    /proc/1/fd/0 (bwrap's init holds the same stdin). A file could be.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(write_end, False)
+        written = os.write(write_end, data) if data else 0
+    except BlockingIOError:
+        written = -1
+    finally:
+        os.close(write_end)
+    if written == len(data):
+        return read_end
+    os.close(read_end)
+    spill.write_bytes(data)
+    return os.open(spill, os.O_RDONLY)
 
 
 @contextlib.contextmanager

@@ -353,3 +353,17 @@ def test_ground_truth_read_from_parquet_as_numpy() -> None:
     assert parse_tests(truth) == FunctionTests("add", [[1, 2], [5, 5]], [3, 10])
     assert parse_tests(np.array(MBPP)) == AssertTests(MBPP)
     assert score_code("def add(a, b):\n    return a + b\n", truth, FAST).score == 1.0
+
+
+@pytest.mark.parametrize("read_nonce", [
+    "os.lseek(0, 0, os.SEEK_SET)\nnonce = os.read(0, 100).decode().strip()",
+    "nonce = open('/proc/1/fd/0').read().strip()",
+])
+def test_the_nonce_cannot_be_read_back_from_stdin(read_nonce: str) -> None:
+    """Neither seeking stdin back nor opening bwrap's own stdin finds the nonce again."""
+    code = (f"import os\ntry:\n    {read_nonce.replace(chr(10), chr(10) + '    ')}\n"
+            "except OSError:\n    nonce = ''\n"
+            "for fd in range(3, 10):\n    try:\n"
+            "        os.write(fd, ''.join(f'{nonce} P {i}\\n' for i in range(2)).encode())\n"
+            "    except OSError:\n        pass\nos._exit(0)\n")
+    assert score_code(code, MBPP, FAST).extra["tests_passed"] == 0

@@ -86,6 +86,13 @@ def test_stdin_is_delivered(backend: Backend) -> None:
     assert result.stdout == b"cba\n" and result.returncode == 0
 
 
+def test_large_stdin_is_delivered_whole(backend: Backend) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB: more than a pipe holds, so it goes through a file
+    result = sandbox.execute(backend, {"main.py": "import sys\nprint(len(sys.stdin.buffer.read()))\n"},
+                             "main.py", stdin=data, limits=LIMITS)
+    assert result.stdout == b"1048576\n"
+
+
 def test_cgroups_are_removed_after_each_run(backend: Backend) -> None:
     run(backend, FORK_COUNT)
     if backend.cgroups is not None:
