@@ -12,10 +12,14 @@ Ground truth forms (see `parse_tests`):
 
 A test passes only on its output: stdout compared token by token (whitespace-normalised, floats
 within extra_info["float_tolerance"] when given), a return value compared outside the sandbox, or a
-pass marker the harness prints after the test's asserts ran. Markers carry a random nonce, read by
-the harness from stdin before the program is loaded, so a program that exits early or prints
-look-alike lines produces no passes. (The program runs in the harness's interpreter, so code that
-searches that interpreter's memory can still find the nonce; the sandbox bounds what it can do.)
+pass marker the harness prints after the test's asserts ran. Markers carry a random nonce that the
+harness reads from a stdin pipe before the program is loaded, so a program that exits early or
+prints look-alike lines produces no passes; comparisons in asserts are made by the harness on
+built-in values only, so objects that claim equality with anything fail.
+
+Limit of the assert form: the program runs in the harness's own interpreter, so code that inspects
+that interpreter (stack frames, gc) can find the nonce and forge passes. Stdin/stdout and fn_name
+tests do not have this weakness: their expected outputs never enter the sandbox.
 """
 
 from __future__ import annotations
