@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,88 +255,108 @@ class Scorer:
         """Scored copy of a long frame (see prepare_frame), and where its verdicts came from."""
         started = time.monotonic()
         frame = prepare_frame(frame, source)
-        specs = reward_specs(frame, self.config.reward_fn)
-        rows, items = self._plan(frame, specs, source)
-        verdicts, stats = self._verdicts(items)
-        stats.rows = len(frame)
-        stats.generation_errors = sum(r.failed for r in rows)
-        stats.no_answer = sum(r.key is None and not r.failed for r in rows)
-        scored = attach_results(frame, rows, verdicts)
+        planner = _Planner(frame, reward_specs(frame, self.config.reward_fn), self.config, source)
+        verdicts: dict[str, RewardResult] = {}
+        stats = ScoreStats(rows=len(frame))
+        # Workers judge the first chunks while later rows are still being read.
+        chunks = self._uncached_chunks(planner, verdicts, stats)
+        with _Progress(self.config.progress) as advance:
+            fresh = self.pool.run_stream(chunks, advance)
+        verdicts.update(fresh)
+        self._remember(planner, fresh)
+        stats.distinct_items = len(planner.items)
+        stats.judged = len(fresh)
+        stats.generation_errors = sum(r.failed for r in planner.rows)
+        stats.no_answer = sum(r.key is None and not r.failed for r in planner.rows)
+        scored = attach_results(frame, planner.rows, verdicts)
         stats.elapsed_s = time.monotonic() - started
         return scored, stats
 
-    def _plan(
-        self, frame: pd.DataFrame, specs: list[str], source: str
-    ) -> tuple[list[_Row], dict[str, WorkItem]]:
+    def _uncached_chunks(
+        self, planner: _Planner, verdicts: dict[str, RewardResult], stats: ScoreStats
+    ) -> Iterator[list[WorkItem]]:
+        for start in range(0, planner.size, PLAN_CHUNK_ROWS):
+            new = planner.plan(start, min(start + PLAN_CHUNK_ROWS, planner.size))
+            if self.cache is not None and new:
+                hits = self.cache.get_many(item.key for item in new)
+                verdicts.update(hits)
+                stats.cache_hits += len(hits)
+                new = [item for item in new if item.key not in hits]
+            yield new
+
+    def _remember(self, planner: _Planner, fresh: dict[str, RewardResult]) -> None:
+        if self.cache is None or not fresh:
+            return
         options = self.config.options
-        golds = ground_truths(frame, source)
-        responses = frame[RESPONSE].tolist()
-        data_sources = frame["data_source"].astype(str).tolist()
-        extras = frame["extra_info"].tolist() if "extra_info" in frame.columns else [None] * len(frame)
-        errors = frame["error"].tolist() if "error" in frame.columns else [None] * len(frame)
-        rewards = {spec: get_reward_fn(spec, options) for spec in set(specs)}
-        rows: list[_Row] = []
-        items: dict[str, WorkItem] = {}
-        keys: dict[tuple[Any, ...], str] = {}  # cheap identity -> hashed key, hashing once per item
-        for i, spec in enumerate(specs):
-            reward = rewards[spec]
-            if generation_failed(errors[i]):
-                rows.append(_Row(reward, None, failed=True))
+        entries = {}
+        for key, result in fresh.items():
+            spec = planner.items[key].reward_fn
+            entries[key] = (spec, get_reward_fn(spec, options).version, result)
+        self.cache.put_many(entries)
+
+
+# Rows extracted per step before the workers are fed again.
+PLAN_CHUNK_ROWS = 2048
+
+
+class _Planner:
+    """Extracts answers row by row and collects the distinct items to judge."""
+
+    def __init__(self, frame: pd.DataFrame, specs: list[str], config: ScoreConfig, source: str):
+        self.size = len(frame)
+        self.specs = specs
+        self.golds = ground_truths(frame, source)
+        self.responses = frame[RESPONSE].tolist()
+        self.data_sources = frame["data_source"].astype(str).tolist()
+        none = [None] * len(frame)
+        self.extras = frame["extra_info"].tolist() if "extra_info" in frame.columns else none
+        self.errors = frame["error"].tolist() if "error" in frame.columns else none
+        self.rewards = {spec: get_reward_fn(spec, config.options) for spec in set(specs)}
+        self.rows: list[_Row] = []
+        self.items: dict[str, WorkItem] = {}
+        self._keys: dict[tuple[Any, ...], str] = {}  # cheap identity -> hashed key
+
+    def plan(self, start: int, end: int) -> list[WorkItem]:
+        """Rows start..end (in order); returns the items not seen in earlier rows."""
+        new: list[WorkItem] = []
+        for i in range(start, end):
+            spec = self.specs[i]
+            reward = self.rewards[spec]
+            if generation_failed(self.errors[i]):
+                self.rows.append(_Row(reward, None, failed=True))
                 continue
-            response = responses[i] if isinstance(responses[i], str) else ""
+            response = self.responses[i] if isinstance(self.responses[i], str) else ""
             extraction = reward.extract(response)
             row = _Row(reward, extraction.source)
             if extraction.answer is not None:
-                extra_info = to_python(extras[i]) if reward.uses_context else None
-                identity = _identity(spec, extraction.answer, golds[i])
-                if reward.uses_context:
-                    identity += (data_sources[i], _json(extra_info))
-                row.key = keys.get(identity)
-                if row.key is None:
-                    row.key = item_key(reward, extraction.answer, golds[i], data_sources[i], extra_info)
-                    keys[identity] = row.key
-                    items[row.key] = WorkItem(
-                        row.key, spec, extraction.answer, golds[i], data_sources[i], extra_info
-                    )
-            rows.append(row)
-        return rows, items
+                row.key = self._key(i, spec, reward, extraction.answer, new)
+            self.rows.append(row)
+        return new
 
-    def _verdicts(self, items: dict[str, WorkItem]) -> tuple[dict[str, RewardResult], ScoreStats]:
-        stats = ScoreStats(distinct_items=len(items))
-        verdicts = self.cache.get_many(items) if self.cache is not None else {}
-        stats.cache_hits = len(verdicts)
-        # Grouped by reward and gold so a worker's parsed-gold cache is hit; sorted: deterministic.
-        todo = sorted(
-            (item for key, item in items.items() if key not in verdicts),
-            key=lambda it: (it.reward_fn, json.dumps(it.ground_truth, default=str), it.key),
-        )
-        stats.judged = len(todo)
-        with _Progress(len(todo), self.config.progress) as advance:
-            fresh = self.pool.run(todo, advance)
-        verdicts.update(fresh)
-        if self.cache is not None and fresh:
-            by_key = {item.key: item for item in todo}
-            self.cache.put_many(
-                {
-                    key: (by_key[key].reward_fn, self._version(by_key[key]), result)
-                    for key, result in fresh.items()
-                }
-            )
-        return verdicts, stats
-
-    def _version(self, item: WorkItem) -> str:
-        return get_reward_fn(item.reward_fn, self.config.options).version
+    def _key(self, i: int, spec: str, reward: RewardFn, answer: str, new: list[WorkItem]) -> str:
+        gold, data_source = self.golds[i], self.data_sources[i]
+        extra_info = to_python(self.extras[i]) if reward.uses_context else None
+        identity = _identity(spec, answer, gold)
+        if reward.uses_context:
+            identity += (data_source, _json(extra_info))
+        key = self._keys.get(identity)
+        if key is None:
+            key = item_key(reward, answer, gold, data_source, extra_info)
+            self._keys[identity] = key
+            self.items[key] = WorkItem(key, spec, answer, gold, data_source, extra_info)
+            new.append(self.items[key])
+        return key
 
 
 class _Progress:
     """A tqdm bar on stderr when asked for, else a no-op; yields the advance callback."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, enabled: bool) -> None:
         self.bar: Any = None
-        if enabled and total:
+        if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc="judging", unit="item", leave=False)
+            self.bar = tqdm(desc="judging", unit="item", leave=False)
 
     def __enter__(self) -> Callable[[int], None] | None:
         return self.bar.update if self.bar is not None else None

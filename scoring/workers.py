@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from scoring.types import RewardResult
 # Items per batch: enough to amortise a round trip, few enough to spread over the workers.
 MAX_BATCH = 64
 BATCHES_PER_WORKER = 4
+STREAM_BATCH = 32
 # How often the parent wakes to check deadlines when no worker has anything to say.
 POLL_S = 0.5
 # Everything the `score` command imports, so neither the server nor a worker imports it again.
@@ -212,18 +213,41 @@ class WorkerPool:
         self, items: Sequence[WorkItem], on_done: Callable[[int], None] | None = None
     ) -> dict[str, RewardResult]:
         """Judge every item; a hung item is `timeout`, a crashed worker's item `error`."""
+        size = max(1, min(self.max_batch, -(-len(items) // (self.size * BATCHES_PER_WORKER))))
+        return self.run_stream([list(items)], on_done, batch_size=size)
+
+    def run_stream(
+        self,
+        chunks: Iterable[list[WorkItem]],
+        on_done: Callable[[int], None] | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, RewardResult]:
+        """Like run, for items that arrive in chunks: the caller produces the next chunk (when
+        iterated) while the workers judge earlier ones."""
         results: dict[str, RewardResult] = {}
-        if not items:
-            return results
-        queue: deque[list[WorkItem]] = deque(self._batches(items))
-        self._started()
-        self._ensure_workers(min(self.size, len(queue)))
-        while queue or any(w.busy for w in self._workers):
+        done = on_done or (lambda n: None)
+        size = batch_size or STREAM_BATCH
+        queue: deque[list[WorkItem]] = deque()
+        pending = iter(chunks)
+        more = True
+        while True:
+            if more and len(queue) < self.size:
+                chunk = next(pending, None)
+                more = chunk is not None
+                if chunk:
+                    queue.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+            if queue:
+                self._started()
+                self._ensure_workers(self.size)
             for index, worker in enumerate(self._workers):
                 if not worker.busy and queue:
                     self._assign(index, worker, queue.popleft())
-            self._collect(results, queue, on_done or (lambda n: None))
-        return results
+            if not any(w.busy for w in self._workers):
+                if not more and not queue:
+                    return results
+                continue
+            # Wait for a worker only when no chunk is wanted from the caller right now.
+            self._collect(results, queue, done, block=not (more and len(queue) < self.size))
 
     def _assign(self, index: int, worker: _Worker, batch: list[WorkItem]) -> None:
         try:
@@ -234,10 +258,6 @@ class WorkerPool:
             self.replaced += 1
             self._workers[index].assign(batch)
 
-    def _batches(self, items: Sequence[WorkItem]) -> list[list[WorkItem]]:
-        size = max(1, min(self.max_batch, -(-len(items) // (self.size * BATCHES_PER_WORKER))))
-        return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
     def _ensure_workers(self, count: int) -> None:
         while len(self._workers) < count:
             self._workers.append(_Worker(self.options))
@@ -247,10 +267,12 @@ class WorkerPool:
         results: dict[str, RewardResult],
         queue: deque[list[WorkItem]],
         on_done: Callable[[int], None],
+        block: bool = True,
     ) -> None:
+        """Take finished batches (waiting for one only when `block`), then enforce deadlines."""
         busy = {w.conn: w for w in self._workers if w.busy}
         deadline = min(w.current()[1] for w in busy.values()) + self.timeout_s
-        wait_s = max(0.0, min(POLL_S, deadline - time.monotonic()))
+        wait_s = max(0.0, min(POLL_S, deadline - time.monotonic())) if block else 0.0
         for conn in multiprocessing.connection.wait(list(busy), timeout=wait_s):
             worker = busy[conn]  # type: ignore[index]
             try:
