@@ -52,6 +52,7 @@ INSTALL_HINT = "vLLM is not installed: pip install 'rollouts[vllm]'"
 FATAL_LOG_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"CUDA out of memory|OutOfMemoryError"),
     re.compile(r"No available memory for the cache blocks"),
+    re.compile(r"less than desired GPU memory utilization"),
     re.compile(r"larger than the maximum number of tokens that can be stored in KV cache"),
     re.compile(r"address already in use(?!\. Retrying)", re.IGNORECASE),
     re.compile(r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError"),
@@ -75,6 +76,7 @@ _OWN_FLAGS = {
 HEALTH_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 30.0  # one attempt of the 1-token completion; retried until the deadline
 READY_POLL_S = 0.25
+FAILED_START_GRACE_S = 5.0  # SIGTERM grace for a server that failed to start, before SIGKILL
 WATCH_POLL_S = 0.5  # how often a serving server is checked for an exit
 LOG_TAIL_BYTES = 256 * 1024
 
@@ -266,6 +268,7 @@ class ManagedServer:
         self._port = config.port
         self._log_file = config.log_file
         self._proc: subprocess.Popen[bytes] | None = None
+        self._stopped = False
         self._log_offset = 0
         self.started_at: float | None = None
         self.leftover_pids: list[int] = []
@@ -340,6 +343,7 @@ class ManagedServer:
                 preexec_fn=_parent_death_signal(),
                 env=env,
             )
+        self._stopped = False
         self.started_at = time.time()
         logger.info("started vLLM (pid %s) on %s, log %s", self.pid, self.base_url, self._log_file)
 
@@ -350,6 +354,14 @@ class ManagedServer:
             raise RuntimeError("start() the server before waiting for it")
         try:
             await self._poll_until_ready()
+        except ServerStartError as exc:
+            # A failed start has nothing to save, and vLLM may not act on SIGTERM mid-start.
+            await self.stop(grace=min(FAILED_START_GRACE_S, self.config.stop_timeout))
+            if self.leftover_pids:
+                raise ServerStartError(
+                    f"{exc}\nProcesses {self.leftover_pids} of it survived SIGKILL."
+                ) from exc
+            raise
         except BaseException:
             await self.stop()
             raise
@@ -410,15 +422,18 @@ class ManagedServer:
             data = await resp.json()
         return bool(data.get("choices"))
 
-    async def stop(self) -> None:
-        """TERM the whole process group, wait stop_timeout, KILL what is left, and check that no
-        process of it remains. Removes the info file. Safe to call twice."""
+    async def stop(self, *, grace: float | None = None) -> None:
+        """TERM the whole process group, wait `grace` (default stop_timeout), KILL what is left,
+        and check that no process of it remains. Removes the info file. Safe to call twice: a
+        group already confirmed gone is not signalled again."""
         if self.config.info_file is not None:
             remove_server_info(self.config.info_file)
-        if self._proc is None:
+        if self._proc is None or self._stopped:
             return
-        left = await stop_group(self._proc, term_timeout=self.config.stop_timeout)
+        term_timeout = self.config.stop_timeout if grace is None else grace
+        left = await stop_group(self._proc, term_timeout=term_timeout)
         self.leftover_pids = left
+        self._stopped = not left
         if left:
             logger.error("processes of the vLLM server survived SIGKILL: %s", left)
 

@@ -12,7 +12,7 @@ FAKE_VLLM_AFTER_FATAL=exit|hang  exit 1 (default) or hang without ever serving
 FAKE_VLLM_HEALTH=hang       /health never answers
 FAKE_VLLM_ENGINE=hang|500   /health answers 200 but completions hang or fail (engine hung)
 FAKE_VLLM_DIE_AFTER=K       exit abruptly (status 1) on the K+1-th completion request
-FAKE_VLLM_IGNORE_TERM=1     the main process ignores SIGTERM (only SIGKILL stops it)
+FAKE_VLLM_IGNORE_TERM=1     the main process ignores SIGTERM, from the start (only SIGKILL stops it)
 FAKE_VLLM_WORKER=term|ignore-term|setsid  the worker stops on SIGTERM (default), ignores it, or
                             also leaves the process group (setsid) and ignores SIGTERM
 FAKE_VLLM_PIDS_FILE=PATH    write "MAIN_PID WORKER_PID" there once the worker runs
@@ -206,6 +206,8 @@ async def serve(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> No
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    if os.environ.get("FAKE_VLLM_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # also while "loading"
     if os.environ.get("FAKE_VLLM_ARGV_FILE"):
         with open(os.environ["FAKE_VLLM_ARGV_FILE"], "w") as handle:
             json.dump(argv, handle)

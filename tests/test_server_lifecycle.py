@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from rollouts.errors import ServerStartError
+from server import vllm as server_vllm
 from server.info import read_server_info
 from server.process import group_members
 from server.vllm import ManagedServer, ServerConfig
@@ -74,6 +75,7 @@ def test_context_manager_serves_then_leaves_no_process(tmp_path: Path, pids_file
     assert server.returncode is not None
     assert server.leftover_pids == []
     assert_all_gone(pids_file)
+    asyncio.run(server.stop())  # a second stop is a no-op
     # vLLM's own "Address already in use. Retrying with a new port." warning is not fatal.
     assert "Retrying with a new port" in server.log_tail()
 
@@ -152,6 +154,22 @@ def test_fatal_log_line_ends_the_wait_while_the_server_hangs(
     with pytest.raises(ServerStartError, match="failed while starting") as excinfo:
         asyncio.run(server.__aenter__())
     assert line in str(excinfo.value)
+    assert_all_gone(pids_file)
+
+
+def test_failed_start_is_killed_without_the_full_stop_grace(
+    tmp_path: Path, pids_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that printed a fatal line and ignores SIGTERM is killed after a short grace, not
+    after stop_timeout (600 s here): a failed start has nothing to shut down gracefully."""
+    monkeypatch.setenv("FAKE_VLLM_FATAL", "oom")
+    monkeypatch.setenv("FAKE_VLLM_AFTER_FATAL", "hang")
+    monkeypatch.setenv("FAKE_VLLM_IGNORE_TERM", "1")
+    monkeypatch.setattr(server_vllm, "FAILED_START_GRACE_S", 0.5)
+    server = ManagedServer(make_config(tmp_path, ready_timeout=600.0, stop_timeout=600.0))
+    with pytest.raises(ServerStartError, match="CUDA out of memory"):
+        asyncio.run(server.__aenter__())
+    assert server.returncode == -signal.SIGKILL
     assert_all_gone(pids_file)
 
 
@@ -318,6 +336,7 @@ def test_default_log_file_is_made_under_tmp(pids_file: Path, tmp_path: Path) -> 
 
 CLIENT_DIES = """
 import asyncio, sys
+from server import vllm as server_vllm
 from server.vllm import ManagedServer, ServerConfig
 async def main():
     config = ServerConfig(model="m", vllm_command=sys.argv[1], log_file=sys.argv[2])
