@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -103,3 +105,37 @@ def test_worker_killed_while_idle_is_replaced(reward_spec: str) -> None:
         results = pool.run([item(reward_spec, "bb")])
         assert pool.replaced == 1 and pool.pids() != [pid]
     assert results["bb"].score == 2.0
+
+
+MARK_REWARD = """
+from pathlib import Path
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    Path(ground_truth).write_text("judged")
+    return float(len(solution_str))
+"""
+
+
+def test_stream_judges_early_chunks_while_later_ones_are_produced(tmp_path: Path) -> None:
+    path = tmp_path / "mark.py"
+    path.write_text(MARK_REWARD)
+    spec = f"{path}:compute_score"
+    mark = tmp_path / "first.mark"
+    judged_before_second_chunk: list[bool] = []
+
+    def chunks() -> Iterator[list[WorkItem]]:
+        yield [item(spec, "a", str(mark))]
+        # The consumer asks for more only after handing out the first chunk: wait until a worker
+        # has judged it, which proves judging and producing overlap.
+        for _ in range(200):
+            if mark.exists():
+                break
+            time.sleep(0.05)
+        judged_before_second_chunk.append(mark.exists())
+        yield []
+        yield [item(spec, "bb", str(tmp_path / "x")), item(spec, "ccc", str(tmp_path / "y"))]
+
+    with WorkerPool(workers=1, timeout_s=30.0) as pool:
+        results = pool.run_stream(chunks())
+    assert judged_before_second_chunk == [True]
+    assert {k: r.score for k, r in results.items()} == {"a": 1.0, "bb": 2.0, "ccc": 3.0}
