@@ -3,7 +3,7 @@
     python3 benchmarks/bench_sandbox.py [--runs 40] [--responses 40] [--workers 2]
 
 1. The same small stdin/stdout program run `--runs` times as a bare subprocess (same interpreter,
-   same -I flag) and in the sandbox; prints both medians and their ratio.
+   same -I flag) and in the sandbox, alternately; prints both medians and their ratio.
 2. `--responses` responses to one stdin/stdout problem with 10 tests scored by score_code in
    `--workers` processes; prints executions (one program run per test) and responses per second.
 """
@@ -31,29 +31,32 @@ TESTS = [{"input": f"{i} {i * 7}\n", "output": f"{i * 8}\n"} for i in range(10)]
 LIMITS = sandbox.SandboxLimits(wall_s=5.0, cpu_s=5, memory_mb=512)
 
 
-def bare_times(runs: int) -> list[float]:
+def bare_run(path: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sandbox.sandbox_python(), "-I", str(path)], input=b"2 3\n",
+                          capture_output=True, check=True)
+    assert done.stdout == b"5\n"
+    return time.perf_counter() - start
+
+
+def sandbox_run(backend: sandbox.Backend) -> float:
+    start = time.perf_counter()
+    result = sandbox.execute(backend, {"main.py": PROGRAM}, "main.py", stdin=b"2 3\n",
+                             limits=LIMITS)
+    assert result.stdout == b"5\n", result
+    return time.perf_counter() - start
+
+
+def overhead(backend: sandbox.Backend, runs: int) -> tuple[list[float], list[float]]:
+    """Alternate the two so that both see the same load on a shared machine."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "main.py"
         path.write_text(PROGRAM)
-        times = []
+        bare, boxed = [], []
         for _ in range(runs):
-            start = time.perf_counter()
-            done = subprocess.run([sandbox.sandbox_python(), "-I", str(path)], input=b"2 3\n",
-                                  capture_output=True, check=True)
-            times.append(time.perf_counter() - start)
-            assert done.stdout == b"5\n"
-    return times
-
-
-def sandbox_times(backend: sandbox.Backend, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = sandbox.execute(backend, {"main.py": PROGRAM}, "main.py", stdin=b"2 3\n",
-                                 limits=LIMITS)
-        times.append(time.perf_counter() - start)
-        assert result.stdout == b"5\n", result
-    return times
+            bare.append(bare_run(path))
+            boxed.append(sandbox_run(backend))
+    return bare, boxed
 
 
 def _score(_: int) -> float:
@@ -82,8 +85,8 @@ def main() -> None:
     print(f"sandbox: {backend.describe()}")
     # Shared machines: the load says how much the figures below are worth.
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    bare = statistics.median(bare_times(args.runs))
-    boxed = statistics.median(sandbox_times(backend, args.runs))
+    bare_times, boxed_times = overhead(backend, args.runs)
+    bare, boxed = statistics.median(bare_times), statistics.median(boxed_times)
     print(f"per execution, median of {args.runs}: bare subprocess {bare * 1000:.1f} ms, "
           f"sandbox {boxed * 1000:.1f} ms, ratio {boxed / bare:.2f}x "
           f"(+{(boxed - bare) * 1000:.1f} ms)")
