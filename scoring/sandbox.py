@@ -7,7 +7,7 @@ directory) and at /dev/shm. Nothing of the host's home, work tree or /etc is vis
 
 Limits: processes and memory through a pids and memory cgroup created per execution when the cgroup
 hierarchy is writable; otherwise processes through RLIMIT_NPROC, which only binds when bwrap itself
-runs as uid 65534 (it never binds a kernel uid of 0), and memory through RLIMIT_AS. CPU time, file
+runs as a non-root uid (it never binds a kernel uid of 0), and memory through RLIMIT_AS. CPU time, file
 size, open files and core dumps always through rlimits (`prlimit` inside the sandbox, so they bind
 the program and not bwrap). The wall clock is enforced from outside: the whole tree is killed
 (bwrap's session, the cgroup's processes, and the pid namespace dies with its init).
@@ -18,8 +18,8 @@ the program and not bwrap). The wall clock is enforced from outside: the whole t
     with `--uid 65534`, inside uid 65534 without capabilities but kernel uid 0, so it is accepted
     only with a pids cgroup;
   - as any other user, "bwrap-user": bwrap as that user with `--uid 65534` inside.
-If neither works, `run_python` raises SandboxUnavailable unless the caller asked for the
-unsandboxed fallback: a plain subprocess with rlimits, no isolation at all.
+If none works, `probe` raises SandboxUnavailable; callers may then use `unsandboxed_backend()`,
+a plain subprocess with rlimits (and a cgroup when writable) and no isolation at all.
 """
 
 from __future__ import annotations
