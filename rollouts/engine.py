@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ SamplesPerRequest = Literal["n", "1"]
 OutputFormat = Literal["long", "wide"]
 MAX_SAMPLES_PER_PROMPT = 4096
 PROGRESS_INTERVAL_S = 0.5
+LOG_PROGRESS_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -375,8 +377,10 @@ class Generator:
         return rows
 
     async def _tick(self, bar: tqdm, already: int) -> None:
+        # A terminal gets a live bar; a log file (SLURM, nohup) a line every so often.
+        interval = PROGRESS_INTERVAL_S if sys.stderr.isatty() else LOG_PROGRESS_INTERVAL_S
         while True:
-            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            await asyncio.sleep(interval)
             self._refresh(bar, already)
 
     def _refresh(self, bar: tqdm, already: int) -> None:
@@ -423,7 +427,8 @@ def _progress_bar(
 ) -> Any:
     bar = tqdm(
         total=total, initial=initial, unit="sample", disable=not enabled, dynamic_ncols=True,
-        mininterval=PROGRESS_INTERVAL_S, smoothing=0.1, desc=label, position=position,
+        mininterval=PROGRESS_INTERVAL_S if sys.stderr.isatty() else LOG_PROGRESS_INTERVAL_S,
+        smoothing=0.1, desc=label, position=position,
     )
     try:
         yield bar

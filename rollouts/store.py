@@ -43,7 +43,7 @@ from rollouts.io import (
 
 STATE_SUFFIX = ".rollouts"
 # Rows per write-ahead shard before it is compacted into a parquet part.
-ROWS_PER_SHARD = int(os.environ.get("ROLLOUTS_ROWS_PER_SHARD", "50000"))
+ROWS_PER_SHARD = int(os.environ.get("ROLLOUTS_ROWS_PER_SHARD", "20000"))
 KEY_COLUMNS = ["prompt_id", "sample_idx"]
 
 GENERATION_SCHEMA = pa.schema(
@@ -103,6 +103,9 @@ class DoneIndex:
     def missing(self, prompt_id: str, n: int) -> list[int]:
         mask = self.masks.get(int(prompt_id, 16), 0)
         return [i for i in range(n) if not mask >> i & 1]
+
+    def missing_one(self, prompt_id: str, sample_idx: int) -> bool:
+        return not self.masks.get(int(prompt_id, 16), 0) >> sample_idx & 1
 
     def count(self) -> int:
         """Finished samples."""
@@ -367,8 +370,27 @@ def read_shard(shard: Path, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
+def _has_duplicate_keys(parts: list[Path]) -> bool:
+    """One pass over the key columns with a bitmask per prompt (memory ~ prompts, not rows)."""
+    seen = DoneIndex()
+    for part in parts:
+        keys = pq.read_table(part, columns=KEY_COLUMNS)
+        for prompt_id, sample_idx in zip(
+            keys["prompt_id"].to_pylist(), keys["sample_idx"].to_pylist(), strict=True
+        ):
+            if not seen.missing_one(prompt_id, sample_idx):
+                return True
+            seen.add(prompt_id, sample_idx)
+    return False
+
+
 def _newest_row_per_key(parts: list[Path]) -> list[pa.Array] | None:
-    """Per part, a mask of rows to keep; None when every key is already unique."""
+    """Per part, a mask of rows to keep; None when every key is already unique.
+
+    Duplicates exist only after --retry-errors (a failed row, then its success), so the common
+    case is the cheap check; the full ranking runs only when needed."""
+    if not _has_duplicate_keys(parts):
+        return None
     pieces = []
     for number, part in enumerate(parts):
         keys = pq.read_table(part, columns=[*KEY_COLUMNS, "error_kind"])
