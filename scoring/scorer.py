@@ -237,8 +237,6 @@ class Scorer:
         self.config = config
         self.pool = WorkerPool(config.workers, config.timeout_s, config.options)
         self.cache = VerdictCache(config.cache_dir) if config.cache_dir else None
-        # Workers start while this process reads and extracts answers.
-        self.pool.start_in_background()
 
     def __enter__(self) -> Scorer:
         return self

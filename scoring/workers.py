@@ -9,10 +9,10 @@ anything softer) and replaced; the item becomes a `timeout` verdict and the rest
 by itself makes its current item an `error`. Reward code runs in each worker's main thread, where
 signal-based libraries behave.
 
-Workers are forked from a forkserver that has already imported the reward modules, so replacing a
-killed worker costs milliseconds and no worker inherits the parent's threads. As with any
-multiprocessing code not started by fork, a script using the pool needs an
-`if __name__ == "__main__":` guard.
+Workers are forked (where the platform has fork): a new or replacement worker costs milliseconds
+and starts with the reward modules already imported; the child runs only reward code, never the
+parent's other threads' libraries. Elsewhere the forkserver is used, and a script using the pool
+needs an `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import multiprocessing.connection
 import multiprocessing.sharedctypes
 import os
 import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -40,13 +39,16 @@ BATCHES_PER_WORKER = 4
 STREAM_BATCH = 32
 # How often the parent wakes to check deadlines when no worker has anything to say.
 POLL_S = 0.5
-# Everything the `score` command imports, so neither the server nor a worker imports it again.
+# Imported once by a forkserver (platforms without fork) instead of by every worker.
 PRELOAD = ["scoring.score_cli"]
 # Shared progress slots: index of the item being judged, and when it started (time.monotonic).
 _INDEX, _STARTED = 0, 1
 
-_CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(PRELOAD)
+if "fork" in multiprocessing.get_all_start_methods():
+    _CONTEXT: Any = multiprocessing.get_context("fork")
+else:
+    _CONTEXT = multiprocessing.get_context("forkserver")
+    _CONTEXT.set_forkserver_preload(PRELOAD)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def _worker_main(
     cwd: str,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # The forkserver kept the environment and directory of its own start; take the parent's now.
+    # A forkserver keeps the environment and directory of its own start; take the parent's now.
     os.environ.clear()
     os.environ.update(environ)
     os.chdir(cwd)
@@ -177,7 +179,6 @@ class WorkerPool:
         self.options = options or RewardOptions()
         self.max_batch = max_batch
         self._workers: list[_Worker] = []
-        self._starting: threading.Thread | None = None
         self.replaced = 0
 
     def __enter__(self) -> WorkerPool:
@@ -186,27 +187,12 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start_in_background(self) -> None:
-        """Start every worker on a thread (the forkserver's first start imports for a while)."""
-        if self._starting is None and not self._workers:
-            self._starting = threading.Thread(
-                target=self._ensure_workers, args=(self.size,), name="score-workers", daemon=True
-            )
-            self._starting.start()
-
-    def _started(self) -> None:
-        if self._starting is not None:
-            self._starting.join()
-            self._starting = None
-
     def close(self) -> None:
-        self._started()
         for worker in self._workers:
             worker.stop()
         self._workers = []
 
     def pids(self) -> list[int]:
-        self._started()
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     def run(
@@ -237,7 +223,6 @@ class WorkerPool:
                 if chunk:
                     queue.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
             if queue:
-                self._started()
                 self._ensure_workers(self.size)
             for index, worker in enumerate(self._workers):
                 if not worker.busy and queue:
@@ -274,7 +259,7 @@ class WorkerPool:
         deadline = min(w.current()[1] for w in busy.values()) + self.timeout_s
         wait_s = max(0.0, min(POLL_S, deadline - time.monotonic())) if block else 0.0
         for conn in multiprocessing.connection.wait(list(busy), timeout=wait_s):
-            worker = busy[conn]  # type: ignore[index]
+            worker = busy[conn]
             try:
                 finished = worker.conn.recv()
             except (EOFError, OSError):
