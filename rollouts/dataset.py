@@ -155,7 +155,7 @@ def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> 
     parquet_schema = _parquet_schema(path)
     if parquet_schema is not None:
         _check_columns(path, parquet_schema.names, prompt_key)
-    seen: dict[int, int] = {}
+    seen: set[int] = set()  # 64-bit digests only: memory stays small for millions of prompts
     schemas: list[pa.Schema] = []
     batch: list[dict[str, Any]] = []
     chat = False
@@ -167,11 +167,12 @@ def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> 
         chat = chat or not isinstance(prompt, str)
         digest = int(prompt_id_for(name, prompt), 16)
         if digest in seen:
+            first = _first_row_with(path, name, prompt_key, system_prompt, digest)
             raise UserInputError(
-                f"{path}: rows {seen[digest]} and {index} hold the same prompt; "
+                f"{path}: rows {first} and {index} hold the same prompt; "
                 "deduplicate the input (each prompt is sampled --n times already)"
             )
-        seen[digest] = index
+        seen.add(digest)
         if parquet_schema is None:
             batch.append(row)
             if len(batch) >= SCHEMA_SAMPLE_BATCH:
@@ -186,6 +187,17 @@ def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> 
         _check_columns(path, schema.names, prompt_key)
     return Dataset(path=path, name=name, prompt_key=prompt_key, num_prompts=len(seen),
                    schema=schema, chat=chat)
+
+
+def _first_row_with(
+    path: Path, name: str, prompt_key: str, system_prompt: str | None, digest: int
+) -> int:
+    """Row index of the first prompt with this digest (a second scan, only for the error)."""
+    for index, row in enumerate(iter_records(path)):
+        prompt = normalize_prompt(row.get(prompt_key), f"{path} row {index}", system_prompt)
+        if int(prompt_id_for(name, prompt), 16) == digest:
+            return index
+    return -1
 
 
 def _check_columns(path: Path, names: list[str], prompt_key: str) -> None:
