@@ -12,7 +12,7 @@ import pytest
 
 from rollouts.engine import sample_seed
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl, write_parquet
-from tests.openai_server import Fault, FakeOpenAIServer, prompt_text, response_text
+from tests.openai_server import FakeOpenAIServer, Fault, prompt_text, response_text
 
 
 @pytest.fixture

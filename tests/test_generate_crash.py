@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -55,10 +56,8 @@ def finished_rows(state_dir: Path) -> list[dict[str, object]]:
         if shard.name in compacted:
             continue
         for line in shard.read_text().splitlines():
-            try:
+            with contextlib.suppress(json.JSONDecodeError):  # the torn tail of a killed write
                 rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # the torn tail of a killed write
     return rows
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import rollouts.client as client
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
-from tests.openai_server import Fault, FakeOpenAIServer
+from tests.openai_server import FakeOpenAIServer, Fault
 
 
 @pytest.fixture(autouse=True)
