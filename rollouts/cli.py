@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import shlex
@@ -19,6 +20,7 @@ from rollouts.engine import GenerateConfig, GenerateResult
 from rollouts.errors import UserInputError
 from rollouts.types import SamplingParams
 from server.cli import serve
+from server.info import ServerInfo
 from server.vllm import ServerConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -244,7 +246,10 @@ async def _dispatch(
         if not config.model:
             raise UserInputError("--backend hf needs --model (a local directory or hub id)")
         return await launch.generate_in_process(config, config.model)
-    urls = list(base_urls) + [_info_url(path) for path in server_infos]
+    infos = [_read_info(path) for path in server_infos]
+    urls = list(base_urls) + [info.base_url for info in infos]
+    if infos and not config.model:
+        config = dataclasses.replace(config, model=infos[0].model)
     if not urls:
         if not config.model:
             raise UserInputError("pass --base-url URL, --server-info FILE, or --model to start a server")
@@ -255,10 +260,10 @@ async def _dispatch(
     return await launch.generate_from_servers(config, urls, api_key)
 
 
-def _info_url(path: Path) -> str:
+def _read_info(path: Path) -> ServerInfo:
     from server.info import read_server_info
 
-    return read_server_info(path).base_url
+    return read_server_info(path)
 
 
 @main.command("run", context_settings=CONTEXT)

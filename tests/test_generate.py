@@ -175,3 +175,24 @@ def test_rows_are_readable_by_pandas_with_nested_columns(
     frame = pd.read_parquet(out)
     notes = {r["index"]: r["note"] for r in frame["extra_info"]}
     assert notes == {0: None, 1: "only here", 2: None}
+
+
+def test_server_info_files_name_the_servers_and_the_model(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    info = tmp_path / "node1.json"
+    root = server.url.removesuffix("/v1")
+    info.write_text(json.dumps({"base_url": root, "model": "served-name", "pid": 1}))
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(2))
+    out = tmp_path / "o.parquet"
+    run_generate(source, "-o", out, "--server-info", info, "--n", "2")
+    assert {r["model"] for r in server.requests} == {"served-name"}
+    assert len(read_rows(out)) == 4
+
+
+def test_missing_server_info_file_is_a_clear_error(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(1))
+    result = run_generate(source, "-o", tmp_path / "o.parquet", "--server-info",
+                          tmp_path / "nope.json", expect=1)
+    assert "nope.json" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
