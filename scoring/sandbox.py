@@ -352,7 +352,8 @@ def bwrap_argv(backend: Backend, box: Path, limits: SandboxLimits) -> list[str]:
 
 def prlimit_argv(limits: SandboxLimits, *, memory_by_rlimit: bool) -> list[str]:
     """rlimits applied inside the sandbox, so they bind the program and not bwrap."""
-    argv = ["prlimit", f"--cpu={limits.cpu_s}", f"--fsize={limits.file_size_mb << 20}",
+    # Soft CPU limit first (SIGXCPU, reported as a timeout), SIGKILL a second later.
+    argv = ["prlimit", f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--fsize={limits.file_size_mb << 20}",
             f"--nofile={limits.open_files}", "--core=0", f"--nproc={limits.max_procs}"]
     if memory_by_rlimit:
         argv.append(f"--as={limits.memory_mb << 20}")
@@ -386,7 +387,7 @@ def _rlimit_preexec(limits: SandboxLimits, procs_files: Sequence[str]) -> Callab
         join()
         mem = limits.memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         size = limits.file_size_mb << 20
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
@@ -564,6 +565,8 @@ def _supervise(proc: subprocess.Popen[bytes], backend: Backend, cgroup: Cgroup |
             timed_out = True
     if returncode is None:
         _kill_tree(proc, cgroup)
+    # Out of CPU time is a timeout too: which limit fires first is a race when they are equal.
+    timed_out = timed_out or returncode == -signal.SIGXCPU
     drain.close()
     stderr = bytes(drain.buffers[1])
     sandbox_failed = (backend.mode != "unsandboxed" and returncode is not None and returncode != 0
