@@ -180,8 +180,11 @@ def write_table(frame: pd.DataFrame | pa.Table, path: str | Path, fmt: str) -> N
         )
         pq.write_table(table, path)
     else:
-        records = frame.to_pylist() if isinstance(frame, pa.Table) else frame.to_dict("records")
-        _write_lines(Path(path), (dumps_json(r) for r in records))
+        # Through arrow, so missing values become JSON null (pandas gives NaN, invalid JSON).
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+            frame, preserve_index=False
+        )
+        _write_lines(Path(path), (dumps_json(r) for r in table.to_pylist()))
 
 
 def write_table_atomic(frame: pd.DataFrame | pa.Table, path: str | Path) -> None:
