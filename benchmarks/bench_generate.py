@@ -96,6 +96,11 @@ def timed(command: list[str]) -> tuple[float, float]:
     return elapsed, peak_kib / 1024
 
 
+def cpu_seconds_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def rollouts_command(source: Path, out: Path, url: str, n: int, mode: str, concurrency: int) -> list[str]:
     return [*pinned(CLIENT_CORE), sys.executable, "-m", "rollouts.cli", "generate", str(source),
             "-o", str(out), "--base-url", url, "--model", "instant", "--n", str(n),
@@ -109,16 +114,25 @@ def overhead(url: str, requests: int, concurrency: int, repeat: int, workdir: Pa
     bare_file.write_text(BARE_LOOP)
     source = workdir / "prompts.jsonl"
     write_prompts(source, requests)
-    bare, ours = [], []
+    bare, ours, bare_cpu, ours_cpu = [], [], [], []
     for round_no in range(repeat):
+        cpu_before = cpu_seconds_of_children()
         bare_s, _ = timed([*pinned(CLIENT_CORE), sys.executable, str(bare_file),
                            f"{url}/chat/completions", str(requests), str(concurrency)])
+        cpu_middle = cpu_seconds_of_children()
         out = workdir / f"out-{round_no}.parquet"
         ours_s, _ = timed(rollouts_command(source, out, url, 1, "1", concurrency))
         bare.append(requests / bare_s)
         ours.append(requests / ours_s)
-        print(f"round {round_no}: bare {bare[-1]:.0f} req/s, rollouts {ours[-1]:.0f} req/s, "
+        # CPU seconds of the client process: less sensitive than wall time to a busy machine.
+        bare_cpu.append(cpu_middle - cpu_before)
+        ours_cpu.append(cpu_seconds_of_children() - cpu_middle)
+        print(f"round {round_no}: bare {bare[-1]:.0f} req/s ({bare_cpu[-1]:.2f} CPU s), "
+              f"rollouts {ours[-1]:.0f} req/s ({ours_cpu[-1]:.2f} CPU s), "
               f"ratio {ours[-1] / bare[-1]:.2f}")
+    print(f"client CPU per request: bare {statistics.median(bare_cpu) / requests * 1e6:.0f} us, "
+          f"rollouts {statistics.median(ours_cpu) / requests * 1e6:.0f} us "
+          f"(CPU ratio bare/rollouts {statistics.median(bare_cpu) / statistics.median(ours_cpu):.2f})")
     bare_rps, ours_rps = statistics.median(bare), statistics.median(ours)
     print(f"requests: {requests}, in flight: {concurrency}, client pinned to core {CLIENT_CORE}")
     print(f"bare aiohttp loop (requests only, timed in-process): {bare_rps:8.0f} req/s (median)")

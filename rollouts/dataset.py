@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,10 @@ class Dataset:
     num_prompts: int
     schema: pa.Schema
     chat: bool
+    # The prompt id of every row in file order (8 bytes each), so streaming the prompts again
+    # does not recompute hashes.
+    digests: array[int] = field(default_factory=lambda: array("Q"), repr=False)
+    stamp: tuple[int, int] = (0, 0)  # (size, mtime_ns) when validated
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> 
     if parquet_schema is not None:
         _check_columns(path, parquet_schema.names, prompt_key)
     seen: set[int] = set()  # 64-bit digests only: memory stays small for millions of prompts
+    digests: array[int] = array("Q")
     schemas: list[pa.Schema] = []
     batch: list[dict[str, Any]] = []
     chat = False
@@ -173,6 +179,7 @@ def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> 
                 "deduplicate the input (each prompt is sampled --n times already)"
             )
         seen.add(digest)
+        digests.append(digest)
         if parquet_schema is None:
             batch.append(row)
             if len(batch) >= SCHEMA_SAMPLE_BATCH:
@@ -186,7 +193,12 @@ def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> 
     if parquet_schema is None:
         _check_columns(path, schema.names, prompt_key)
     return Dataset(path=path, name=name, prompt_key=prompt_key, num_prompts=len(seen),
-                   schema=schema, chat=chat)
+                   schema=schema, chat=chat, digests=digests, stamp=_stamp(path))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _first_row_with(
@@ -242,15 +254,15 @@ def _infer_schema(path: Path, rows: list[dict[str, Any]]) -> pa.Schema:
 
 
 def iter_prompts(dataset: Dataset, system_prompt: str | None) -> Iterator[PromptRecord]:
-    """Stream a validated dataset's prompts in file order."""
-    for index, row in enumerate(iter_records(dataset.path)):
-        prompt = normalize_prompt(
-            row.get(dataset.prompt_key), f"{dataset.path} row {index}", system_prompt
+    """Stream a validated dataset's prompts in file order, with the ids found by validation."""
+    if _stamp(dataset.path) != dataset.stamp:
+        raise UserInputError(
+            f"{dataset.path} changed after it was checked; rerun the command to check it again"
         )
+    for index, row in enumerate(iter_records(dataset.path)):
+        where = f"{dataset.path} row {index}"
+        prompt = normalize_prompt(row.get(dataset.prompt_key), where, system_prompt)
+        prompt_id = f"{dataset.digests[index]:016x}"
         yield PromptRecord(
-            dataset=dataset.name,
-            data_idx=index,
-            prompt_id=prompt_id_for(dataset.name, prompt),
-            prompt=prompt,
-            row=row,
+            dataset=dataset.name, data_idx=index, prompt_id=prompt_id, prompt=prompt, row=row
         )

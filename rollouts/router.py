@@ -83,7 +83,10 @@ class Router:
         """Choose a server for one request attempt and count it as in flight until `release`.
 
         (A plain pair of calls rather than a context manager: this is the hot path.)"""
-        endpoint = await self._choose(affinity_key)
+        endpoint = self._pick(affinity_key)
+        while endpoint is None:
+            await self._wait_for_healthy()
+            endpoint = self._pick(affinity_key)
         endpoint.outstanding += 1
         endpoint.requests += 1
         return endpoint
@@ -100,18 +103,21 @@ class Router:
         if unreachable or endpoint.consecutive_failures >= FAILURES_BEFORE_EJECTION:
             self._eject(endpoint)
 
-    async def _choose(self, affinity_key: str) -> EndpointState:
-        while True:
-            sticky = self._affinity.get(affinity_key)
-            if sticky is not None and sticky.healthy:
-                self._affinity.move_to_end(affinity_key)
-                return sticky
-            healthy = [e for e in self.endpoints if e.healthy]
-            if healthy:
-                chosen = min(healthy, key=lambda e: e.outstanding)
-                self._remember(affinity_key, chosen)
-                return chosen
-            await self._wait_for_healthy()
+    def _pick(self, affinity_key: str) -> EndpointState | None:
+        """The prompt's sticky server if healthy, else the least busy healthy one (or None)."""
+        if len(self.endpoints) == 1:
+            only = self.endpoints[0]
+            return only if only.healthy else None
+        sticky = self._affinity.get(affinity_key)
+        if sticky is not None and sticky.healthy:
+            self._affinity.move_to_end(affinity_key)
+            return sticky
+        healthy = [e for e in self.endpoints if e.healthy]
+        if not healthy:
+            return None
+        chosen = min(healthy, key=lambda e: e.outstanding)
+        self._remember(affinity_key, chosen)
+        return chosen
 
     def _remember(self, key: str, endpoint: EndpointState) -> None:
         self._affinity[key] = endpoint

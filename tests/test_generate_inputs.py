@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rollouts.errors import OutputConflictError
+from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.store import RolloutStore, output_schema
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
 from tests.openai_server import FakeOpenAIServer
@@ -190,3 +190,15 @@ def test_summary_counts_rows_of_all_runs(tmp_path: Path, server: FakeOpenAIServe
     summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
     assert summary["output"]["rows"] == 4
     assert summary["this_run"]["samples"] == 0
+
+
+def test_prompt_ids_are_content_hashes_and_a_changed_input_is_refused(tmp_path: Path) -> None:
+    from rollouts.dataset import iter_prompts, load_datasets, prompt_id_for
+
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(3))
+    [dataset] = load_datasets([source])
+    records = list(iter_prompts(dataset, None))
+    assert [r.prompt_id for r in records] == [prompt_id_for("d", r.prompt) for r in records]
+    write_jsonl(source, verl_rows(4))
+    with pytest.raises(UserInputError, match="changed after it was checked"):
+        list(iter_prompts(dataset, None))
