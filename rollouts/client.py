@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from rollouts.types import Completion, CompletionBatch, PromptInput, SamplingParams
 
@@ -95,13 +96,17 @@ class OpenAIEndpoint:
             self.base_url += "/v1"
         self.name = self.base_url
         self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
+        self._headers = self._make_headers()
 
     @property
     def root_url(self) -> str:
         return self.base_url[: -len("/v1")]
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    def _make_headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
 
     def _timeout(self, max_tokens: int) -> aiohttp.ClientTimeout:
         """Built once per max_tokens: the hot path should not allocate it per request."""
@@ -121,7 +126,7 @@ class OpenAIEndpoint:
         timeout = self._timeout(params.max_tokens)
         try:
             async with self.session.post(
-                url, json=payload, headers=self._headers(), timeout=timeout
+                url, data=orjson.dumps(payload), headers=self._headers, timeout=timeout
             ) as response:
                 body = await response.read()
                 status = response.status
@@ -179,7 +184,7 @@ def _error_message(body: bytes) -> str:
 def parse_response(body: bytes, *, n: int, chat: bool) -> CompletionBatch:
     """Read an OpenAI (chat) completion; a malformed or short answer is a retryable error."""
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
         choices = data["choices"]
         if len(choices) != n:
             raise RequestError(

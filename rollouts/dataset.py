@@ -12,13 +12,13 @@ prompt (for duplicate detection), so memory does not grow with the prompt text.
 from __future__ import annotations
 
 import hashlib
-import json
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -82,8 +82,8 @@ class PromptRecord:
 
 def prompt_id_for(dataset: str, prompt: PromptInput) -> str:
     """Stable id of a prompt within a dataset (16 hex digits of a SHA-256)."""
-    canonical = json.dumps([dataset, prompt], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    canonical = orjson.dumps([dataset, prompt], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 def dataset_name(path: Path) -> str:

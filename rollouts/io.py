@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -104,9 +105,14 @@ def iter_records(path: str | Path, batch_size: int = 4096) -> Iterator[dict[str,
 
 def _parse_json_line(path: str | Path, line_no: int, line: str) -> dict[str, Any]:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserInputError(f"{path}:{line_no}: invalid JSON ({exc.msg}); fix that line") from exc
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:  # the standard parser also takes NaN and Infinity, which some writers emit
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserInputError(
+                f"{path}:{line_no}: invalid JSON ({exc.msg}); fix that line"
+            ) from exc
     if not isinstance(record, dict):
         raise UserInputError(f"{path}:{line_no}: expected a JSON object per line")
     return record
@@ -162,6 +168,15 @@ def _json_default(value: Any) -> Any:
 def dumps_json(record: Any) -> str:
     """Compact JSON for one record, tolerant of numpy values."""
     return json.dumps(record, ensure_ascii=False, default=_json_default)
+
+
+JSON_LINE_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def json_line(record: Any) -> bytes:
+    """One record as a JSON line in UTF-8 bytes: the hot path of the write-ahead log (orjson is
+    several times faster than json; NaN becomes null, which JSON readers accept)."""
+    return orjson.dumps(record, default=_json_default, option=JSON_LINE_OPTIONS)
 
 
 def fsync_dir(directory: str | Path) -> None:

@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 
 from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import (
-    dumps_json,
     fsync_dir,
+    json_line,
     table_format,
     temp_path,
     write_json_atomic,
@@ -139,7 +139,7 @@ class RolloutStore:
         self.overwrite = overwrite
         self.rows_per_shard = rows_per_shard
         self._lock_handle: IO[str] | None = None
-        self._wal: IO[str] | None = None
+        self._wal: IO[bytes] | None = None
         self._wal_path: Path | None = None
         self._wal_rows = 0
         self._next_seq = 0
@@ -248,7 +248,7 @@ class RolloutStore:
         if self._wal is None:
             self._open_shard()
         assert self._wal is not None
-        self._wal.write("".join(dumps_json(r) + "\n" for r in rows))
+        self._wal.write(b"".join(map(json_line, rows)))
         self._wal.flush()
         self._wal_rows += len(rows)
         if self._wal_rows >= self.rows_per_shard:
@@ -257,7 +257,7 @@ class RolloutStore:
     def _open_shard(self) -> None:
         self._wal_path = self.state_dir / f"wal-{self._next_seq:06d}.jsonl"
         self._next_seq += 1
-        self._wal = open(self._wal_path, "a", encoding="utf-8")
+        self._wal = open(self._wal_path, "ab")
         self._wal_rows = 0
 
     def rotate(self) -> None:
@@ -429,10 +429,10 @@ def write_long(tables: Iterable[pa.Table], path: Path, fmt: str, schema: pa.Sche
                 writer.write_table(table)
                 rows += table.num_rows
         return rows
-    with open(path, "w", encoding="utf-8") as handle:
+    with open(path, "wb") as handle:
         for table in tables:
             for batch in table.to_batches(max_chunksize=8192):
-                handle.write("".join(dumps_json(r) + "\n" for r in batch.to_pylist()))
+                handle.write(b"".join(map(json_line, batch.to_pylist())))
             rows += table.num_rows
     return rows
 
