@@ -76,7 +76,7 @@ _OWN_FLAGS = {
 HEALTH_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 30.0  # one attempt of the 1-token completion; retried until the deadline
 READY_POLL_S = 0.25
-FAILED_START_GRACE_S = 5.0  # SIGTERM grace for a server that failed to start, before SIGKILL
+FAILED_START_GRACE_S = 5.0  # SIGTERM grace for a server stopped before it was ready
 WATCH_POLL_S = 0.5  # how often a serving server is checked for an exit
 LOG_TAIL_BYTES = 256 * 1024
 
@@ -354,18 +354,20 @@ class ManagedServer:
         log line or the deadline, stop the whole group and raise ServerStartError."""
         if self._proc is None or self._log_file is None:
             raise RuntimeError("start() the server before waiting for it")
+        # A server that is not ready has no requests to finish, and vLLM 0.24 ignored SIGTERM for
+        # 30 s early in its start on our H100: so a short grace before SIGKILL.
+        grace = min(FAILED_START_GRACE_S, self.config.stop_timeout)
         try:
             await self._poll_until_ready()
         except ServerStartError as exc:
-            # A failed start has nothing to save, and vLLM may not act on SIGTERM mid-start.
-            await self.stop(grace=min(FAILED_START_GRACE_S, self.config.stop_timeout))
+            await self.stop(grace=grace)
             if self.leftover_pids:
                 raise ServerStartError(
                     f"{exc}\nProcesses {self.leftover_pids} of it survived SIGKILL."
                 ) from exc
             raise
-        except BaseException:
-            await self.stop()
+        except BaseException:  # cancelled (Ctrl-C while starting)
+            await self.stop(grace=grace)
             raise
         if self.config.info_file is not None:
             write_server_info(self.config.info_file, self)

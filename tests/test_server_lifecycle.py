@@ -173,6 +173,33 @@ def test_failed_start_is_killed_without_the_full_stop_grace(
     assert_all_gone(pids_file)
 
 
+def test_cancel_while_starting_kills_after_the_short_grace(
+    tmp_path: Path, pids_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the model loads: a server that ignores SIGTERM then (as vLLM 0.24 did early in
+    its start) is killed after the short grace, not after stop_timeout."""
+    monkeypatch.setenv("FAKE_VLLM_START_DELAY", "600")
+    monkeypatch.setenv("FAKE_VLLM_IGNORE_TERM", "1")
+    monkeypatch.setattr(server_vllm, "FAILED_START_GRACE_S", 0.5)
+    server = ManagedServer(make_config(tmp_path, ready_timeout=600.0, stop_timeout=600.0))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(server.__aenter__())
+        while "loading weights" not in _text(tmp_path / "vllm.log"):
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert server.returncode == -signal.SIGKILL
+    assert_all_gone(pids_file)
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 @pytest.mark.parametrize(
     ("main_ignores_term", "worker"),
     [(True, "term"), (False, "ignore-term"), (True, "setsid")],
