@@ -143,15 +143,16 @@ def report(result: GenerateResult) -> None:
 @click.option("--api-key", envvar="OPENAI_API_KEY", default=None, help="Bearer token for the servers.")
 @click.option("--n", "n", type=int, default=1, show_default=True, help="Samples per prompt.")
 @click.option("--samples-per-request", type=click.Choice(["n", "1"]), default="n", show_default=True,
-              help="n: one request with n=N (one prefill, fastest). 1: one request per sample with "
-                   "its own seed (each sample reproducible alone).")
+              help="n: one request with n=N, unseeded (one prefill, fastest). 1: one request per "
+                   "sample with its own seed (each sample reproducible alone).")
 @click.option("--max-concurrent", type=int, default=64, show_default=True,
               help="Requests in flight at most.")
 @click.option("--max-rps", type=float, default=None, help="Requests started per second at most.")
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--max-tokens", type=int, default=1024, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Run seed; sample seeds derive from it.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Run seed; with --samples-per-request 1 each sample's seed derives from it.")
 @click.option("--stop", multiple=True, help="Stop string. Repeat for several.")
 @click.option("--extra-body", default=None,
               help="JSON merged into each request, e.g. '{\"ignore_eos\": true}'.")

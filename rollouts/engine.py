@@ -106,7 +106,7 @@ class WorkUnit:
 
     record: PromptRecord
     sample_indices: list[int]
-    seed: int
+    seed: int | None
 
 
 def work_units(
@@ -116,7 +116,9 @@ def work_units(
         return [
             WorkUnit(record, [i], sample_seed(config.seed, record.prompt_id, i)) for i in missing
         ]
-    return [WorkUnit(record, missing, sample_seed(config.seed, record.prompt_id, missing[0]))]
+    # N samples in one request go unseeded: vLLM samples every seeded sequence with its own
+    # generator, one sequence at a time, which cost 20-30% of throughput in our H100 runs.
+    return [WorkUnit(record, missing, None)]
 
 
 @dataclass
