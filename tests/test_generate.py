@@ -44,6 +44,9 @@ def test_parquet_verl_input_keeps_every_column_and_writes_one_row_per_sample(
     # Chat prompts went to /v1/chat/completions with n=4 in one request each.
     assert len(server.requests) == 5
     assert all("messages" in r and r["n"] == 4 for r in server.requests)
+    # N samples in one request are unseeded (vLLM's per-request seeds slow sampling down).
+    assert all("seed" not in r for r in server.requests)
+    assert rows["seed"].isna().all()
     summary = json.loads((tmp_path / "out.parquet.summary.json").read_text())
     assert summary["output"]["rows"] == 20
     assert summary["this_run"]["requests"] == 5
