@@ -129,6 +129,8 @@ def check_output(path: Path, expected_rows: int, max_tokens: int) -> dict[str, A
     tokens = column.astype(int) if column is not None and column.notna().all() else None
     result = {
         "rows": len(frame),
+        # Requests sent with a seed (rollouts' n-per-request mode sends none since a855749).
+        "seeded_rows": int(frame["seed"].notna().sum()) if "seed" in frame else 0,
         "unique_keys": len(keys),
         "error_rows": errors,
         "completion_tokens": int(tokens.sum()) if tokens is not None else None,

@@ -7,8 +7,9 @@
 Starts one `rollouts serve` (in its own session, waits for its info file), then for each --run
 C[:noseed] runs `rollouts generate` with N samples per prompt in one request (--samples-per-request
 n), C requests in flight, ignore_eos, and checks the output: exactly prompts x N rows, unique
-(prompt_id, sample_idx), no error rows. `noseed` sends "seed": null (rollouts otherwise sends a
-per-request seed). While it runs, the server's /metrics (running/waiting sequences, generated
+(prompt_id, sample_idx), no error rows. `noseed` sends "seed": null whatever rollouts would send
+(before commit a855749 it sent a seed with every request; since, none in this mode); the result
+records whether the rows carry a seed. While it runs, the server's /metrics (running/waiting sequences, generated
 tokens) are sampled every second, and CPU seconds are read for the client (rusage of the generate
 process), the API server and the engine core. One result line per run is appended to --results;
 the server is stopped at the end.
@@ -124,7 +125,8 @@ def run_generate(
             "seed": args.seed,
         },
         "vllm_flags": args.vllm_flag,
-        "seeds": "none" if mode == "noseed" else "per-request",
+        # What the requests carried, read back from the output's seed column.
+        "seeds": "per-request" if check.get("seeded_rows") else "none",
         "max_concurrent": int(concurrency),
         "n": args.n,
         "max_tokens": args.max_tokens,
