@@ -1,0 +1,1 @@
+"""vLLM server management: command building, readiness, supervision, info files, `rollouts serve`."""
