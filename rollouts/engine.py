@@ -194,6 +194,7 @@ class Generator:
         self.queue: asyncio.Queue[WorkUnit | None] = asyncio.Queue(maxsize=2 * config.max_concurrent)
         self._uncommitted: list[dict[str, Any]] = []
         self._commit_scheduled = False
+        self._commit_error: Exception | None = None
 
     async def run(self, done: DoneIndex) -> None:
         total = sum(d.num_prompts for d in self.datasets) * self.config.n
@@ -240,10 +241,20 @@ class Generator:
     def _commit_later(self, rows: list[dict[str, Any]]) -> None:
         """Group commit: rows finished in one event-loop turn share one write and flush, so the
         write-ahead log costs one syscall per turn instead of one per request."""
+        if self._commit_error is not None:
+            raise self._commit_error  # the log could not be written (disk full?): stop the run
         self._uncommitted.extend(rows)
         if not self._commit_scheduled:
             self._commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self._commit)
+            asyncio.get_running_loop().call_soon(self._scheduled_commit)
+
+    def _scheduled_commit(self) -> None:
+        # Runs as a loop callback, where an exception would only be logged: keep it for the
+        # workers to raise instead.
+        try:
+            self._commit()
+        except Exception as exc:
+            self._commit_error = exc
 
     def _commit(self) -> None:
         self._commit_scheduled = False

@@ -5,7 +5,8 @@ RolloutsError
 │                       raised before any work is spent. The CLIs turn it into exit status 1.
 ├── OutputConflictError the output path holds another run's data, or another writer holds it.
 ├── ServerUnavailable   no server answered (after a bounded wait) or every server is gone.
-└── ServerStartError    a managed server exited early, printed a fatal line or missed its deadline.
+├── ServerStartError    a managed server exited early, printed a fatal line or missed its deadline.
+└── StorageError        the write-ahead log or a part could not be written (disk full, ...).
 
 One failed request is not an exception of this tree: it becomes an error row and the run goes on.
 """
@@ -31,3 +32,7 @@ class ServerUnavailable(RolloutsError):
 
 class ServerStartError(RolloutsError):
     """A managed inference server failed to become ready."""
+
+
+class StorageError(RolloutsError):
+    """Rollouts could not be written to disk; what was written before is kept."""

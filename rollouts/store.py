@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from rollouts.errors import OutputConflictError, UserInputError
+from rollouts.errors import OutputConflictError, StorageError, UserInputError
 from rollouts.io import (
     fsync_dir,
     json_line,
@@ -245,14 +245,20 @@ class RolloutStore:
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Write finished samples ahead and flush them to the OS before they count."""
-        if self._wal is None:
-            self._open_shard()
-        assert self._wal is not None
-        self._wal.write(b"".join(map(json_line, rows)))
-        self._wal.flush()
-        self._wal_rows += len(rows)
-        if self._wal_rows >= self.rows_per_shard:
-            self.rotate()
+        try:
+            if self._wal is None:
+                self._open_shard()
+            assert self._wal is not None
+            self._wal.write(b"".join(map(json_line, rows)))
+            self._wal.flush()
+            self._wal_rows += len(rows)
+            if self._wal_rows >= self.rows_per_shard:
+                self.rotate()
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write rollouts to {self.state_dir} ({exc.strerror or exc}); "
+                "fix that, then rerun the same command to resume"
+            ) from exc
 
     def _open_shard(self) -> None:
         self._wal_path = self.state_dir / f"wal-{self._next_seq:06d}.jsonl"

@@ -142,3 +142,25 @@ def test_error_rows_stay_done_without_retry_errors(tmp_path: Path, server: FakeO
     before = len(server.requests)
     generate(tmp_path, server, expect=3)
     assert len(server.requests) == before
+
+
+def test_a_failing_disk_stops_the_run_with_a_clear_error(
+    tmp_path: Path, server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rollouts.store as store
+
+    calls = {"n": 0}
+    real_json_line = store.json_line
+
+    def encode_then_fail(row: dict[str, object]) -> bytes:
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(28, "No space left on device")
+        return real_json_line(row)
+
+    monkeypatch.setattr(store, "json_line", encode_then_fail)
+    server.add_fault(Fault("slow", delay=0.02, times=None))
+    _, result = generate(tmp_path, server, "--max-concurrent", "1", prompts=5, expect=1)
+    assert "No space left on device" in result.stderr  # type: ignore[attr-defined]
+    assert "rerun the same command to resume" in result.stderr  # type: ignore[attr-defined]
+    assert len(server.requests) < 5  # the run stopped instead of going on without saving
