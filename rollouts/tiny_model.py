@@ -30,10 +30,10 @@ def build_tiny_model(
     out_dir: str | Path,
     *,
     layers: int = 2,
-    hidden: int = 64,
-    intermediate: int = 128,
-    heads: int = 4,
-    kv_heads: int = 2,
+    hidden: int = 128,
+    intermediate: int = 256,
+    heads: int = 2,  # head size 64: one every attention backend of vLLM supports
+    kv_heads: int = 1,
     vocab_size: int = 2048,
     seed: int = 0,
 ) -> Path:
