@@ -140,3 +140,19 @@ def test_a_rerun_resumes_only_the_unfinished_dataset(
                                                          {"path": "data/math.jsonl"}]})
     run_config(both)
     assert len(server.requests) - before == 3  # the 3 prompts of math only
+
+
+def test_in_process_backend_serves_every_dataset(tmp_path: Path) -> None:
+    from rollouts.tiny_model import build_tiny_model
+
+    two_datasets(tmp_path)
+    model = build_tiny_model(tmp_path / "tiny")
+    config = write_config(tmp_path, {
+        "model": str(model), "backend": "hf", "output_dir": "out",
+        "defaults": {"n": 2, "max_tokens": 4},
+        "datasets": [{"path": "data/gsm8k.jsonl"}, {"path": "data/math.jsonl", "n": 1}],
+    })
+    run_config(config)
+    gsm8k, math = read_rows(tmp_path / "out" / "gsm8k.parquet"), read_rows(tmp_path / "out" / "math.parquet")
+    assert len(gsm8k) == 8 and len(math) == 3
+    assert gsm8k["error"].isna().all() and set(gsm8k["model"]) == {str(model)}
