@@ -11,6 +11,9 @@ OUT=${OUT:-demo-out}
 BACKEND=${BACKEND:-hf}
 N=${N:-4}
 
+if [ "$BACKEND" = "vllm" ]; then
+  python3 -c "import vllm" 2>/dev/null || python3 -m pip install -q -e '.[vllm]'
+fi
 bash scripts/setup.sh
 mkdir -p "$OUT"
 MODEL=${MODEL:-$OUT/tiny-model}
