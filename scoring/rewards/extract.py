@@ -7,6 +7,7 @@ distinct extracted answers go on to the (slower) verifiers.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 THINK_CLOSE = "</think>"
@@ -45,24 +46,29 @@ def collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def braces_balanced(text: str) -> bool:
-    """True when every `{` closes and nothing closes early (escaped `\\{` `\\}` ignored)."""
-    if "{" not in text and "}" not in text:
-        return True
+def _brace_depths(text: str, start: int = 0) -> Iterator[tuple[int, int]]:
+    """(index, depth after it) for each unescaped `{` or `}` from `start` (`\\x` skips x)."""
     depth = 0
-    i = 0
+    i = start
     while i < len(text):
         char = text[i]
         if char == "\\":
             i += 2
             continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth < 0:
-                return False
+        if char in "{}":
+            depth += 1 if char == "{" else -1
+            yield i, depth
         i += 1
+
+
+def braces_balanced(text: str) -> bool:
+    """True when every `{` closes and nothing closes early (escaped `\\{` `\\}` ignored)."""
+    if "{" not in text and "}" not in text:
+        return True
+    depth = 0
+    for _, depth in _brace_depths(text):
+        if depth < 0:
+            return False
     return depth == 0
 
 
@@ -78,20 +84,9 @@ def _matching_brace(text: str, open_at: int) -> int | None:
     inner = text[open_at + 1 : first_close]
     if first_close >= 0 and "{" not in inner and "\\" not in inner:
         return first_close  # no nesting: the common case, without a character loop
-    depth = 0
-    i = open_at
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
+    for index, depth in _brace_depths(text, open_at):
+        if depth == 0:
+            return index
     return None
 
 
