@@ -35,7 +35,7 @@ MBPP = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
 @pytest.fixture(scope="module", autouse=True)
 def real_sandbox() -> None:
     if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed (CI installs it)")
+        pytest.fail("bubblewrap is not installed: apt-get install bubblewrap (the sandbox tests need it)")
     sandbox.reset_probe()
     check_sandbox()
 

@@ -26,7 +26,7 @@ FORK_COUNT = ("import os, time\nn = 0\ntry:\n    while n < 200:\n        if os.f
 @pytest.fixture(scope="module")
 def backend() -> Backend:
     if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed (CI installs it)")
+        pytest.fail("bubblewrap is not installed: apt-get install bubblewrap (the sandbox tests need it)")
     sandbox.reset_probe()
     return sandbox.probe()
 

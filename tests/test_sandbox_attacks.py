@@ -27,7 +27,7 @@ CANARY_NAME = "rollouts-canary"
 @pytest.fixture(scope="module")
 def backend() -> Backend:
     if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed (CI installs it)")
+        pytest.fail("bubblewrap is not installed: apt-get install bubblewrap (the sandbox tests need it)")
     sandbox.reset_probe()
     return sandbox.probe()
 
