@@ -133,10 +133,11 @@ class OpenAIEndpoint:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
             raise RequestError("connection", str(exc), retryable=True, endpoint_down=True) from exc
+        except TimeoutError as exc:
+            # Before ClientError: aiohttp's read timeout (ServerTimeoutError) is both.
+            raise RequestError("timeout", f"no data for {timeout.sock_read:.0f}s", retryable=True) from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise RequestError("connection", f"{type(exc).__name__}: {exc}", retryable=True) from exc
-        except TimeoutError as exc:
-            raise RequestError("timeout", f"no data for {timeout.sock_read:.0f}s", retryable=True) from exc
         if status != 200:
             raise RequestError(
                 f"http_{status}",

@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 # Keep-alive connections beyond the concurrency bound, for health checks and retries.
 CONNECTION_SLACK = 16
+MODEL_QUERY_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -54,19 +55,54 @@ async def http_session(max_concurrent: int) -> AsyncIterator[aiohttp.ClientSessi
         yield session
 
 
-async def served_model(session: aiohttp.ClientSession, base_url: str, api_key: str | None) -> str:
-    """The first model a server lists under /v1/models (used when --model is not given)."""
+async def served_model(
+    session: aiohttp.ClientSession, base_url: str, api_key: str | None, wait_s: float
+) -> str:
+    """The first model a server lists under /v1/models (used when --model is not given).
+
+    A server that does not answer yet (still loading, not started) is asked again until wait_s
+    has passed, like every other path that waits for --server-wait."""
+    deadline = time.monotonic() + wait_s
+    announced = False
+    while True:
+        try:
+            return await _ask_model(session, base_url, api_key)
+        except _NotAnswering as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServerUnavailable(
+                    f"cannot ask {base_url} for its model: no answer after waiting {wait_s:g}s "
+                    f"({exc}); check the server, raise --server-wait, or pass --model NAME"
+                ) from exc
+            if not announced:
+                echo_warning(f"waiting up to {wait_s:g}s for {base_url} to answer ({exc})")
+                announced = True
+            await asyncio.sleep(min(MODEL_QUERY_INTERVAL_S, remaining))
+
+
+class _NotAnswering(Exception):
+    """The server did not answer /v1/models (yet): worth asking again."""
+
+
+async def _ask_model(session: aiohttp.ClientSession, base_url: str, api_key: str | None) -> str:
     endpoint = OpenAIEndpoint(base_url, "", session, api_key)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         async with session.get(
             f"{endpoint.base_url}/models", headers=headers, timeout=aiohttp.ClientTimeout(total=30)
         ) as response:
+            if response.status != 200:
+                raise _NotAnswering(f"/v1/models answered {response.status}")
             data = await response.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+        raise _NotAnswering(f"{type(exc).__name__}: {exc}") from exc
+    except ValueError as exc:
+        raise ServerUnavailable(f"{base_url} answered /v1/models with no JSON; pass --model NAME") from exc
+    try:
         return str(data["data"][0]["id"])
-    except (TimeoutError, aiohttp.ClientError, KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError) as exc:
         raise ServerUnavailable(
-            f"cannot ask {base_url} for its model ({exc}); pass --model NAME"
+            f"{base_url} lists no model under /v1/models ({exc!r}); pass --model NAME"
         ) from exc
 
 
@@ -214,7 +250,7 @@ async def generate_from_servers(
         raise UserInputError("no server given; pass --base-url URL, --server-info FILE or --model")
     async with http_session(config.max_concurrent) as session:
         if not config.model:
-            model = await served_model(session, base_urls[0], api_key)
+            model = await served_model(session, base_urls[0], api_key, config.server_wait_s)
             config = dataclasses.replace(config, model=model)
         with prepared_run(config) as run:
             async with connect_servers(
