@@ -43,6 +43,7 @@ from typing import Literal
 SANDBOX_UID = 65534
 BOX_DIR = "/box"
 WORK_DIR = "/tmp"
+BOX_PYTHON_DIR = "/opt/rollouts-python"  # the interpreter's own place in the box: shadows nothing
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _READ_CHUNK = 65536
 _KILL_ROUNDS = 50
@@ -312,13 +313,64 @@ def sandbox_python() -> str:
     return os.path.abspath(sys.executable)
 
 
-def _python_roots(python: str) -> list[str]:
-    """Host directories the interpreter needs, beyond /usr which is always mounted."""
-    roots = {os.path.dirname(os.path.dirname(python)),
-             os.path.dirname(os.path.dirname(os.path.realpath(python)))}
-    if python == sandbox_python():
-        roots |= {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
-    return sorted(r for r in roots if r != "/" and not r.startswith("/usr/") and r != "/usr")
+@dataclass(frozen=True)
+class BoxInterpreter:
+    """The host interpreter as the box sees it: read-only under BOX_PYTHON_DIR, never at its host
+    path (a venv under /tmp would show inside the box's private /tmp, a pyenv under /root would
+    expose a home directory). A venv becomes a skeleton there: its pyvenv.cfg (rewritten to point
+    at the mounted base) and its lib/ (the scorer's packages), nothing else of it."""
+
+    args: tuple[str, ...]  # bwrap arguments that build the layout
+    executable: str  # the interpreter's path inside the box
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def _venv_of(python: str) -> Path | None:
+    """The venv whose pyvenv.cfg Python itself would find for this executable, if any."""
+    bin_dir = Path(os.path.abspath(python)).parent
+    return next((d for d in (bin_dir, bin_dir.parent) if (d / "pyvenv.cfg").is_file()), None)
+
+
+def _read_pyvenv_cfg(venv: Path) -> dict[str, str]:
+    pairs = (line.partition("=") for line in (venv / "pyvenv.cfg").read_text().splitlines())
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
+
+
+def box_interpreter(python: str, scratch: Path) -> BoxInterpreter:
+    """Mounts that make `python` (a base install or a venv's) run in the box; scratch holds the
+    rewritten pyvenv.cfg for the duration of the run."""
+    venv = _venv_of(python)
+    real = Path(os.path.realpath(python))
+    if venv is not None and not real.is_relative_to(venv):
+        base_bin = real.parent
+    elif venv is not None:  # a venv made with --copies: its cfg names the base
+        base_bin = Path(os.path.realpath(_read_pyvenv_cfg(venv).get("home", real.parent)))
+        real = base_bin / real.name
+    else:
+        base_bin = real.parent
+    base = base_bin.parent
+    args: list[str] = []
+    env: list[tuple[str, str]] = []
+    base_in_box = str(base)
+    # /usr (and /bin, /lib: symlinks into it or binds) is in the box already, at its own path.
+    mounted_already = base == Path("/") or base.is_relative_to("/usr")
+    if real.is_file() and not mounted_already:
+        base_in_box = f"{BOX_PYTHON_DIR}/base"
+        args += ["--ro-bind", str(base), base_in_box]
+        if list(base.glob("lib/libpython*.so*")):  # found through an absolute runpath otherwise
+            env.append(("LD_LIBRARY_PATH", f"{base_in_box}/lib"))
+    executable = str(Path(base_in_box) / real.relative_to(base))
+    if venv is None:
+        return BoxInterpreter(tuple(args), executable, tuple(env))
+    cfg = dict(_read_pyvenv_cfg(venv), home=str(Path(executable).parent))
+    cfg_file = scratch / "pyvenv.cfg"
+    cfg_file.write_text("".join(f"{k} = {v}\n" for k, v in cfg.items() if k != "executable"))
+    cfg_file.chmod(0o644)
+    venv_in_box = f"{BOX_PYTHON_DIR}/venv"
+    args += ["--dir", f"{venv_in_box}/bin", "--symlink", executable, f"{venv_in_box}/bin/python3",
+             "--ro-bind", str(cfg_file), f"{venv_in_box}/pyvenv.cfg",
+             "--ro-bind", str(venv / "lib"), f"{venv_in_box}/lib"]
+    return BoxInterpreter(tuple(args), f"{venv_in_box}/bin/python3", tuple(env))
 
 
 def _system_binds() -> list[str]:
@@ -333,7 +385,8 @@ def _system_binds() -> list[str]:
     return args
 
 
-def bwrap_argv(backend: Backend, box: Path, limits: SandboxLimits) -> list[str]:
+def bwrap_argv(box: Path, limits: SandboxLimits, interpreter: BoxInterpreter, *,
+               drop_uid_inside: bool) -> list[str]:
     """The bwrap command line (without the program) for one execution."""
     argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--hostname", "sandbox", *_system_binds(),
@@ -341,11 +394,12 @@ def bwrap_argv(backend: Backend, box: Path, limits: SandboxLimits) -> list[str]:
             "--perms", "1777", "--size", str(limits.tmp_size_mb << 20), "--tmpfs", WORK_DIR,
             "--perms", "1777", "--size", str(limits.tmp_size_mb << 20), "--tmpfs", "/dev/shm",
             "--ro-bind", str(box), BOX_DIR]
-    for root in _python_roots(backend.python):
-        argv += ["--ro-bind", root, root]
-    argv += ["--remount-ro", "/", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
-             "--setenv", "HOME", WORK_DIR, "--setenv", "LANG", "C.UTF-8", "--chdir", WORK_DIR]
-    if backend.mode != "bwrap-nobody":
+    argv += [*interpreter.args, "--remount-ro", "/", "--clearenv", "--setenv", "PATH",
+             "/usr/bin:/bin", "--setenv", "HOME", WORK_DIR, "--setenv", "LANG", "C.UTF-8",
+             "--chdir", WORK_DIR]
+    for name, value in interpreter.env:
+        argv += ["--setenv", name, value]
+    if drop_uid_inside:
         argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
     return argv
 
@@ -523,9 +577,11 @@ def _run(backend: Backend, tmp: Path, box: Path, entry: str, args: Sequence[str]
                                     preexec_fn=_rlimit_preexec(
                                         limits, cgroup.procs_files if cgroup else []))
         else:
-            argv = [*bwrap_argv(backend, box, limits),
+            interpreter = box_interpreter(backend.python, tmp)
+            argv = [*bwrap_argv(box, limits, interpreter,
+                                drop_uid_inside=backend.mode != "bwrap-nobody"),
                     *prlimit_argv(limits, memory_by_rlimit=cgroup is None),
-                    backend.python, "-I", f"{BOX_DIR}/{entry}", *args]
+                    interpreter.executable, "-I", f"{BOX_DIR}/{entry}", *args]
             proc = subprocess.Popen(argv, stdin=stdin_fd, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, start_new_session=True,
                                     env={"PATH": "/usr/bin:/bin"},

@@ -7,7 +7,9 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -57,8 +59,8 @@ def test_failure_reasons(result: RunResult, reason: str | None) -> None:
 
 
 def test_bwrap_command_isolates(tmp_path: Path) -> None:
-    backend = Backend("bwrap-userns", None, sandbox.sandbox_python())
-    argv = sandbox.bwrap_argv(backend, tmp_path, LIMITS)
+    interpreter = sandbox.box_interpreter(sandbox.sandbox_python(), tmp_path)
+    argv = sandbox.bwrap_argv(tmp_path, LIMITS, interpreter, drop_uid_inside=True)
     for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                  "--new-session", "--clearenv"):
         assert flag in argv
@@ -70,13 +72,15 @@ def test_bwrap_command_isolates(tmp_path: Path) -> None:
 
 
 def test_program_sees_only_the_sandbox(backend: Backend) -> None:
-    source = ("import os\nprint(os.getuid(), os.getgid(), os.getpid(), sorted(os.environ))\n"
+    # LD_LIBRARY_PATH, only when the interpreter's libpython sits in its mounted base.
+    source = ("import os\nlibs = os.environ.pop('LD_LIBRARY_PATH', '/opt/rollouts-python/base/lib')\n"
+              "print(os.getuid(), os.getgid(), os.getpid(), sorted(os.environ), libs)\n"
               "print(sorted(os.listdir('/box')), os.getcwd())\n")
     result = run(backend, source)
     first, second = result.stdout.decode().splitlines()
     assert first.startswith("65534 65534 ")
     assert int(first.split()[2]) < 10  # a fresh pid namespace
-    assert "['HOME', 'LANG', 'PATH', 'PWD']" in first
+    assert first.endswith("['HOME', 'LANG', 'PATH', 'PWD'] /opt/rollouts-python/base/lib")
     assert second == "['main.py'] /tmp"
 
 
@@ -222,19 +226,48 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_a_venv_scorer_runs_programs_with_its_venv() -> None:
-    """Programs see the scorer's packages: the venv's python is used and its prefix mounted."""
+@pytest.fixture
+def tmp_venv() -> Iterator[Path]:
+    """A venv under /tmp (where the box has its own private /tmp) with a package of its own, and
+    this environment's packages (pytest, ...) on its path through a .pth file."""
     venv = Path(tempfile.mkdtemp(prefix="rollouts-venv-", dir="/tmp"))
     try:
         venv.chmod(0o755)  # reachable when bwrap runs as uid 65534
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        repo = str(Path(sandbox.__file__).resolve().parents[1])
-        script = ("import sys\nsys.path.insert(0, sys.argv[1])\nfrom scoring import sandbox\n"
-                  "result = sandbox.execute(sandbox.probe(), {'m.py': 'import sys\\n"
-                  "print(sys.prefix)'}, 'm.py', limits=sandbox.SandboxLimits())\n"
-                  "print(result.stdout.decode().strip())\n")
-        done = subprocess.run([str(venv / "bin" / "python"), "-c", script, repo],
-                              capture_output=True, text=True, timeout=60, check=True)
-        assert done.stdout.strip() == str(venv)
+        site = Path(subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True, text=True, check=True).stdout.strip())
+        (site / "venv_marker.py").write_text("WHERE = 'the venv'\n")
+        (site / "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")
+        yield venv
     finally:
         shutil.rmtree(venv)
+
+
+def test_a_venv_scorer_runs_programs_with_its_venv(tmp_venv: Path) -> None:
+    """Programs see the scorer's packages, from a venv mounted at a path of its own: nothing of
+    the host shows in the box's /tmp, and no home directory is exposed."""
+    repo = str(Path(sandbox.__file__).resolve().parents[1])
+    program = ("import os, sys, venv_marker\nprint(sys.prefix, venv_marker.WHERE)\n"
+               "print(sorted(os.listdir('/tmp')), os.path.exists('/root'), "
+               f"os.path.exists({str(tmp_venv)!r}), sorted(os.listdir('/opt')))\n")
+    script = ("import sys\nsys.path.insert(0, sys.argv[1])\nfrom scoring import sandbox\n"
+              f"result = sandbox.execute(sandbox.probe(), {{'m.py': {program!r}}}, 'm.py', "
+              "limits=sandbox.SandboxLimits())\n"
+              "print(result.stdout.decode().strip())\nprint(result.stderr.decode()[-500:])\n")
+    done = subprocess.run([str(tmp_venv / "bin" / "python"), "-c", script, repo],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split("\n")[:2] == [
+        f"{sandbox.BOX_PYTHON_DIR}/venv the venv", "[] False False ['rollouts-python']"]
+
+
+def test_attack_suite_passes_with_the_venv_under_tmp(tmp_venv: Path) -> None:
+    """The box's private /tmp stays empty and bounded when the scorer's venv lives under /tmp."""
+    repo = Path(sandbox.__file__).resolve().parents[1]
+    tests = [f"tests/test_sandbox_attacks.py::{name}" for name in (
+        "test_filling_tmp_and_dev_shm_is_bounded", "test_rm_rf_home_and_scorer_files_leaves_host_intact")]
+    done = subprocess.run([str(tmp_venv / "bin" / "python"), "-m", "pytest", "-q", "-p",
+                           "no:cacheprovider", *tests], cwd=repo, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "2 passed" in done.stdout
