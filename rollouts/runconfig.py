@@ -32,6 +32,8 @@ TOP_LEVEL_KEYS = {
     "model", "backend", "base_urls", "api_key", "server", "max_concurrent", "max_rps", "seed",
     "samples_per_request", "request_timeout", "max_attempts", "retry_errors", "server_wait",
     "output_dir", "summary", "defaults", "datasets",
+    "slurm",  # read by `rollouts slurm submit` (slurm/config.py); `rollouts run` ignores it
+    "base_model",  # the HuggingFace model a DCP checkpoint `model` converts with (checkpoint.py)
 }
 SERVER_KEYS = {
     "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
@@ -57,6 +59,8 @@ class RunPlan:
     max_concurrent: int
     jobs: tuple[GenerateConfig, ...]
     summary_path: Path
+    output_dir: Path = Path(".")
+    base_model: str | None = None
 
 
 def load_plan(config_path: Path, *, overwrite: bool = False, progress: bool = True) -> RunPlan:
@@ -105,6 +109,8 @@ def load_plan(config_path: Path, *, overwrite: bool = False, progress: bool = Tr
         max_concurrent=int(data.get("max_concurrent", 64)),
         jobs=jobs,
         summary_path=summary_path,
+        output_dir=output_dir,
+        base_model=data.get("base_model"),
     )
 
 

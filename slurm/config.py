@@ -1,0 +1,208 @@
+"""The `slurm:` section of a run config: validated before anything is submitted.
+
+    slurm:
+      array_size: 16             # array tasks (each: one node, or nodes_per_task nodes)
+      gpus_per_node: 8           # servers per node = gpus_per_node / (tensor x data parallel)
+      time: "04:00:00"
+      partition: gpu
+      setup: ["module load cuda/12.4", "source /shared/venv/bin/activate"]
+
+Every key is listed in SLURM_KEYS with its help text (shown by `rollouts slurm submit --help` and
+docs/slurm.md); an unknown key is a one-line error naming the known ones.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rollouts.errors import UserInputError
+
+# key -> help text. The order is the order of `--help` and of docs/slurm.md.
+SLURM_KEYS: dict[str, str] = {
+    "array_size": "array tasks to run (required); more units than tasks, so any count works",
+    "nodes_per_task": "nodes per task (default 1); >1 serves one model over a Ray cluster",
+    "gpus_per_node": "GPUs per node (default 0: request none, one server per task)",
+    "cpus_per_task": "CPUs per task (--cpus-per-task)",
+    "mem": "memory per node (--mem, e.g. 200G)",
+    "time": "time limit per task (--time, e.g. 04:00:00); preempted work is requeued",
+    "partition": "--partition",
+    "account": "--account",
+    "qos": "--qos",
+    "constraint": "--constraint",
+    "job_name": "job name (default rollouts-<config stem>)",
+    "log_dir": "folder of the task logs (default RUN_DIR/logs)",
+    "container_image": "pyxis/enroot image: the task runs under srun --container-image",
+    "container_mounts": "pyxis --container-mounts (a string or a list of SRC:DST)",
+    "setup": "shell lines run first in every job (module load, source a venv)",
+    "sbatch_extra": "raw #SBATCH lines added as given (e.g. --exclusive)",
+    "max_concurrent_tasks": "at most this many tasks at once (the array's %N)",
+    "run_dir": "the run's work folder (default {output_dir}/slurm-<config stem>)",
+    "unit_prompts": "prompts per work unit (default 64); units are claimed one at a time",
+    "lease_timeout": "seconds without heartbeat after which a unit is taken over (default 300)",
+    "heartbeat": "seconds between lease heartbeats (default 30)",
+    "signal_seconds": "USR1 this long before the time limit (default 120)",
+    "python": "the interpreter that runs rollouts in jobs (default: the one running submit)",
+    "merge_job": "queue a merge job after the array (default true)",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmConfig:
+    """The validated `slurm:` section."""
+
+    array_size: int
+    nodes_per_task: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    time: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    job_name: str = "rollouts"
+    log_dir: Path | None = None
+    container_image: str | None = None
+    container_mounts: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    sbatch_extra: tuple[str, ...] = ()
+    max_concurrent_tasks: int | None = None
+    run_dir: Path
+    unit_prompts: int = 64
+    lease_timeout: float = 300.0
+    heartbeat: float = 30.0
+    signal_seconds: int = 120
+    python: str = ""
+    merge_job: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("array_size", "nodes_per_task", "unit_prompts"):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"slurm: {name} must be at least 1")
+        if self.gpus_per_node < 0:
+            raise UserInputError("slurm: gpus_per_node must be 0 or more")
+        if self.max_concurrent_tasks is not None and self.max_concurrent_tasks < 1:
+            raise UserInputError("slurm: max_concurrent_tasks must be at least 1")
+        if not 0 < self.heartbeat < self.lease_timeout:
+            raise UserInputError(
+                "slurm: heartbeat must be positive and shorter than lease_timeout"
+            )
+        if self.signal_seconds < 1:
+            raise UserInputError("slurm: signal_seconds must be at least 1")
+
+    @property
+    def logs(self) -> Path:
+        return self.log_dir or self.run_dir / "logs"
+
+
+def server_gpus(server: dict[str, Any]) -> int:
+    """GPUs one vLLM server uses: tensor x data parallel."""
+    return int(server.get("tensor_parallel_size", 1)) * int(server.get("data_parallel_size", 1))
+
+
+def servers_per_node(slurm: SlurmConfig, server: dict[str, Any]) -> int:
+    """How many servers a task runs side by side (the client routes across them)."""
+    if slurm.gpus_per_node == 0 or slurm.nodes_per_task > 1:
+        return 1
+    return slurm.gpus_per_node // server_gpus(server)
+
+
+def check_fits(slurm: SlurmConfig, server: dict[str, Any], where: str) -> None:
+    """A server must fit in the GPUs a task gets; say what to change when it does not."""
+    if slurm.gpus_per_node == 0:
+        return
+    needed = server_gpus(server)
+    available = slurm.gpus_per_node * slurm.nodes_per_task
+    if needed > available:
+        raise UserInputError(
+            f"{where}: a server needs {needed} GPUs (tensor x data parallel) but a task has "
+            f"{available} (gpus_per_node x nodes_per_task); raise gpus_per_node or "
+            "nodes_per_task, or lower tensor_parallel_size"
+        )
+
+
+def load_slurm_config(config_path: Path, output_dir: Path) -> SlurmConfig:
+    """Read and check the `slurm:` section of config_path (the rest is load_plan's)."""
+    where = f"{config_path}: slurm"
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    section = data.get("slurm") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise UserInputError(
+            f"{config_path}: no `slurm:` section; add one with at least `array_size: N`"
+        )
+    unknown = sorted(set(section) - set(SLURM_KEYS))
+    if unknown:
+        raise UserInputError(
+            f"{where}: unknown key(s) {unknown}; known keys: {', '.join(SLURM_KEYS)}"
+        )
+    if "array_size" not in section:
+        raise UserInputError(f"{where}: `array_size` (number of array tasks) is required")
+    base = config_path.resolve().parent
+    stem = config_path.stem
+    options = dict(section)
+    try:
+        return SlurmConfig(
+            array_size=int(options["array_size"]),
+            nodes_per_task=int(options.get("nodes_per_task", 1)),
+            gpus_per_node=int(options.get("gpus_per_node", 0)),
+            cpus_per_task=_optional_int(options.get("cpus_per_task")),
+            mem=_optional_str(options.get("mem")),
+            time=_optional_str(options.get("time")),
+            partition=_optional_str(options.get("partition")),
+            account=_optional_str(options.get("account")),
+            qos=_optional_str(options.get("qos")),
+            constraint=_optional_str(options.get("constraint")),
+            job_name=str(options.get("job_name") or f"rollouts-{stem}"),
+            log_dir=_path(base, options.get("log_dir"), output_dir),
+            container_image=_optional_str(options.get("container_image")),
+            container_mounts=_lines(options.get("container_mounts"), split_commas=True),
+            setup=_lines(options.get("setup")),
+            sbatch_extra=_lines(options.get("sbatch_extra")),
+            max_concurrent_tasks=_optional_int(options.get("max_concurrent_tasks")),
+            run_dir=_path(base, options.get("run_dir"), output_dir)
+            or output_dir / f"slurm-{stem}",
+            unit_prompts=int(options.get("unit_prompts", 64)),
+            lease_timeout=float(options.get("lease_timeout", 300.0)),
+            heartbeat=float(options.get("heartbeat", 30.0)),
+            signal_seconds=int(options.get("signal_seconds", 120)),
+            python=str(options.get("python") or _default_python(options)),
+            merge_job=bool(options.get("merge_job", True)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise UserInputError(f"{where}: bad value ({exc}); see docs/slurm.md") from exc
+
+
+def _default_python(options: dict[str, Any]) -> str:
+    # Inside a container the submitting interpreter's path means nothing.
+    return "python3" if options.get("container_image") else sys.executable
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _lines(value: Any, *, split_commas: bool = False) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        parts = value.split(",") if split_commas else value.splitlines()
+        return tuple(p.strip() for p in parts if p.strip())
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    raise TypeError(f"expected a string or a list, got {type(value).__name__}")
+
+
+def _path(base: Path, value: Any, output_dir: Path) -> Path | None:
+    if not value:
+        return None
+    path = Path(str(value).format(output_dir=output_dir)).expanduser()
+    return path if path.is_absolute() else base / path

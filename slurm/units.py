@@ -1,0 +1,307 @@
+"""Work units of a SLURM run and the files through which tasks share them.
+
+A run is split into many fixed units, each a range of one input file's prompts × their N samples.
+A unit's id is a content hash (the dataset job's config hash, the file and the prompt ids in its
+range), so a changed input or config never matches finished work. In the run directory:
+
+    units.json          the work table: datasets and units (written once by submit)
+    leases/UNIT         held by one task: created with O_EXCL (one winner), its mtime refreshed by
+                        a heartbeat; older than lease_timeout, it is stale and another task takes
+                        the unit over (rename the stale file away, then O_EXCL again)
+    done/UNIT.json      the unit is finished: rows, error rows, config hash (written atomically)
+    units/UNIT.parquet  the unit's rows, and beside it the engine's durable store of the unit
+
+A claim checks for a done marker before and after taking the lease, so a unit finished between the
+two is never run again; two tasks that both believe they hold a unit still cannot write it twice:
+the unit's store takes an exclusive lock, and its write-ahead log means a second runner resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rollouts.errors import UserInputError
+from rollouts.io import write_json_atomic
+
+WORK_TABLE = "units.json"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One input file of one dataset job, as the work table records it."""
+
+    job: int  # index into the plan's jobs (the config's datasets)
+    path: str
+    name: str
+    output: str
+    config_hash: str
+    prompts: int
+    n: int
+
+
+@dataclass(frozen=True)
+class Unit:
+    id: str
+    dataset: int  # index into WorkTable.datasets
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class WorkTable:
+    datasets: tuple[DatasetEntry, ...]
+    units: tuple[Unit, ...]
+
+    def samples(self, unit: Unit) -> int:
+        return (unit.stop - unit.start) * self.datasets[unit.dataset].n
+
+    def total_samples(self) -> int:
+        return sum(d.prompts * d.n for d in self.datasets)
+
+    def save(self, run_dir: Path) -> None:
+        data = {
+            "datasets": [asdict(d) for d in self.datasets],
+            "units": [[u.id, u.dataset, u.start, u.stop] for u in self.units],
+        }
+        write_json_atomic(data, run_dir / WORK_TABLE)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> WorkTable:
+        path = run_dir / WORK_TABLE
+        if not path.is_file():
+            raise UserInputError(f"{run_dir}: not a SLURM run directory (no {WORK_TABLE})")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            datasets=tuple(DatasetEntry(**d) for d in data["datasets"]),
+            units=tuple(Unit(str(i), int(d), int(a), int(b)) for i, d, a, b in data["units"]),
+        )
+
+
+def unit_id(config_hash: str, name: str, prompt_digests: bytes) -> str:
+    """Content address of a unit: what it samples and how."""
+    hasher = hashlib.sha256(f"{config_hash}\0{name}\0".encode())
+    hasher.update(prompt_digests)
+    return hasher.hexdigest()[:20]
+
+
+def split_units(
+    dataset_index: int, entry: DatasetEntry, digests: Any, unit_prompts: int
+) -> list[Unit]:
+    """Fixed ranges of unit_prompts prompts (the last one shorter) of one input file.
+
+    digests is the file's array of 64-bit prompt ids; the ranges never depend on the number of
+    tasks, so resubmitting with another array_size finds the same units."""
+    units = []
+    for start in range(0, entry.prompts, unit_prompts):
+        stop = min(start + unit_prompts, entry.prompts)
+        uid = unit_id(entry.config_hash, entry.name, digests[start:stop].tobytes())
+        units.append(Unit(uid, dataset_index, start, stop))
+    return units
+
+
+# -- done markers -----------------------------------------------------------------------------
+
+
+def done_dir(run_dir: Path) -> Path:
+    return run_dir / "done"
+
+
+def done_ids(run_dir: Path) -> set[str]:
+    """Ids of finished units: one directory listing."""
+    try:
+        names = os.listdir(done_dir(run_dir))
+    except FileNotFoundError:
+        return set()
+    return {name[:-5] for name in names if name.endswith(".json")}
+
+
+def read_done(run_dir: Path, uid: str) -> dict[str, Any]:
+    marker: dict[str, Any] = json.loads(
+        (done_dir(run_dir) / f"{uid}.json").read_text(encoding="utf-8")
+    )
+    return marker
+
+
+def unit_output(run_dir: Path, uid: str) -> Path:
+    return run_dir / "units" / f"{uid}.parquet"
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+
+def leases_dir(run_dir: Path) -> Path:
+    return run_dir / "leases"
+
+
+def leased_ids(run_dir: Path, *, timeout: float) -> dict[str, bool]:
+    """Unit id -> whether its lease is live (heartbeat within timeout)."""
+    now = time.time()
+    result = {}
+    try:
+        entries = list(os.scandir(leases_dir(run_dir)))
+    except FileNotFoundError:
+        return {}
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            result[entry.name] = now - entry.stat().st_mtime < timeout
+        except FileNotFoundError:
+            continue
+    return result
+
+
+class Leases:
+    """The units this process holds, and how it claims, keeps and gives them back.
+
+    Candidates are visited in an order of this holder's own (shuffled by its token), so concurrent
+    tasks rarely race for the same unit; units seen leased by a live holder are visited again at
+    the end of the pass, in case their holder died."""
+
+    def __init__(self, run_dir: Path, *, timeout: float, owner: str = "") -> None:
+        self.run_dir = run_dir
+        self.timeout = timeout
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(6).hex()}"
+        self.owner = owner
+        self.held: set[str] = set()
+        self.takeovers = 0
+        self._pending: deque[Unit] = deque()
+        self._busy: list[Unit] = []
+        leases_dir(run_dir).mkdir(parents=True, exist_ok=True)
+        done_dir(run_dir).mkdir(parents=True, exist_ok=True)
+
+    def offer(self, units: Sequence[Unit]) -> None:
+        """The units this holder may claim from (done ones are skipped when visited)."""
+        order = list(units)
+        random.Random(self.token).shuffle(order)
+        self._pending = deque(order)
+        self._busy = []
+
+    def claim(self) -> Unit | None:
+        """Take one unfinished, unleased (or stale) unit; None when a full pass finds none."""
+        for _ in range(2):  # this pass, then the units seen busy in it
+            while self._pending:
+                unit = self._pending.popleft()
+                if self._is_done(unit.id):
+                    continue
+                if not self._acquire(unit.id):
+                    self._busy.append(unit)
+                    continue
+                if self._is_done(unit.id):  # finished between the check and the lease
+                    self.release(unit.id)
+                    continue
+                return unit
+            self._pending, self._busy = deque(self._busy), []
+        return None
+
+    def heartbeat(self) -> list[str]:
+        """Refresh every held lease; returns the ids lost to another holder (stop working them)."""
+        lost = []
+        for uid in list(self.held):
+            path = self._path(uid)
+            if self._holder(path) == self.token:
+                try:
+                    os.utime(path)
+                    continue
+                except FileNotFoundError:
+                    pass
+            lost.append(uid)
+            self.held.discard(uid)
+        return lost
+
+    def release(self, uid: str) -> None:
+        """Give a unit back unfinished (only our own lease is removed)."""
+        path = self._path(uid)
+        if self._holder(path) == self.token:
+            path.unlink(missing_ok=True)
+        self.held.discard(uid)
+
+    def release_all(self) -> None:
+        for uid in list(self.held):
+            self.release(uid)
+
+    def finish(self, uid: str, marker: dict[str, Any]) -> None:
+        """Mark a unit done (atomically, before the lease goes) and drop its lease."""
+        write_json_atomic({"unit": uid, **marker}, done_dir(self.run_dir) / f"{uid}.json")
+        self.release(uid)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _path(self, uid: str) -> Path:
+        return leases_dir(self.run_dir) / uid
+
+    def _is_done(self, uid: str) -> bool:
+        return (done_dir(self.run_dir) / f"{uid}.json").exists()
+
+    def _acquire(self, uid: str) -> bool:
+        if self._create(uid):
+            return True
+        return self._take_over_if_stale(uid)
+
+    def _create(self, uid: str) -> bool:
+        try:
+            fd = os.open(self._path(uid), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"token": self.token, "owner": self.owner,
+                                     "claimed_at": time.time()}))
+        self.held.add(uid)
+        return True
+
+    def _take_over_if_stale(self, uid: str) -> bool:
+        path = self._path(uid)
+        try:
+            if time.time() - path.stat().st_mtime < self.timeout:
+                return False
+        except FileNotFoundError:
+            return self._create(uid)
+        # Rename is atomic: of several tasks that saw the same stale lease, one moves it.
+        tomb = path.with_name(f".{uid}.stale-{self.token}")
+        try:
+            os.rename(path, tomb)
+        except FileNotFoundError:
+            return False
+        try:
+            if time.time() - tomb.stat().st_mtime < self.timeout:
+                # Between our look and the rename, another task had already taken it over:
+                # put its fresh lease back (link never overwrites).
+                with contextlib.suppress(FileExistsError):
+                    os.link(tomb, path)
+                return False
+        finally:
+            tomb.unlink(missing_ok=True)
+        self.takeovers += 1
+        return self._create(uid)
+
+    @staticmethod
+    def _holder(path: Path) -> str | None:
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8")).get("token"))
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def pending_units(table: WorkTable, run_dir: Path) -> list[Unit]:
+    """Units without a done marker."""
+    done = done_ids(run_dir)
+    return [u for u in table.units if u.id not in done]
+
+
+def iter_done_markers(run_dir: Path, ids: Iterable[str]) -> Iterable[dict[str, Any]]:
+    for uid in ids:
+        try:
+            yield read_done(run_dir, uid)
+        except (FileNotFoundError, ValueError):
+            continue
