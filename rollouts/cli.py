@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from rollouts import __version__
+from rollouts.checkpoint_cli import convert_checkpoint_command
 from rollouts.clitools import echo_err, handle_errors
 from rollouts.engine import GenerateConfig, GenerateResult
 from rollouts.errors import UserInputError
@@ -314,6 +315,7 @@ def make_tiny_model(out_dir: Path) -> None:
 
 
 main.add_command(serve)
+main.add_command(convert_checkpoint_command)
 
 if __name__ == "__main__":
     main()
