@@ -89,6 +89,9 @@ class OpenAIEndpoint:
     session: aiohttp.ClientSession
     api_key: str | None = None
     read_timeout_s: float | None = None
+    # Stream the answer (SSE): the read limit is then real silence between chunks, so a long
+    # generation the server is still working on is never cut and resubmitted.
+    stream: bool = True
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -123,13 +126,17 @@ class OpenAIEndpoint:
         chat = not isinstance(prompt, str)
         url = f"{self.base_url}/chat/completions" if chat else f"{self.base_url}/completions"
         payload = build_payload(self.model, prompt, n=n, params=params, seed=seed)
+        if self.stream:
+            payload.update(stream=True, stream_options={"include_usage": True})
         timeout = self._timeout(params.max_tokens)
         try:
             async with self.session.post(
                 url, data=orjson.dumps(payload), headers=self._headers, timeout=timeout
             ) as response:
-                body = await response.read()
                 status = response.status
+                if status == 200 and self.stream:
+                    return await read_stream(response.content, n=n, chat=chat)
+                body = await response.read()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
             raise RequestError("connection", str(exc), retryable=True, endpoint_down=True) from exc
@@ -206,6 +213,68 @@ def parse_response(body: bytes, *, n: int, chat: bool) -> CompletionBatch:
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens_total=usage.get("completion_tokens"),
     )
+
+
+async def read_stream(content: aiohttp.StreamReader, *, n: int, chat: bool) -> CompletionBatch:
+    """Read an OpenAI server-sent-event stream (`stream: true` with usage) into one batch.
+
+    Events are read in whatever pieces the socket delivers and split on blank lines, which costs
+    less per token than reading line by line. A stream that ends before `[DONE]`, or with
+    fewer choices than n, is a retryable error."""
+    pieces: list[list[str]] = [[] for _ in range(n)]
+    finish: list[str | None] = [None] * n
+    usage: dict[str, Any] = {}
+    pending = b""
+    async for data in content.iter_any():
+        events = (pending + data).split(b"\n\n")
+        pending = events.pop()
+        for event in events:
+            if not event.startswith(b"data:"):
+                continue  # comments and keep-alives
+            body = event[5:].strip()
+            if body == b"[DONE]":
+                return _streamed_batch(pieces, finish, usage, n)
+            usage = _read_event(body, pieces, finish, chat) or usage
+    raise RequestError("incomplete_response", "the stream ended before [DONE]", retryable=True)
+
+
+def _read_event(
+    body: bytes, pieces: list[list[str]], finish: list[str | None], chat: bool
+) -> dict[str, Any] | None:
+    """Add one event's text to `pieces`; return its usage when it carries one."""
+    try:
+        event = orjson.loads(body)
+        if "error" in event:
+            raise RequestError("stream_error", _error_message(body), retryable=True)
+        for choice in event["choices"]:
+            index = choice["index"]
+            text = choice["delta"].get("content") if chat else choice["text"]
+            if text:
+                pieces[index].append(text)
+            if choice.get("finish_reason") is not None:
+                finish[index] = choice["finish_reason"]
+        usage: dict[str, Any] | None = event.get("usage")
+        return usage
+    except RequestError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise RequestError("bad_response", f"malformed stream event: {exc!r}", retryable=True) from exc
+
+
+def _streamed_batch(
+    pieces: list[list[str]], finish: list[str | None], usage: dict[str, Any], n: int
+) -> CompletionBatch:
+    unfinished = sum(reason is None for reason in finish)
+    if unfinished:
+        raise RequestError(
+            "incomplete_response", f"{n - unfinished} finished choices for n={n}", retryable=True
+        )
+    tokens = usage.get("completion_tokens")
+    completions = [
+        Completion("".join(text), reason, tokens if n == 1 else None)
+        for text, reason in zip(pieces, finish, strict=True)
+    ]
+    return CompletionBatch(completions, usage.get("prompt_tokens"), tokens)
 
 
 def _parse_choice(choice: dict[str, Any], chat: bool) -> Completion:

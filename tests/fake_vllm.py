@@ -1,7 +1,8 @@
 """A stand-in for the `vllm` executable: `python3 fake_vllm.py serve MODEL --port P ...`.
 
-It parses the flags `vllm serve` gets, serves /health, /v1/models, /v1/completions and
-/v1/chat/completions with instant deterministic text (n honoured, usage reported), and runs one
+It parses the flags `vllm serve` gets, serves /health, /v1/models, /v1/completions,
+/v1/chat/completions with instant deterministic text (n honoured, usage reported) and /metrics
+(vLLM's request gauges and generation-token counter, Prometheus text), and runs one
 "engine worker" child process in its own process group, as vLLM's engine core does. Environment
 variables make it misbehave the ways a real server does:
 
@@ -12,6 +13,12 @@ FAKE_VLLM_AFTER_FATAL=exit|hang  exit 1 (default) or hang without ever serving
 FAKE_VLLM_HEALTH=hang       /health never answers
 FAKE_VLLM_ENGINE=hang|500   /health answers 200 but completions hang or fail (engine hung)
 FAKE_VLLM_DIE_AFTER=K       exit abruptly (status 1) on the K+1-th completion request
+FAKE_VLLM_HANG_AFTER=K      completions after the K-th hang while /health still says 200
+FAKE_VLLM_CRASH_ON=TEXT     exit abruptly (status 1) on a completion whose prompt contains TEXT
+FAKE_VLLM_FAULT_ONCE=PATH   DIE_AFTER and HANG_AFTER strike in one server process only: the first
+                            to strike creates PATH, and a server started while PATH exists is sound
+FAKE_VLLM_TOKEN_DELAY=S     generate one token every S seconds (the /metrics counter moves as it goes)
+FAKE_VLLM_METRICS=off       no /metrics (404), like OpenAI servers other than vLLM
 FAKE_VLLM_IGNORE_TERM=1     the main process ignores SIGTERM, from the start (only SIGKILL stops it)
 FAKE_VLLM_WORKER=term|ignore-term|setsid  the worker stops on SIGTERM (default), ignores it, or
                             also leaves the process group (setsid) and ignores SIGTERM
@@ -33,6 +40,11 @@ import time
 from typing import Any
 
 from aiohttp import web
+
+try:
+    from tests.openai_server import sse_body
+except ImportError:  # run as a script: its folder is on the path, not the repository
+    from openai_server import sse_body  # type: ignore[no-redef]
 
 FATAL_LINES = {
     "oom": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.",
@@ -92,6 +104,40 @@ class FakeEngine:
         self.die_after = int(os.environ.get("FAKE_VLLM_DIE_AFTER", "-1"))
         self.engine_mode = os.environ.get("FAKE_VLLM_ENGINE", "")
         self.health_mode = os.environ.get("FAKE_VLLM_HEALTH", "")
+        self.hang_after = int(os.environ.get("FAKE_VLLM_HANG_AFTER", "-1"))
+        self.crash_on = os.environ.get("FAKE_VLLM_CRASH_ON") or None
+        self.token_delay = float(os.environ.get("FAKE_VLLM_TOKEN_DELAY", "0"))
+        self.metrics_on = os.environ.get("FAKE_VLLM_METRICS", "on") != "off"
+        once = os.environ.get("FAKE_VLLM_FAULT_ONCE")
+        self.once_marker = once
+        if once and os.path.exists(once):  # an earlier process already had its fault
+            self.die_after = self.hang_after = -1
+        self.running = 0
+        self.generation_tokens = 0
+
+    def _strike(self, what: str) -> None:
+        """A one-time fault fires: leave the marker so the next server process is sound."""
+        log(what)
+        if self.once_marker:
+            with open(self.once_marker, "w") as handle:
+                handle.write(what)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if not self.metrics_on:
+            return web.Response(status=404, text="Not Found")
+        labels = f'{{engine="0",model_name="{self.served_name}"}}'
+        text = (
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+            "# TYPE vllm:num_requests_running gauge\n"
+            f"vllm:num_requests_running{labels} {float(self.running)}\n"
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f"vllm:num_requests_waiting{labels} 0.0\n"
+            "# HELP vllm:generation_tokens_total Number of generation tokens processed.\n"
+            "# TYPE vllm:generation_tokens_total counter\n"
+            f"vllm:generation_tokens_total{labels} {float(self.generation_tokens)}\n"
+        )
+        return web.Response(text=text, content_type="text/plain")
 
     async def health(self, request: web.Request) -> web.Response:
         if self.health_mode == "hang":
@@ -106,8 +152,15 @@ class FakeEngine:
     async def _generate(self, body: dict[str, Any], prompt: str, chat: bool) -> web.Response:
         self.requests += 1
         if 0 <= self.die_after < self.requests:
-            log("engine core died")
+            self._strike("engine core died")
             os._exit(1)
+        if self.crash_on is not None and self.crash_on in prompt:
+            log(f"engine core died on a prompt containing {self.crash_on!r}")
+            os._exit(1)
+        if 0 <= self.hang_after < self.requests:
+            self._strike("engine hung")
+            self.hang_after = 0  # from now on every completion hangs
+            await asyncio.sleep(3600)
         if self.engine_mode == "hang":
             await asyncio.sleep(3600)
         if self.engine_mode == "500":
@@ -120,6 +173,11 @@ class FakeEngine:
         max_tokens = int(body.get("max_tokens") or 16)
         choices = []
         total = 0
+        self.running += 1
+        try:
+            await self._decode(n, min(max_tokens, NATURAL_TOKENS))
+        finally:
+            self.running -= 1
         for i in range(n):
             text, finish, count = sample_text(prompt, seed + i, max_tokens)
             total += count
@@ -134,10 +192,18 @@ class FakeEngine:
             "total_tokens": len(prompt.split()) + total,
         }
         kind = "chat.completion" if chat else "text_completion"
-        return web.json_response(
-            {"id": f"cmpl-{self.requests}", "object": kind, "model": self.served_name,
-             "choices": choices, "usage": usage}
-        )
+        answer = {"id": f"cmpl-{self.requests}", "object": kind, "model": self.served_name,
+                  "choices": choices, "usage": usage}
+        if body.get("stream"):
+            return web.Response(body=sse_body(answer, chat), content_type="text/event-stream")
+        return web.json_response(answer)
+
+    async def _decode(self, n: int, tokens: int) -> None:
+        """Count the generated tokens, one step at a time when FAKE_VLLM_TOKEN_DELAY is set."""
+        for _ in range(tokens):
+            if self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            self.generation_tokens += n
 
     async def completions(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -179,6 +245,7 @@ async def serve(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> No
     app = web.Application()
     app.router.add_get("/health", engine.health)
     app.router.add_get("/v1/models", engine.models)
+    app.router.add_get("/metrics", engine.metrics)
     app.router.add_post("/v1/completions", engine.completions)
     app.router.add_post("/v1/chat/completions", engine.chat)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

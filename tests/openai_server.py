@@ -11,6 +11,8 @@ the seed and the choice index. Faults are rules matched against each request, in
     Fault("slow", delay=0.5)
     Fault("malformed")  an invalid JSON body
     Fault("short")      fewer choices than n
+    Fault("trickle", delay=0.3)  stream (when asked) one event every `delay` seconds
+    Fault("stall")      stream (when asked) the first event, then nothing
 
 A prompt longer than `max_prompt_chars` gets a 400 (the context-length error of vLLM).
 """
@@ -58,6 +60,19 @@ def prompt_text(payload: dict[str, Any]) -> str:
     if "messages" in payload:
         return "\n".join(str(m.get("content", "")) for m in payload["messages"])
     return str(payload.get("prompt", ""))
+
+
+def sse_body(body: dict[str, Any], chat: bool) -> bytes:
+    """A finished OpenAI answer as the server-sent events of `stream: true` (with usage): one
+    event per choice, then the usage event and `[DONE]`."""
+    events = []
+    for choice in body["choices"]:
+        text = choice["message"]["content"] if chat else choice["text"]
+        part = {"delta": {"content": text}} if chat else {"text": text}
+        chunk = {"index": choice["index"], "finish_reason": choice["finish_reason"], **part}
+        events.append({"id": body["id"], "model": body["model"], "choices": [chunk]})
+    events.append({"id": body["id"], "model": body["model"], "choices": [], "usage": body["usage"]})
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
 def response_text(text: str, seed: Any, index: int) -> str:
@@ -193,7 +208,12 @@ class FakeOpenAIServer:
                            "type": "BadRequestError", "code": 400}},
                 status=400,
             )
-        return web.json_response(self._body(payload, text, n, chat))
+        body = self._body(payload, text, n, chat)
+        if payload.get("stream") and fault is not None and fault.kind in ("trickle", "stall"):
+            return await self._slow_stream(request, sse_body(body, chat), fault)
+        if payload.get("stream"):
+            return web.Response(body=sse_body(body, chat), content_type="text/event-stream")
+        return web.json_response(body)
 
     async def _apply_fault(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
         if fault.kind == "status":
@@ -215,6 +235,17 @@ class FakeOpenAIServer:
             request.transport.close()
             return response
         return None
+
+    async def _slow_stream(
+        self, request: web.Request, events: bytes, fault: Fault
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events.split(b"\n\n")[:-1]:
+            await response.write(event + b"\n\n")
+            await asyncio.sleep(3600 if fault.kind == "stall" else fault.delay)
+        await response.write_eof()
+        return response
 
     def _body(self, payload: dict[str, Any], text: str, n: int, chat: bool) -> dict[str, Any]:
         seed = payload.get("seed")
