@@ -3,7 +3,14 @@
 A dataset is one input file. Each row's prompt (column `prompt` by default) is either a string, sent
 to /v1/completions, or a list of {role, content} messages, sent to /v1/chat/completions. Every other
 column is carried to the output unchanged. A prompt is identified by `prompt_id`, a content hash of
-the dataset name and the prompt, so resuming does not depend on row order.
+the input file's name (without extensions) and the prompt, so resuming does not depend on row order.
+A dataset's display name (the `dataset` column, logs, summaries) is the same file name unless a
+run config gives it a `name:`; the prompt ids stay those of the file, so naming a dataset never
+changes the ids of rows already generated.
+
+A dataset's identity for resuming (`input_identity`) is its name and a digest of its prompt ids in
+file order: computed from what validation already holds, so it costs no extra read of a big file,
+and it changes when a prompt, the order or the file name changes (other columns are carried only).
 
 Validation streams the whole file once before any request is sent, keeping only a 64-bit digest per
 prompt (for duplicate detection), so memory does not grow with the prompt text.
@@ -58,7 +65,7 @@ class Dataset:
     """One validated input file."""
 
     path: Path
-    name: str
+    name: str  # shown in the `dataset` column, logs and summaries
     prompt_key: str
     num_prompts: int
     schema: pa.Schema
@@ -93,6 +100,12 @@ def dataset_name(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def input_identity(dataset: Dataset) -> dict[str, Any]:
+    """What a resume must match: the dataset's name and a digest of its prompt ids in order."""
+    digest = hashlib.sha256(dataset.digests.tobytes()).hexdigest()[:16]
+    return {"name": dataset.name, "prompts": dataset.num_prompts, "digest": digest}
 
 
 def normalize_prompt(value: Any, where: str, system_prompt: str | None) -> PromptInput:
@@ -139,11 +152,21 @@ def _check_message(message: Any, where: str) -> dict[str, Any]:
 
 
 def load_datasets(
-    patterns: Sequence[str | Path], prompt_key: str = "prompt", system_prompt: str | None = None
+    patterns: Sequence[str | Path],
+    prompt_key: str = "prompt",
+    system_prompt: str | None = None,
+    name: str | None = None,
 ) -> list[Dataset]:
-    """Find and validate every input file before any work is spent."""
+    """Find and validate every input file before any work is spent.
+
+    `name` labels a single input file (a run config's `name:`)."""
     paths = expand_paths(patterns)
-    datasets = [validate_dataset(p, prompt_key, system_prompt) for p in paths]
+    if name is not None and len(paths) != 1:
+        raise UserInputError(
+            f"the dataset name {name!r} is given for {len(paths)} files ({patterns[0]}); "
+            "a name labels one file: point `path` at one file or drop `name`"
+        )
+    datasets = [validate_dataset(p, prompt_key, system_prompt, name) for p in paths]
     names = [d.name for d in datasets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -153,10 +176,12 @@ def load_datasets(
     return datasets
 
 
-def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> Dataset:
+def validate_dataset(
+    path: Path, prompt_key: str, system_prompt: str | None, display_name: str | None = None
+) -> Dataset:
     """Stream one file once: check every prompt, detect duplicates, learn the column types."""
     table_format(path)
-    name = dataset_name(path)
+    name = dataset_name(path)  # prompt ids derive from the file's own name
     parquet_schema = _parquet_schema(path)
     if parquet_schema is not None:
         _check_columns(path, parquet_schema.names, prompt_key)
@@ -192,8 +217,9 @@ def validate_dataset(path: Path, prompt_key: str, system_prompt: str | None) -> 
     schema = parquet_schema or _unify(path, schemas)
     if parquet_schema is None:
         _check_columns(path, schema.names, prompt_key)
-    return Dataset(path=path, name=name, prompt_key=prompt_key, num_prompts=len(seen),
-                   schema=schema, chat=chat, digests=digests, stamp=_stamp(path))
+    return Dataset(path=path, name=display_name or name, prompt_key=prompt_key,
+                   num_prompts=len(seen), schema=schema, chat=chat, digests=digests,
+                   stamp=_stamp(path))
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -28,11 +28,11 @@ from asyncio_throttle import Throttler
 from tqdm import tqdm
 
 from rollouts.client import DEFAULT_MAX_ATTEMPTS, RequestError, backoff_delay
-from rollouts.dataset import Dataset, PromptRecord, iter_prompts, load_datasets
+from rollouts.dataset import Dataset, PromptRecord, input_identity, iter_prompts, load_datasets
 from rollouts.errors import UserInputError
 from rollouts.io import write_json_atomic
 from rollouts.router import HealthCheck, Router
-from rollouts.store import DoneIndex, RolloutStore, output_schema
+from rollouts.store import DoneIndex, RolloutStore, output_schema, storage_errors
 from rollouts.types import Backend, CompletionBatch, SamplingParams
 
 SamplesPerRequest = Literal["n", "1"]
@@ -64,6 +64,7 @@ class GenerateConfig:
     server_wait_s: float = 600.0
     request_timeout_s: float | None = None  # silence limit per request; None: from max_tokens
     progress: bool = True
+    dataset_name: str | None = None  # a run config's `name:` for its one input file
 
     def __post_init__(self) -> None:
         if not 1 <= self.n <= MAX_SAMPLES_PER_PROMPT:
@@ -119,6 +120,16 @@ def work_units(
     # N samples in one request go unseeded: vLLM samples every seeded sequence with its own
     # generator, one sequence at a time, which cost 20-30% of throughput in our H100 runs.
     return [WorkUnit(record, missing, None)]
+
+
+def unseeded_notice(config: GenerateConfig, option: str = "--samples-per-request 1") -> str | None:
+    """What to say at start when a seed was asked for but samples go unseeded (n per request)."""
+    if config.samples_per_request != "n" or config.params.temperature == 0:
+        return None
+    return (
+        f"seed {config.seed} is not sent: samples go {config.n} per request, unseeded (faster), "
+        f"so they are not reproducible one by one; pass {option} to give each sample its own seed"
+    )
 
 
 @dataclass
@@ -463,12 +474,15 @@ def prepared_run(config: GenerateConfig) -> Iterator[PreparedRun]:
     """Validate every input and claim the output (lock, config check, crash recovery).
 
     Everything that can be wrong with the user's input fails here, before a model loads."""
-    datasets = load_datasets(config.inputs, config.prompt_key, config.system_prompt)
+    datasets = load_datasets(
+        config.inputs, config.prompt_key, config.system_prompt, config.dataset_name
+    )
     store = RolloutStore(
         config.output,
         schema=output_schema(d.schema for d in datasets),
         config=config.identity(),
         config_hash=config.config_hash(),
+        inputs=[input_identity(d) for d in datasets],
         overwrite=config.overwrite,
     )
     with store:
@@ -500,7 +514,8 @@ async def generate(
     rows, errors_by_kind = store.finalize(wide=config.output_format == "wide")
     summary = _summary(config, run.datasets, generator, router, rows, errors_by_kind)
     path = summary_path_for(config.output)
-    write_json_atomic(summary, path)
+    with storage_errors(path.parent):
+        write_json_atomic(summary, path)
     return GenerateResult(output=config.output, summary_path=path, summary=summary)
 
 

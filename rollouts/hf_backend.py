@@ -4,6 +4,10 @@ Slow next to vLLM, but it needs no GPU and no server, so it suits CPU machines, 
 tests. It follows the Backend protocol like an HTTP endpoint: n samples per call, sample i drawn
 with seed + i on its own (the same prompt and seed give the same text whatever n is), stop strings
 cut the text and finish with "stop", EOS is "stop", reaching max_tokens is "length".
+
+A generation runs in a worker thread, which asyncio cannot interrupt; a cancelled call (Ctrl-C, a
+failed run) sets the call's stop event, which ends its generation at the next token, so the
+process exits at once instead of finishing up to max_tokens for every queued request.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ def _is_local_path(model: str) -> bool:
         or model.startswith(("/", ".", "~"))
         or model.count("/") > 1
     )
+
+
+class _Cancelled(Exception):
+    """The call was cancelled while its generation ran (its result goes nowhere)."""
 
 
 @dataclass(frozen=True)
@@ -120,18 +128,30 @@ class HFBackend:
         if n < 1:
             raise ValueError("n must be >= 1")
         base_seed = seed if seed is not None else secrets.randbits(31)
-        return await asyncio.to_thread(self._complete_locked, prompt, n, params, base_seed)
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(
+                self._complete_locked, prompt, n, params, base_seed, stop
+            )
+        except asyncio.CancelledError:
+            stop.set()
+            raise
 
     def _complete_locked(
-        self, prompt: PromptInput, n: int, params: SamplingParams, base_seed: int
+        self,
+        prompt: PromptInput,
+        n: int,
+        params: SamplingParams,
+        base_seed: int,
+        stop: threading.Event,
     ) -> CompletionBatch:
         ids = self.prompt_ids(prompt)
         with self._lock, self._torch.inference_mode():
             if params.temperature == 0:
                 # Greedy decoding is the same for every seed: compute it once.
-                samples = [self._generate(ids, params, None)] * n
+                samples = [self._generate(ids, params, None, stop)] * n
             else:
-                samples = [self._generate(ids, params, base_seed + i) for i in range(n)]
+                samples = [self._generate(ids, params, base_seed + i, stop) for i in range(n)]
         completions = [self._to_completion(s, params) for s in samples]
         return CompletionBatch(
             completions=completions,
@@ -139,7 +159,16 @@ class HFBackend:
             completion_tokens_total=sum(c.completion_tokens or 0 for c in completions),
         )
 
-    def _generate(self, ids: list[int], params: SamplingParams, seed: int | None) -> _Sample:
+    def _generate(
+        self,
+        ids: list[int],
+        params: SamplingParams,
+        seed: int | None,
+        stop: threading.Event | None = None,
+    ) -> _Sample:
+        stop = stop or threading.Event()
+        if stop.is_set():
+            raise _Cancelled
         torch = self._torch
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         kwargs: dict[str, Any] = {
@@ -155,18 +184,21 @@ class HFBackend:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
                           top_k=0)
             torch.manual_seed(seed)
-        if params.stop:
-            kwargs["stopping_criteria"] = self._stop_criteria(len(ids), params.stop)
+        kwargs["stopping_criteria"] = self._stop_criteria(len(ids), params.stop, stop)
         output = self.model.generate(input_ids, **kwargs)
+        if stop.is_set():
+            raise _Cancelled  # cut short: the caller is gone, and a cut sample is no result
         new_ids = output[0, len(ids):].tolist()
         hit_eos = bool(new_ids) and new_ids[-1] in self.eos_ids
         return _Sample(token_ids=new_ids, hit_eos=hit_eos)
 
-    def _stop_criteria(self, prompt_len: int, stops: tuple[str, ...]) -> Any:
+    def _stop_criteria(
+        self, prompt_len: int, stops: tuple[str, ...], cancelled: threading.Event
+    ) -> Any:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         tokenizer = self.tokenizer
-        window = max(len(s) for s in stops) + STOP_WINDOW_SLACK
+        window = max((len(s) for s in stops), default=0) + STOP_WINDOW_SLACK
         torch = self._torch
 
         class StopOnStrings(StoppingCriteria):
@@ -176,7 +208,12 @@ class HFBackend:
                 done = any(s in text for s in stops)
                 return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
 
-        return StoppingCriteriaList([StopOnStrings()])
+        class StopOnCancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+        criteria = [StopOnCancel(), StopOnStrings()] if stops else [StopOnCancel()]
+        return StoppingCriteriaList(criteria)
 
     def _to_completion(self, sample: _Sample, params: SamplingParams) -> Completion:
         # The EOS token ends the sample but is not part of its text (as in vLLM's output).

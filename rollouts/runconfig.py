@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from rollouts.engine import GenerateConfig
+from rollouts.engine import GenerateConfig, unseeded_notice
 from rollouts.errors import UserInputError
 from rollouts.types import SamplingParams
 
@@ -61,6 +61,7 @@ class RunPlan:
     summary_path: Path
     output_dir: Path = Path(".")
     base_model: str | None = None
+    seed_given: bool = False  # `seed:` set in the config, not left to its default
 
 
 def load_plan(config_path: Path, *, overwrite: bool = False, progress: bool = True) -> RunPlan:
@@ -111,6 +112,7 @@ def load_plan(config_path: Path, *, overwrite: bool = False, progress: bool = Tr
         summary_path=summary_path,
         output_dir=output_dir,
         base_model=data.get("base_model"),
+        seed_given="seed" in data,
     )
 
 
@@ -185,6 +187,7 @@ def _job(
         server_wait_s=float(top.get("server_wait", 600.0)),
         request_timeout_s=top.get("request_timeout"),
         progress=progress,
+        dataset_name=str(options["name"]) if options.get("name") else None,
     )
 
 
@@ -218,6 +221,15 @@ def _check_unique_outputs(jobs: tuple[GenerateConfig, ...], where: str) -> None:
                 "give each its own `output` (templates can use {name}, {n}, {temperature})"
             )
         seen[key] = index
+
+
+def plan_unseeded_notice(plan: RunPlan) -> str | None:
+    """The engine's notice for the first sampled (not greedy) dataset, in the config's terms."""
+    for job in plan.jobs:
+        notice = unseeded_notice(job, "`samples_per_request: 1`")
+        if notice:
+            return notice
+    return None
 
 
 def server_extra_args(server: dict[str, Any]) -> tuple[str, ...]:

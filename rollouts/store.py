@@ -3,19 +3,26 @@
 Beside the output file OUT lives its state folder `OUT.rollouts/`:
 
     lock             flock'ed by the one writer; a second writer is refused
-    run.json         the run's config and its hash; a resume with another config is refused
+    run.json         the run's config and its hash, and its inputs (dataset names and content
+                     digests); a resume with another config or other inputs is refused
     wal-NNNNNN.jsonl write-ahead shards: each finished sample is appended and flushed before it
-                     counts, so a kill -9 at any instant loses only requests in flight
+                     counts, so a kill -9 at any instant loses only requests in flight. A shard
+                     is compacted after ROWS_PER_SHARD rows or BYTES_PER_SHARD bytes, so memory
+                     during compaction stays bounded whatever the size of a row
     part-NNNNNN.parquet  compacted shards (written to a temp name, fsynced, renamed)
     manifest.json    the committed parts and the shards they replaced (written atomically)
 
 An unclosed parquet file is unreadable (its footer comes last), so no row ever lives only in an open
 parquet writer. OUT itself is rebuilt from the parts at the end of every run, atomically, with
 exactly one row per (prompt_id, sample_idx): the newest successful row wins.
+
+Every failure to write (disk full, read-only file system) is a StorageError naming the folder:
+what was written before stays, and rerunning the same command resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -44,6 +51,11 @@ from rollouts.io import (
 STATE_SUFFIX = ".rollouts"
 # Rows per write-ahead shard before it is compacted into a parquet part.
 ROWS_PER_SHARD = int(os.environ.get("ROLLOUTS_ROWS_PER_SHARD", "20000"))
+# Bytes per write-ahead shard before it is compacted (rows carrying large columns).
+BYTES_PER_SHARD = int(os.environ.get("ROLLOUTS_BYTES_PER_SHARD", str(256 << 20)))
+# pyarrow's JSON reader needs every line inside one block; its default block is 1 MiB.
+MIN_JSON_BLOCK = 1 << 20
+MAX_JSON_BLOCK = (1 << 31) - 1  # pyarrow takes an int32
 KEY_COLUMNS = ["prompt_id", "sample_idx"]
 
 GENERATION_SCHEMA = pa.schema(
@@ -117,6 +129,34 @@ def describe_config_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
 
 
+def _digests_by_name(inputs: list[dict[str, Any]]) -> dict[str, str]:
+    return {str(item["name"]): str(item["digest"]) for item in inputs}
+
+
+def describe_input_change(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str:
+    before, after = _digests_by_name(old), _digests_by_name(new)
+    changes = [f"{name} added" for name in sorted(set(after) - set(before))]
+    changes += [f"{name} missing" for name in sorted(set(before) - set(after))]
+    changes += [
+        f"{name} has other prompts"
+        for name in sorted(set(before) & set(after))
+        if before[name] != after[name]
+    ]
+    return ", ".join(changes)
+
+
+@contextlib.contextmanager
+def storage_errors(folder: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only file system, ...) into a one-line StorageError."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write to {folder} ({exc.strerror or exc}); make room or make it writable, "
+            "then rerun the same command to resume (or choose another -o path)"
+        ) from exc
+
+
 class RolloutStore:
     """The write-ahead log, compaction and final output of one run. Use as a context manager."""
 
@@ -127,8 +167,10 @@ class RolloutStore:
         schema: pa.Schema,
         config: dict[str, Any],
         config_hash: str,
+        inputs: list[dict[str, Any]] | None = None,
         overwrite: bool = False,
         rows_per_shard: int = ROWS_PER_SHARD,
+        bytes_per_shard: int = BYTES_PER_SHARD,
     ) -> None:
         table_format(output)  # fail early on an unknown extension
         self.output = output
@@ -136,12 +178,15 @@ class RolloutStore:
         self.schema = schema
         self.config = config
         self.config_hash = config_hash
+        self.inputs = inputs
         self.overwrite = overwrite
         self.rows_per_shard = rows_per_shard
+        self.bytes_per_shard = bytes_per_shard
         self._lock_handle: IO[str] | None = None
         self._wal: IO[bytes] | None = None
         self._wal_path: Path | None = None
         self._wal_rows = 0
+        self._wal_bytes = 0
         self._next_seq = 0
 
     # -- opening and recovery -------------------------------------------------------------
@@ -155,13 +200,15 @@ class RolloutStore:
 
     def open(self) -> None:
         self._check_foreign_output()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
+        with storage_errors(self.state_dir):
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._acquire_lock()
         try:
-            if self.overwrite:
-                self._clear_state()
-            self._check_config()
-            self._recover()
+            with storage_errors(self.state_dir):
+                if self.overwrite:
+                    self._clear_state()
+                self._check_config()
+                self._recover()
         except BaseException:
             self.close()
             raise
@@ -201,7 +248,9 @@ class RolloutStore:
         self.output.unlink(missing_ok=True)
 
     def _check_config(self) -> None:
+        """Refuse to resume with another config or other inputs; record them on a first run."""
         run_file = self.state_dir / "run.json"
+        previous: dict[str, Any] = {}
         if run_file.exists():
             previous = json.loads(run_file.read_text(encoding="utf-8"))
             if previous.get("config_hash") != self.config_hash:
@@ -210,8 +259,22 @@ class RolloutStore:
                     f"{self.output} holds rollouts of another config ({change}); "
                     "use the same options to resume, another -o path, or --overwrite"
                 )
+            self._check_inputs(previous.get("inputs"))
+            if previous.get("inputs") is not None or self.inputs is None:
+                return
+        # A first run, or a run from before inputs were recorded: record them now.
+        record = {"config_hash": self.config_hash, "config": self.config, "inputs": self.inputs}
+        write_json_atomic(record, run_file)
+
+    def _check_inputs(self, previous: list[dict[str, Any]] | None) -> None:
+        if previous is None or self.inputs is None:
             return
-        write_json_atomic({"config_hash": self.config_hash, "config": self.config}, run_file)
+        if _digests_by_name(previous) != _digests_by_name(self.inputs):
+            change = describe_input_change(previous, self.inputs)
+            raise OutputConflictError(
+                f"{self.output} holds rollouts of other inputs ({change}); "
+                "give the same inputs to resume, another -o path, or --overwrite"
+            )
 
     def _manifest(self) -> dict[str, Any]:
         path = self.state_dir / "manifest.json"
@@ -245,37 +308,36 @@ class RolloutStore:
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Write finished samples ahead and flush them to the OS before they count."""
-        try:
+        with storage_errors(self.state_dir):
             if self._wal is None:
                 self._open_shard()
             assert self._wal is not None
-            self._wal.write(b"".join(map(json_line, rows)))
+            data = b"".join(map(json_line, rows))
+            self._wal.write(data)
             self._wal.flush()
             self._wal_rows += len(rows)
-            if self._wal_rows >= self.rows_per_shard:
+            self._wal_bytes += len(data)
+            if self._wal_rows >= self.rows_per_shard or self._wal_bytes >= self.bytes_per_shard:
                 self.rotate()
-        except OSError as exc:
-            raise StorageError(
-                f"cannot write rollouts to {self.state_dir} ({exc.strerror or exc}); "
-                "fix that, then rerun the same command to resume"
-            ) from exc
 
     def _open_shard(self) -> None:
         self._wal_path = self.state_dir / f"wal-{self._next_seq:06d}.jsonl"
         self._next_seq += 1
         self._wal = open(self._wal_path, "ab")
         self._wal_rows = 0
+        self._wal_bytes = 0
 
     def rotate(self) -> None:
         """Close the current shard and compact it into a parquet part."""
         if self._wal is None or self._wal_path is None:
             return
-        os.fsync(self._wal.fileno())
-        self._wal.close()
-        shard = self._wal_path
-        self._wal = None
-        self._wal_path = None
-        self._compact_shard(shard)
+        with storage_errors(self.state_dir):
+            os.fsync(self._wal.fileno())
+            self._wal.close()
+            shard = self._wal_path
+            self._wal = None
+            self._wal_path = None
+            self._compact_shard(shard)
 
     def _compact_shard(self, shard: Path) -> None:
         if shard.stat().st_size == 0:
@@ -284,10 +346,13 @@ class RolloutStore:
         table = read_shard(shard, self.schema)
         part = shard.with_name(shard.name.replace("wal-", "part-").replace(".jsonl", ".parquet"))
         tmp = part.with_name(f".{part.name}.tmp-{os.getpid()}")
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, part)
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, part)
+        finally:
+            tmp.unlink(missing_ok=True)  # a half-written part (disk full) frees its space
         fsync_dir(self.state_dir)
         manifest = self._manifest()
         manifest["parts"].append({"file": part.name, "rows": table.num_rows})
@@ -298,12 +363,18 @@ class RolloutStore:
         self._write_manifest(manifest)
 
     def close(self) -> None:
+        """Release the shard and the lock; never raises (it runs while another error unwinds).
+
+        Bytes still buffered belong to an append that failed and was reported; a torn line it
+        leaves is dropped by the next run's recovery."""
         if self._wal is not None:
-            self._wal.close()
-            self._wal = None
+            wal, self._wal = self._wal, None
+            with contextlib.suppress(OSError):
+                wal.close()
         if self._lock_handle is not None:
-            self._lock_handle.close()
-            self._lock_handle = None
+            handle, self._lock_handle = self._lock_handle, None
+            with contextlib.suppress(OSError):
+                handle.close()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -342,11 +413,16 @@ class RolloutStore:
         fmt = table_format(self.output)
         tmp = temp_path(self.output)
         try:
-            rows = write_wide(tables, tmp, fmt) if wide else write_long(tables, tmp, fmt, self.schema)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.output)
-            fsync_dir(self.output.parent)
+            with storage_errors(self.output.parent):
+                rows = (
+                    write_wide(tables, tmp, fmt)
+                    if wide
+                    else write_long(tables, tmp, fmt, self.schema)
+                )
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.output)
+                fsync_dir(self.output.parent)
         finally:
             tmp.unlink(missing_ok=True)
         return rows, dict(errors)
@@ -370,10 +446,51 @@ def _truncate_torn_tail(shard: Path) -> None:
             handle.truncate(end)
 
 
+def longest_line(path: Path) -> int:
+    """Length in bytes of the longest line of a file (one streaming pass)."""
+    longest = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            longest = max(longest, len(line))
+    return longest
+
+
 def read_shard(shard: Path, schema: pa.Schema) -> pa.Table:
+    """A write-ahead shard as a table of `schema`, whatever the size of its rows.
+
+    pyarrow's JSON reader fails on a line longer than its block ("straddling object straddles two
+    block boundaries"), so the block is sized from the shard's longest line."""
+    block = min(max(MIN_JSON_BLOCK, longest_line(shard) + 1), MAX_JSON_BLOCK)
     options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    table = pajson.read_json(shard, parse_options=options)
+    table = pajson.read_json(
+        shard, read_options=pajson.ReadOptions(block_size=block), parse_options=options
+    )
     return table.select(schema.names).cast(schema)
+
+
+def saved_rows(output: Path) -> int:
+    """Rows on disk for OUT (committed parts and complete write-ahead lines), read from files
+    only, so it works while or after the run stops."""
+    state_dir = state_dir_for(output)
+    manifest_file = state_dir / "manifest.json"
+    if not manifest_file.exists():
+        manifest: dict[str, Any] = {"parts": [], "compacted_shards": []}
+    else:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    rows = sum(int(part["rows"]) for part in manifest["parts"])
+    compacted = set(manifest["compacted_shards"])
+    for shard in state_dir.glob("wal-*.jsonl"):
+        if shard.name not in compacted:
+            rows += _count_lines(shard)
+    return rows
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
 
 
 def _has_duplicate_keys(parts: list[Path]) -> bool:
