@@ -23,6 +23,7 @@ from rollouts.types import SamplingParams
 from server.cli import serve
 from server.info import ServerInfo
 from server.vllm import ServerConfig
+from slurm.cli import slurm as slurm_command
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_WITH_ERROR_ROWS = 3
@@ -316,6 +317,7 @@ def make_tiny_model(out_dir: Path) -> None:
 
 main.add_command(serve)
 main.add_command(convert_checkpoint_command)
+main.add_command(slurm_command)
 
 if __name__ == "__main__":
     main()

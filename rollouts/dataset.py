@@ -18,7 +18,9 @@ prompt (for duplicate detection), so memory does not grow with the prompt text.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +76,13 @@ class Dataset:
     # does not recompute hashes.
     digests: array[int] = field(default_factory=lambda: array("Q"), repr=False)
     stamp: tuple[int, int] = (0, 0)  # (size, mtime_ns) when validated
+    first_row: int = 0  # a slice (a SLURM work unit) streams rows first_row..first_row+num_prompts
+
+    def slice(self, start: int, stop: int) -> Dataset:
+        """The rows start..stop of this dataset, keeping their data_idx and prompt ids."""
+        if not 0 <= start < stop <= self.first_row + self.num_prompts:
+            raise ValueError(f"bad row range {start}..{stop} of {self.path}")
+        return dataclasses.replace(self, first_row=start, num_prompts=stop - start)
 
 
 @dataclass(frozen=True)
@@ -285,7 +294,9 @@ def iter_prompts(dataset: Dataset, system_prompt: str | None) -> Iterator[Prompt
         raise UserInputError(
             f"{dataset.path} changed after it was checked; rerun the command to check it again"
         )
-    for index, row in enumerate(iter_records(dataset.path)):
+    start = dataset.first_row
+    rows = itertools.islice(iter_records(dataset.path), start, start + dataset.num_prompts)
+    for index, row in enumerate(rows, start):
         where = f"{dataset.path} row {index}"
         prompt = normalize_prompt(row.get(dataset.prompt_key), where, system_prompt)
         prompt_id = f"{dataset.digests[index]:016x}"

@@ -470,13 +470,17 @@ class PreparedRun:
 
 
 @contextlib.contextmanager
-def prepared_run(config: GenerateConfig) -> Iterator[PreparedRun]:
+def prepared_run(
+    config: GenerateConfig, datasets: list[Dataset] | None = None
+) -> Iterator[PreparedRun]:
     """Validate every input and claim the output (lock, config check, crash recovery).
 
-    Everything that can be wrong with the user's input fails here, before a model loads."""
-    datasets = load_datasets(
-        config.inputs, config.prompt_key, config.system_prompt, config.dataset_name
-    )
+    Everything that can be wrong with the user's input fails here, before a model loads.
+    `datasets` already validated (a SLURM work unit's slice of them) are not read again."""
+    if datasets is None:
+        datasets = load_datasets(
+            config.inputs, config.prompt_key, config.system_prompt, config.dataset_name
+        )
     store = RolloutStore(
         config.output,
         schema=output_schema(d.schema for d in datasets),

@@ -109,6 +109,9 @@ class ServerConfig:
     ready_timeout: float = 1800.0
     stop_timeout: float = 30.0
     vllm_command: str = field(default_factory=_default_vllm_command)
+    # Extra environment for the server process, e.g. CUDA_VISIBLE_DEVICES when a node runs
+    # several servers side by side.
+    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Accept str paths too; frozen, so through object.__setattr__.
@@ -335,7 +338,7 @@ class ManagedServer:
             log.write(f"=== rollouts: starting: {shlex.join(argv)}\n".encode())
             log.flush()
             self._log_offset = log.tell()
-            env = {**os.environ, "VLLM_NO_USAGE_STATS": "1"}  # nodes are often offline
+            env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", **self.config.env}  # nodes are often offline
             self._proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

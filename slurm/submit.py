@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollouts.dataset import load_datasets
+from rollouts.dataset import Dataset, load_datasets
 from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import write_json_atomic
 from rollouts.runconfig import RunPlan, load_plan
@@ -61,6 +61,7 @@ class LoadedRun:
     slurm: SlurmConfig
     table: WorkTable
     identity: dict[str, Any]
+    datasets: tuple[Dataset, ...]  # validated input files, in the order of table.datasets
 
 
 def submit_run(config_path: Path, *, dry_run: bool = False, force: bool = False) -> SubmitResult:
@@ -111,6 +112,7 @@ def load_run(config_path: Path) -> LoadedRun:
     slurm = load_slurm_config(config_path, plan.output_dir)
     check_fits(slurm, plan.server, f"{config_path}: server")
     entries: list[DatasetEntry] = []
+    datasets: list[Dataset] = []
     units: list[Unit] = []
     for job_index, job in enumerate(plan.jobs):
         for dataset in load_datasets(
@@ -119,10 +121,12 @@ def load_run(config_path: Path) -> LoadedRun:
             entry = DatasetEntry(
                 job=job_index, path=str(dataset.path.resolve()), name=dataset.name,
                 output=str(job.output.resolve()), config_hash=job.config_hash(),
-                prompts=dataset.num_prompts, n=job.n,
+                prompts=dataset.num_prompts, n=job.n, output_format=job.output_format,
+                config=job.identity(),
             )
             units += split_units(len(entries), entry, dataset.digests, slurm.unit_prompts)
             entries.append(entry)
+            datasets.append(dataset)
     table = WorkTable(tuple(entries), tuple(units))
     identity = {
         "model": plan.model,
@@ -131,7 +135,7 @@ def load_run(config_path: Path) -> LoadedRun:
             for e in entries
         ],
     }
-    return LoadedRun(config_path.resolve(), plan, slurm, table, identity)
+    return LoadedRun(config_path.resolve(), plan, slurm, table, identity, tuple(datasets))
 
 
 def check_run_dir(run_dir: Path, identity: dict[str, Any]) -> None:
@@ -191,7 +195,9 @@ def write_run_dir(run: LoadedRun, run_dir: Path) -> None:
     run.slurm.logs.mkdir(parents=True, exist_ok=True)
     run.table.save(run_dir)
     write_json_atomic(
-        {"config": str(run.config_path), "identity": run.identity, "created_at": _now()},
+        {"config": str(run.config_path), "identity": run.identity,
+         "summary": str(run.plan.summary_path), "lease_timeout": run.slurm.lease_timeout,
+         "created_at": _now()},
         run_dir / RUN_FILE,
     )
 

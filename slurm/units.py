@@ -27,7 +27,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ class DatasetEntry:
     config_hash: str
     prompts: int
     n: int
+    output_format: str = "long"
+    config: dict[str, Any] = field(default_factory=dict)  # the job's identity (for summaries)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ FAKE_VLLM_WORKER=term|ignore-term|setsid  the worker stops on SIGTERM (default),
                             also leaves the process group (setsid) and ignores SIGTERM
 FAKE_VLLM_PIDS_FILE=PATH    write "MAIN_PID WORKER_PID" there once the worker runs
 FAKE_VLLM_ARGV_FILE=PATH    write the argv received there as JSON
+FAKE_VLLM_REQUESTS_FILE=PATH  append {prompt, n, seed} per completion request as it arrives
+FAKE_VLLM_DELAY=S           answer each completion request after S seconds
 """
 
 from __future__ import annotations
@@ -165,6 +167,12 @@ class FakeEngine:
             await asyncio.sleep(3600)
         if self.engine_mode == "500":
             return web.json_response({"error": {"message": "EngineDeadError"}}, status=500)
+        requests_file = os.environ.get("FAKE_VLLM_REQUESTS_FILE")
+        if requests_file and max_tokens_of(body) > 1:  # not the server's 1-token readiness probe
+            with open(requests_file, "a") as handle:  # one short append: whole lines
+                handle.write(json.dumps({"prompt": prompt, "n": body.get("n", 1),
+                                         "seed": body.get("seed")}) + "\n")
+        await asyncio.sleep(float(os.environ.get("FAKE_VLLM_DELAY", "0")))
         if body.get("model") != self.served_name:
             message = f"The model `{body.get('model')}` does not exist."
             return web.json_response({"error": {"message": message}}, status=404)
@@ -213,6 +221,10 @@ class FakeEngine:
         body = await request.json()
         prompt = "\n".join(f"{m['role']}: {m['content']}" for m in body.get("messages", []))
         return await self._generate(body, prompt, chat=True)
+
+
+def max_tokens_of(body: dict[str, Any]) -> int:
+    return int(body.get("max_tokens") or 16)
 
 
 def start_worker() -> subprocess.Popen[bytes]:

@@ -1,0 +1,383 @@
+"""What one array task runs: claim units, serve the model, generate each unit, mark it done.
+
+    rollouts slurm task RUN_DIR --check   exit 0 when there is a unit to claim (before any server)
+    rollouts slurm task RUN_DIR           the task itself
+
+The task claims a first unit before it starts any server, so a task with nothing to do never loads
+a model. It then starts its managed vLLM server(s): gpus_per_node / (tensor x data parallel) of
+them, each on its own GPUs, behind the client's router. Several units run side by side so the
+servers stay busy between units; each is a run of the existing engine over the unit's slice of
+prompts into the unit's own durable store, and ends with a done marker.
+
+Signals (forwarded by the batch script): USR1 (time limit or preemption) stops claiming, cancels
+the units in flight (every finished sample is already in their write-ahead logs), releases the
+leases and requeues this task with `scontrol requeue`; TERM (scancel) does the same but does not
+requeue. The requeued task resumes each unit by key, so no finished sample is requested again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from rollouts.engine import GenerateResult, generate, prepared_run
+from rollouts.errors import OutputConflictError, UserInputError
+from rollouts.io import write_json_atomic
+from rollouts.launch import (
+    Connection,
+    connect_managed,
+    connect_servers,
+    http_session,
+    run_until_first_failure,
+)
+from rollouts.runconfig import RunPlan, server_extra_args
+from rollouts.types import Backend
+from server.vllm import ServerConfig
+from slurm import scheduler
+from slurm.config import server_gpus, servers_per_node
+from slurm.submit import RUN_FILE, LoadedRun, load_run
+from slurm.units import Leases, Unit, WorkTable, leased_ids, pending_units, unit_output
+
+MAX_UNITS_IN_FLIGHT = 64
+IDLE_POLL_S = 5.0
+DEFAULT_LEASE_TIMEOUT_S = 300.0
+
+
+def log(message: str) -> None:
+    print(f"rollouts-slurm {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def load_task_run(run_dir: Path) -> LoadedRun:
+    """The run as submitted: its config read again and checked against the run directory."""
+    run_file = run_dir / RUN_FILE
+    if not run_file.is_file():
+        raise UserInputError(f"{run_dir}: not a SLURM run directory (no {RUN_FILE})")
+    recorded = json.loads(run_file.read_text(encoding="utf-8"))
+    run = load_run(Path(recorded["config"]))
+    if run.identity != recorded["identity"] or run.slurm.run_dir.resolve() != run_dir.resolve():
+        raise UserInputError(
+            f"{recorded['config']} changed since it was submitted to {run_dir}; "
+            "restore it, or submit the changed config to another slurm.run_dir"
+        )
+    return run
+
+
+def has_work(run_dir: Path) -> bool:
+    """Is any unit neither done nor held under a live lease? (Cheap: two directory listings.)"""
+    table = WorkTable.load(run_dir)
+    pending = pending_units(table, run_dir)
+    if not pending:
+        return False
+    leases = leased_ids(run_dir, timeout=lease_timeout(run_dir))
+    return any(not leases.get(u.id, False) for u in pending)
+
+
+def lease_timeout(run_dir: Path) -> float:
+    """The run's lease timeout, as submitted."""
+    recorded = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    return float(recorded.get("lease_timeout", DEFAULT_LEASE_TIMEOUT_S))
+
+
+def resolve_model_path(plan: RunPlan) -> str:
+    """The weights this task serves: the one place a task decides it (a checkpoint that needs
+    converting on the compute node is converted here, before any server starts)."""
+    return plan.model
+
+
+@dataclasses.dataclass
+class TaskStats:
+    task: str
+    host: str = dataclasses.field(default_factory=socket.gethostname)
+    started: float = dataclasses.field(default_factory=time.time)
+    units_done: int = 0
+    samples: int = 0
+    completion_tokens: int = 0
+    error_samples: int = 0
+    state: str = "starting"
+
+    def as_dict(self) -> dict[str, Any]:
+        elapsed = max(time.time() - self.started, 1e-9)
+        return {
+            **dataclasses.asdict(self),
+            "updated": time.time(),
+            "elapsed_s": round(elapsed, 3),
+            "samples_per_s": round(self.samples / elapsed, 3),
+            "completion_tokens_per_s": round(self.completion_tokens / elapsed, 3),
+        }
+
+
+class Task:
+    def __init__(self, run: LoadedRun, run_dir: Path) -> None:
+        self.run = run
+        self.run_dir = run_dir
+        self.task_id = scheduler.current_task_id() or f"local-{os.getpid()}"
+        self.leases = Leases(run_dir, timeout=run.slurm.lease_timeout, owner=self.task_id)
+        self.stats = TaskStats(self.task_id)
+        self.stopping = asyncio.Event()
+        self.requeue = False
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.first: Unit | None = None
+
+    # -- the task's life --------------------------------------------------------------------
+
+    async def run_all(self) -> str:
+        """Returns how it ended: 'done', 'idle' (nothing to claim), 'stopped' or 'requeued'."""
+        self.leases.offer(pending_units(self.run.table, self.run_dir))
+        self.first = self.leases.claim()
+        if self.first is None:
+            log("no unit left to claim; exiting before starting any server")
+            return "idle"
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, self._stop, True)
+        loop.add_signal_handler(signal.SIGTERM, self._stop, False)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            async with self._connection() as connection:
+                self.stats.state = "running"
+                await run_until_first_failure(
+                    self._work(connection), *(watch() for watch in connection.watchers)
+                )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.leases.release_all()
+            loop.remove_signal_handler(signal.SIGUSR1)
+            loop.remove_signal_handler(signal.SIGTERM)
+        return self._finish()
+
+    def _finish(self) -> str:
+        if self.requeue:
+            self._write_stats("requeued")
+            log(f"requeueing {self.task_id}")
+            scheduler.requeue(self.task_id)
+            return "requeued"
+        ended = "stopped" if self.stopping.is_set() else "done"
+        self._write_stats(ended)
+        return ended
+
+    def _stop(self, requeue: bool) -> None:
+        log("USR1: stopping to requeue" if requeue else "TERM: stopping")
+        self.requeue = self.requeue or requeue
+        self.stopping.set()
+        for unit_task in self.running.values():
+            unit_task.cancel()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.run.slurm.heartbeat)
+            for uid in self.leases.heartbeat():
+                log(f"lost the lease of unit {uid} to another task; leaving it")
+                if uid in self.running:
+                    self.running[uid].cancel()
+            self._write_stats(self.stats.state)
+
+    def _write_stats(self, state: str) -> None:
+        self.stats.state = state
+        path = self.run_dir / "tasks" / f"{self.task_id}.json"
+        with contextlib.suppress(OSError):  # progress reporting must never stop the work
+            write_json_atomic(self.stats.as_dict(), path)
+
+    # -- servers ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        plan = self.run.plan
+        count = 1 if plan.base_urls else servers_per_node(self.run.slurm, plan.server)
+        async with http_session(plan.max_concurrent * count) as session:
+            if plan.base_urls:
+                async with connect_servers(
+                    session, plan.base_urls, plan.jobs[0].model, plan.api_key,
+                    plan.jobs[0].request_timeout_s,
+                ) as connection:
+                    yield connection
+                return
+            async with contextlib.AsyncExitStack() as stack:
+                connections = [
+                    await stack.enter_async_context(connect_managed(
+                        config, session, plan.max_restarts, plan.jobs[0].request_timeout_s
+                    ))
+                    for config in self._server_configs(count)
+                ]
+                log(f"{count} server(s) ready")
+                yield _combined(connections)
+
+    def _server_configs(self, count: int) -> list[ServerConfig]:
+        plan = self.run.plan
+        options = {k: v for k, v in plan.server.items() if k not in ("extra_args", "log_file")}
+        extra = server_extra_args(plan.server)
+        if os.environ.get("ROLLOUTS_RAY"):
+            extra += ("--distributed-executor-backend", "ray")
+        gpus = _visible_gpus(self.run.slurm.gpus_per_node)
+        per_server = server_gpus(plan.server)
+        configs = []
+        for index in range(count):
+            env = {}
+            if gpus and self.run.slurm.nodes_per_task == 1:
+                mine = gpus[index * per_server:(index + 1) * per_server]
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
+            log_file = self.run.slurm.logs / f"server-{self.task_id}-{index}.log"
+            configs.append(ServerConfig(
+                model=resolve_model_path(plan), seed=plan.jobs[0].seed, extra_args=extra,
+                log_file=log_file, env=env, **options,
+            ))
+        return configs
+
+    # -- units ------------------------------------------------------------------------------
+
+    async def _work(self, connection: Connection) -> None:
+        servers = len(connection.backends)
+        slots = asyncio.Semaphore(self.run.plan.max_concurrent * servers)
+        workers = self._units_in_flight(self.run.plan.max_concurrent * servers)
+        log(f"{self.task_id}: {workers} unit(s) in flight over {servers} server(s)")
+        await asyncio.gather(
+            *(self._unit_worker(index, connection, slots) for index in range(workers))
+        )
+
+    def _units_in_flight(self, concurrency: int) -> int:
+        """Enough units at once to keep twice the request bound queued."""
+        table = self.run.table
+        unit = self.first
+        assert unit is not None
+        entry = table.datasets[unit.dataset]
+        job = self.run.plan.jobs[entry.job]
+        per_request = entry.n if job.samples_per_request == "n" else 1
+        requests_per_unit = max(1, table.samples(unit) // per_request)
+        return max(1, min(MAX_UNITS_IN_FLIGHT, math.ceil(2 * concurrency / requests_per_unit)))
+
+    async def _unit_worker(
+        self, index: int, connection: Connection, slots: asyncio.Semaphore
+    ) -> None:
+        while not self.stopping.is_set():
+            unit = self._next_unit()
+            if unit is None:
+                if not await self._wait_for_more():
+                    return
+                continue
+            unit_task = asyncio.create_task(self._run_unit(unit, index, connection, slots))
+            self.running[unit.id] = unit_task
+            try:
+                await unit_task
+            except asyncio.CancelledError:
+                if not unit_task.cancelled():
+                    raise  # this worker itself was cancelled
+                self.leases.release(unit.id)
+            finally:
+                self.running.pop(unit.id, None)
+
+    def _next_unit(self) -> Unit | None:
+        if self.first is not None:
+            unit, self.first = self.first, None
+            return unit
+        return self.leases.claim()
+
+    async def _wait_for_more(self) -> bool:
+        """Nothing to claim now: wait while other tasks hold units (a holder that dies leaves a
+        stale lease to take over); False once every unit is done."""
+        while not self.stopping.is_set():
+            pending = pending_units(self.run.table, self.run_dir)
+            if not pending:
+                return False
+            self.leases.offer(pending)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), IDLE_POLL_S)
+            if any(not live for live in self._leases_of(pending).values()):
+                return True
+        return False
+
+    def _leases_of(self, pending: list[Unit]) -> dict[str, bool]:
+        live = leased_ids(self.run_dir, timeout=self.run.slurm.lease_timeout)
+        return {u.id: live.get(u.id, False) for u in pending}
+
+    async def _run_unit(
+        self, unit: Unit, index: int, connection: Connection, slots: asyncio.Semaphore
+    ) -> None:
+        entry = self.run.table.datasets[unit.dataset]
+        job = self.run.plan.jobs[entry.job]
+        dataset = self.run.datasets[unit.dataset].slice(unit.start, unit.stop)
+        config = dataclasses.replace(
+            job, inputs=(entry.path,), output=unit_output(self.run_dir, unit.id),
+            output_format="long", progress=False, overwrite=False,
+        )
+        started = time.monotonic()
+        try:
+            with prepared_run(config, [dataset]) as prepared:
+                result = await generate(
+                    prepared, _rotated(connection.backends, index), connection.health,
+                    model_label=connection.model_label, slots=slots,
+                )
+        except OutputConflictError as exc:  # another task still writes it (its lease looked stale)
+            log(f"unit {unit.id}: {exc}; leaving it")
+            self.leases.release(unit.id)
+            return
+        self._record(unit, entry.config_hash, result, time.monotonic() - started)
+
+    def _record(self, unit: Unit, config_hash: str, result: GenerateResult, elapsed: float) -> None:
+        this_run = result.summary["this_run"]
+        rows = int(result.summary["output"]["rows"])
+        expected = self.run.table.samples(unit)
+        if rows != expected:
+            raise UserInputError(f"unit {unit.id} holds {rows} rows, expected {expected}")
+        self.leases.finish(unit.id, {
+            "dataset": unit.dataset, "start": unit.start, "stop": unit.stop, "rows": rows,
+            "error_rows": result.error_rows, "config_hash": config_hash,
+            "samples_this_run": this_run["samples"],
+            "completion_tokens": this_run["completion_tokens"],
+            "elapsed_s": round(elapsed, 3), "task": self.task_id,
+            "host": socket.gethostname(), "finished_at": time.time(),
+        })
+        self.stats.units_done += 1
+        self.stats.samples += int(this_run["samples"])
+        self.stats.completion_tokens += int(this_run["completion_tokens"])
+        self.stats.error_samples += result.error_rows
+        log(f"unit {unit.id} done ({rows} rows, {elapsed:.1f}s)")
+
+
+def _combined(connections: list[Connection]) -> Connection:
+    """Several managed servers as one connection: all backends, each health check, all watchers."""
+    if len(connections) == 1:
+        return connections[0]
+    owner = {id(b): c for c in connections for b in c.backends}
+
+    async def health(backend: Backend) -> bool:
+        return await owner[id(backend)].health(backend)
+
+    return Connection(
+        backends=[b for c in connections for b in c.backends],
+        health=health,
+        watchers=[w for c in connections for w in c.watchers],
+    )
+
+
+def _rotated(backends: list[Backend], index: int) -> list[Backend]:
+    """Each unit lists the servers from another start, so units in flight spread over them."""
+    shift = index % len(backends)
+    return backends[shift:] + backends[:shift]
+
+
+def _visible_gpus(gpus_per_node: int) -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g for g in visible.split(",") if g]
+    return [str(i) for i in range(gpus_per_node)]
+
+
+def run_task(run_dir: Path) -> str:
+    """Run this array task to its end; see the module docstring."""
+    run = load_task_run(run_dir)
+    task = Task(run, run_dir)
+    log(f"{task.task_id} on {socket.gethostname()} (restart {scheduler.restart_count()})")
+    outcome = asyncio.run(task.run_all())
+    log(f"{task.task_id}: {outcome}")
+    return outcome
