@@ -19,6 +19,7 @@ from rollouts.checkpoint_cli import convert_checkpoint_command
 from rollouts.clitools import echo_err, handle_errors
 from rollouts.engine import GenerateConfig, GenerateResult
 from rollouts.errors import UserInputError
+from rollouts.sweep_cli import sweep_command
 from rollouts.types import SamplingParams
 from server.cli import serve
 from server.info import ServerInfo
@@ -317,6 +318,7 @@ def make_tiny_model(out_dir: Path) -> None:
 
 main.add_command(serve)
 main.add_command(convert_checkpoint_command)
+main.add_command(sweep_command)
 main.add_command(slurm_command)
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from rollouts.checkpoint import resolve_plan_model
 from rollouts.client import OpenAIEndpoint, check_health
 from rollouts.engine import GenerateConfig, GenerateResult, PreparedRun, generate, prepared_run
 from rollouts.errors import ServerStartError, ServerUnavailable, UserInputError
@@ -309,6 +310,7 @@ async def run_plan(plan: RunPlan) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _plan_connection(plan: RunPlan) -> AsyncIterator[Connection]:
+    plan = resolve_plan_model(plan)  # a DCP checkpoint is converted (once, cached) before loading
     if plan.backend == "hf":
         async with connect_in_process(plan.model) as connection:
             yield connection

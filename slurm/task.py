@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from rollouts.checkpoint import resolve_plan_model
 from rollouts.engine import GenerateResult, generate, prepared_run
 from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import write_json_atomic
@@ -214,7 +215,9 @@ class Task:
                 yield _combined(connections)
 
     def _server_configs(self, count: int) -> list[ServerConfig]:
-        plan = self.run.plan
+        # A DCP checkpoint is converted here, on the compute node (once, through the cache),
+        # and served under its own name so the rows and resume keys keep it.
+        plan = resolve_plan_model(self.run.plan)
         options = {k: v for k, v in plan.server.items() if k not in ("extra_args", "log_file")}
         extra = server_extra_args(plan.server)
         if os.environ.get("ROLLOUTS_RAY"):

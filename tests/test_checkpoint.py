@@ -275,3 +275,24 @@ def test_a_conversion_killed_midway_leaves_nothing_complete_looking(
     assert "converting" in capsys.readouterr().err
     assert is_converted(converted)
     assert list(cache.glob(".*.tmp-*")) == []  # the killed one's leftovers are gone
+
+
+def test_a_run_plan_on_a_dcp_checkpoint_serves_the_conversion_under_the_checkpoints_name(
+    checkpoint: Path, base_model: Path, tmp_path: Path
+) -> None:
+    from rollouts.checkpoint import resolve_plan_model
+    from rollouts.runconfig import load_plan
+
+    (tmp_path / "d.jsonl").write_text('{"prompt": "hi"}\n')
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"model": str(checkpoint), "base_model": str(base_model),
+                                  "datasets": [{"path": "d.jsonl"}]}))
+    plan = load_plan(config, progress=False)
+    resolved = resolve_plan_model(plan)
+    assert is_converted(Path(resolved.model))
+    assert resolved.server["served_model_name"] == str(checkpoint) == plan.jobs[0].model
+    assert resolve_plan_model(resolved) == resolved  # a HuggingFace directory is served as is
+
+    config.write_text(json.dumps({"model": str(checkpoint), "datasets": [{"path": "d.jsonl"}]}))
+    with pytest.raises(UserInputError, match="set `base_model`"):
+        resolve_plan_model(load_plan(config, progress=False))
