@@ -10,17 +10,19 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from rollouts import __version__
 from rollouts.checkpoint_cli import convert_checkpoint_command
 from rollouts.clitools import echo_err, handle_errors
-from rollouts.engine import GenerateConfig, GenerateResult
+from rollouts.concurrency import parse_max_concurrent
+from rollouts.engine import GenerateConfig, GenerateResult, unseeded_notice
 from rollouts.errors import UserInputError
 from rollouts.sweep_cli import sweep_command
 from rollouts.types import SamplingParams
+from scoring.prepare_cli import prepare_group
 from server.cli import serve
 from server.info import ServerInfo
 from server.vllm import ServerConfig
@@ -28,12 +30,24 @@ from slurm.cli import slurm as slurm_command
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_WITH_ERROR_ROWS = 3
+EXIT_INTERRUPTED = 130
 
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="rollouts")
 def main() -> None:
-    """Sample many responses per prompt from vLLM servers, durably and resumably."""
+    """Sample many responses per prompt from vLLM servers, durably and resumably.
+
+    \b
+    Three tools, joined by files:
+      rollouts generate in.jsonl -o out.parquet --n 8  N samples per prompt
+      score out.parquet -o scored.parquet              rewards, pass@k report
+      filter-difficulty scored.parquet -o buckets/     prompts by pass rate
+    \b
+    Look at samples: rollouts show FILE; watch a run: rollouts status OUT.
+    First time? bash scripts/demo.sh runs all three on a CPU in minutes.
+    Help on each: rollouts COMMAND -h, score -h, filter-difficulty -h.
+    """
 
 
 def parse_extra_body(text: str | None) -> dict[str, Any]:
@@ -122,12 +136,30 @@ def report(result: GenerateResult) -> None:
         f"{run['completion_tokens_per_s']:.0f} tok/s); summary: {result.summary_path}"
     )
     click.echo(str(result.output))
+    quarantined = run.get("quarantined_prompts") or []
+    if quarantined:
+        where = ", ".join(f"{q['dataset']}#{q['data_idx']}" for q in quarantined[:10])
+        echo_err(f"quarantined {len(quarantined)} prompts that brought the server down: {where}")
     if result.error_rows:
         kinds = ", ".join(f"{k}={v}" for k, v in summary["output"]["errors_by_kind"].items())
         echo_err(
             f"{result.error_rows} samples failed ({kinds}); rerun with --retry-errors to retry them"
         )
         sys.exit(EXIT_WITH_ERROR_ROWS)
+
+
+def exit_interrupted(outputs: list[Path]) -> NoReturn:
+    """Ctrl-C: say what is kept and how to go on, then exit 130 (128 + SIGINT) as shells do."""
+    from rollouts.store import saved_rows, state_dir_for
+
+    saved = ", ".join(f"{saved_rows(out)} samples saved in {state_dir_for(out)}" for out in outputs)
+    echo_err(f"interrupted: {saved}; rerun the same command to resume")
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def seed_was_given() -> bool:
+    source = click.get_current_context().get_parameter_source("seed")
+    return source is not click.core.ParameterSource.DEFAULT
 
 
 @main.command(context_settings=CONTEXT)
@@ -148,8 +180,9 @@ def report(result: GenerateResult) -> None:
 @click.option("--samples-per-request", type=click.Choice(["n", "1"]), default="n", show_default=True,
               help="n: one request with n=N, unseeded (one prefill, fastest). 1: one request per "
                    "sample with its own seed (each sample reproducible alone).")
-@click.option("--max-concurrent", type=int, default=64, show_default=True,
-              help="Requests in flight at most.")
+@click.option("--max-concurrent", default="auto", show_default=True,
+              help="auto: per server, as many sequences as its vLLM /metrics show it can take "
+                   "(64 requests where it has none). A number: requests in flight at most.")
 @click.option("--max-rps", type=float, default=None, help="Requests started per second at most.")
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--top-p", type=float, default=1.0, show_default=True)
@@ -171,6 +204,9 @@ def report(result: GenerateResult) -> None:
               help="Seconds to wait for an unreachable server before stopping the run.")
 @click.option("--request-timeout", type=float, default=None,
               help="Seconds of silence before a request is retried (default: 120 + 0.1 x max-tokens).")
+@click.option("--stall-timeout", type=float, default=120.0, show_default=True,
+              help="Seconds a server may make no progress with requests in flight before a "
+                   "managed one is restarted or an external one ejected; 0: never.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @managed_server_options
 @handle_errors
@@ -184,7 +220,7 @@ def generate(
     api_key: str | None,
     n: int,
     samples_per_request: str,
-    max_concurrent: int,
+    max_concurrent: str,
     max_rps: float | None,
     temperature: float,
     top_p: float,
@@ -200,6 +236,7 @@ def generate(
     max_attempts: int,
     server_wait: float,
     request_timeout: float | None,
+    stall_timeout: float,
     progress: bool,
     managed: dict[str, Any],
 ) -> None:
@@ -221,7 +258,7 @@ def generate(
         params=sampling_params(temperature, top_p, max_tokens, stop, extra_body),
         seed=seed,
         samples_per_request=samples_per_request,  # type: ignore[arg-type]
-        max_concurrent=max_concurrent,
+        max_concurrent=parse_max_concurrent(max_concurrent),
         max_rps=max_rps,
         prompt_key=prompt_key,
         system_prompt=system_prompt,
@@ -231,9 +268,16 @@ def generate(
         max_attempts=max_attempts,
         server_wait_s=server_wait,
         request_timeout_s=request_timeout,
+        stall_timeout_s=stall_timeout,
         progress=progress,
     )
-    report(asyncio.run(_dispatch(config, backend, base_urls, server_infos, api_key, managed)))
+    if seed_was_given() and (notice := unseeded_notice(config)):
+        echo_err(f"note: {notice}")
+    try:
+        result = asyncio.run(_dispatch(config, backend, base_urls, server_infos, api_key, managed))
+    except KeyboardInterrupt:
+        exit_interrupted([config.output])
+    report(result)
 
 
 async def _dispatch(
@@ -291,10 +335,15 @@ def run_command(config_file: Path, overwrite: bool, progress: bool) -> None:
     Datasets already complete are skipped; rerunning resumes the rest.
     """
     from rollouts.launch import run_plan
-    from rollouts.runconfig import load_plan
+    from rollouts.runconfig import load_plan, plan_unseeded_notice
 
     plan = load_plan(config_file, overwrite=overwrite, progress=progress)
-    summary = asyncio.run(run_plan(plan))
+    if plan.seed_given and (notice := plan_unseeded_notice(plan)):
+        echo_err(f"note: {notice}")
+    try:
+        summary = asyncio.run(run_plan(plan))
+    except KeyboardInterrupt:
+        exit_interrupted([job.output for job in plan.jobs])
     failed = 0
     for entry in summary["datasets"]:
         echo_err(f"{entry['name']}: {entry['status']} -> {entry['output']}")
@@ -320,6 +369,7 @@ main.add_command(serve)
 main.add_command(convert_checkpoint_command)
 main.add_command(sweep_command)
 main.add_command(slurm_command)
+main.add_command(prepare_group)
 
 if __name__ == "__main__":
     main()

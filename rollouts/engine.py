@@ -1,7 +1,8 @@
 """The generation engine: prompts × N samples through backends into a durable store.
 
 Flow: a producer streams prompts, skips samples already on disk, and feeds a bounded queue; a fixed
-pool of `max_concurrent` workers takes work units from it, so requests in flight never exceed that
+pool of workers takes work units from it (`max_concurrent` of them, or with `auto` enough for the
+servers' adaptive limits, rollouts.concurrency), so requests in flight never exceed that
 bound and memory does not grow with the dataset. Each worker routes its request (rollouts.router),
 retries what may succeed later (rollouts.client's policy, through tenacity), and appends the
 finished samples to the store's write-ahead log before they count. A request out of retries
@@ -28,6 +29,13 @@ from asyncio_throttle import Throttler
 from tqdm import tqdm
 
 from rollouts.client import DEFAULT_MAX_ATTEMPTS, RequestError, backoff_delay
+from rollouts.concurrency import (
+    AUTO,
+    FALLBACK_REQUESTS,
+    AdaptiveLimits,
+    MaxConcurrent,
+    auto_workers,
+)
 from rollouts.dataset import Dataset, PromptRecord, input_identity, iter_prompts, load_datasets
 from rollouts.errors import UserInputError
 from rollouts.io import write_json_atomic
@@ -53,7 +61,7 @@ class GenerateConfig:
     params: SamplingParams = field(default_factory=SamplingParams)
     seed: int = 0
     samples_per_request: SamplesPerRequest = "n"
-    max_concurrent: int = 64
+    max_concurrent: MaxConcurrent = AUTO  # a fixed number of requests, or per-server adaptive
     max_rps: float | None = None
     prompt_key: str = "prompt"
     system_prompt: str | None = None
@@ -63,18 +71,21 @@ class GenerateConfig:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     server_wait_s: float = 600.0
     request_timeout_s: float | None = None  # silence limit per request; None: from max_tokens
+    stall_timeout_s: float = 120.0  # no progress this long with requests in flight: restart/eject
     progress: bool = True
     dataset_name: str | None = None  # a run config's `name:` for its one input file
 
     def __post_init__(self) -> None:
         if not 1 <= self.n <= MAX_SAMPLES_PER_PROMPT:
             raise UserInputError(f"--n must be between 1 and {MAX_SAMPLES_PER_PROMPT}, got {self.n}")
-        if self.max_concurrent < 1:
+        if self.max_concurrent != AUTO and self.max_concurrent < 1:
             raise UserInputError("--max-concurrent must be at least 1")
         if self.max_rps is not None and self.max_rps <= 0:
             raise UserInputError("--max-rps must be positive")
         if self.max_attempts < 1:
             raise UserInputError("--max-attempts must be at least 1")
+        if self.stall_timeout_s < 0:
+            raise UserInputError("--stall-timeout must be >= 0 seconds (0 turns the watchdog off)")
         if self.samples_per_request not in ("n", "1"):
             raise UserInputError("--samples-per-request must be 'n' or '1'")
 
@@ -144,6 +155,7 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors_by_kind: Counter[str] = field(default_factory=Counter)
+    quarantined_prompts: dict[str, dict[str, Any]] = field(default_factory=dict)  # poison
 
     def elapsed(self) -> float:
         return max(time.monotonic() - self.started, 1e-9)
@@ -157,6 +169,7 @@ class RunStats:
             "retries": self.retries,
             "error_samples": self.error_samples,
             "errors_by_kind": dict(self.errors_by_kind),
+            "quarantined_prompts": list(self.quarantined_prompts.values()),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "samples_per_s": round(self.samples / elapsed, 3),
@@ -202,7 +215,8 @@ class Generator:
         self.model_label = model_label
         self.stats = RunStats()
         self.throttler = _throttler(config.max_rps)
-        self.queue: asyncio.Queue[WorkUnit | None] = asyncio.Queue(maxsize=2 * config.max_concurrent)
+        self.workers = worker_count(config, router)
+        self.queue: asyncio.Queue[WorkUnit | None] = asyncio.Queue(maxsize=2 * self.workers)
         self._uncommitted: list[dict[str, Any]] = []
         self._commit_scheduled = False
         self._commit_error: Exception | None = None
@@ -225,7 +239,7 @@ class Generator:
 
     async def _run_workers(self, done: DoneIndex) -> None:
         tasks = [asyncio.create_task(self._producer(done))]
-        tasks += [asyncio.create_task(self._worker()) for _ in range(self.config.max_concurrent)]
+        tasks += [asyncio.create_task(self._worker()) for _ in range(self.workers)]
         try:
             finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in finished:
@@ -235,6 +249,8 @@ class Generator:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._commit()  # finished rows still waiting for their group commit
+        if self._commit_error is not None:
+            raise self._commit_error  # a group commit that failed after the last worker ended
 
     async def _producer(self, done: DoneIndex) -> None:
         for dataset in self.datasets:
@@ -242,7 +258,7 @@ class Generator:
                 missing = done.missing(record.prompt_id, self.config.n)
                 for unit in work_units(record, missing, self.config) if missing else ():
                     await self.queue.put(unit)
-        for _ in range(self.config.max_concurrent):
+        for _ in range(self.workers):
             await self.queue.put(None)
 
     async def _worker(self) -> None:
@@ -321,7 +337,8 @@ class Generator:
     async def _attempt_in_slot(self, unit: WorkUnit) -> tuple[CompletionBatch, str]:
         if self.throttler is not None:
             await self.throttler.acquire()
-        endpoint = await self.router.acquire(unit.record.prompt_id)
+        sequences = len(unit.sample_indices)
+        endpoint = await self.router.acquire(unit.record.prompt_id, sequences)
         try:
             batch = await endpoint.backend.complete(
                 unit.record.prompt,
@@ -333,7 +350,7 @@ class Generator:
             self.router.record_failure(endpoint, unreachable=exc.endpoint_down)
             raise
         finally:
-            self.router.release(endpoint)
+            self.router.release(endpoint, sequences)
         self.router.record_success(endpoint)
         return batch, endpoint.name
 
@@ -386,6 +403,11 @@ class Generator:
     ) -> list[dict[str, Any]]:
         self.stats.error_samples += len(unit.sample_indices)
         self.stats.errors_by_kind[exc.kind] += len(unit.sample_indices)
+        if exc.kind == "poison":  # rollouts.quarantine: the prompt crashed the server each time
+            record = unit.record
+            self.stats.quarantined_prompts[record.prompt_id] = {
+                "prompt_id": record.prompt_id, "dataset": record.dataset, "data_idx": record.data_idx
+            }
         rows = []
         for sample_idx in unit.sample_indices:
             row = self._base_row(unit, sample_idx)
@@ -413,10 +435,28 @@ class Generator:
         bar.set_postfix_str(
             f"req/s={self.stats.requests / elapsed:.1f} "
             f"tok/s={self.stats.completion_tokens / elapsed:.0f} "
-            f"in_flight={self.router.in_flight} retries={self.stats.retries} "
+            f"in_flight={self.router.in_flight}{self._limits_postfix()} retries={self.stats.retries} "
             f"errors={self.stats.error_samples}",
             refresh=True,
         )
+
+
+    def _limits_postfix(self) -> str:
+        limits = self.router.limits
+        if not limits:
+            return ""
+        return " limit_seqs=" + ",".join(str(limit.limit) for limit in limits.values())
+
+
+def worker_count(config: GenerateConfig, router: Router) -> int:
+    """A fixed --max-concurrent is the pool; `auto` fills the servers' adaptive limits, or runs
+    the fallback number of requests where there are none (the in-process backend)."""
+    if config.max_concurrent != AUTO:
+        return config.max_concurrent
+    per_request = config.n if config.samples_per_request == "n" else 1
+    if router.limits is None:
+        return FALLBACK_REQUESTS
+    return auto_workers(len(router.limits), per_request)
 
 
 class _RetriesExhausted(Exception):
@@ -501,13 +541,17 @@ async def generate(
     model_label: str | None = None,
     slots: asyncio.Semaphore | None = None,
     progress_position: int = 0,
+    limits: AdaptiveLimits | None = None,
 ) -> GenerateResult:
     """Run one prepared job to completion (or resume it); write OUT and its summary.
 
     `slots` bounds requests in flight across several jobs sharing one server."""
     config, store = run.config, run.store
     done = store.done_index(retry_errors=config.retry_errors)
-    router = Router(backends, health_check, server_wait_s=config.server_wait_s)
+    router = Router(
+        backends, health_check, server_wait_s=config.server_wait_s,
+        limits=limits.limits if limits else None,
+    )
     async with router:
         await router.wait_until_reachable()
         generator = Generator(
@@ -517,6 +561,11 @@ async def generate(
         await generator.run(done)
     rows, errors_by_kind = store.finalize(wide=config.output_format == "wide")
     summary = _summary(config, run.datasets, generator, router, rows, errors_by_kind)
+    summary["concurrency"] = {
+        "max_concurrent": config.max_concurrent,
+        "workers": generator.workers,
+        "servers": limits.summary() if limits else [],
+    }
     path = summary_path_for(config.output)
     with storage_errors(path.parent):
         write_json_atomic(summary, path)

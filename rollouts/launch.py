@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import sys
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -20,13 +20,29 @@ from typing import Any, TypeVar
 import aiohttp
 
 from rollouts.checkpoint import resolve_plan_model
-from rollouts.client import OpenAIEndpoint, check_health
+from rollouts.client import OpenAIEndpoint
+from rollouts.concurrency import (
+    AUTO,
+    AdaptiveLimits,
+    MaxConcurrent,
+    MetricsReader,
+    max_num_seqs_from_args,
+)
 from rollouts.engine import GenerateConfig, GenerateResult, PreparedRun, generate, prepared_run
 from rollouts.errors import ServerStartError, ServerUnavailable, UserInputError
 from rollouts.io import write_json_atomic
+from rollouts.quarantine import PromptGuard
 from rollouts.router import HealthCheck
 from rollouts.runconfig import RunPlan, server_extra_args
 from rollouts.types import Backend
+from rollouts.vllm_metrics import fetch_metrics
+from rollouts.watchdog import (
+    DEFAULT_STALL_TIMEOUT_S,
+    ProgressWatch,
+    WatchedEndpoint,
+    echo_warning,
+    watched_endpoints,
+)
 from server.vllm import ManagedServer, ServerConfig
 
 T = TypeVar("T")
@@ -34,22 +50,27 @@ T = TypeVar("T")
 # Keep-alive connections beyond the concurrency bound, for health checks and retries.
 CONNECTION_SLACK = 16
 MODEL_QUERY_INTERVAL_S = 1.0
+HUNG_STOP_GRACE_S = 5.0
+
+
+Watcher = Callable[[], Awaitable[None]]
 
 
 @dataclass
 class Connection:
     backends: list[Backend]
     health: HealthCheck
-    watchers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    watchers: list[Watcher] = field(default_factory=list)
     model_label: str | None = None
+    max_num_seqs: int | None = None  # the server's, when known: where `auto` concurrency starts
 
 
 @asynccontextmanager
-async def http_session(max_concurrent: int) -> AsyncIterator[aiohttp.ClientSession]:
-    """The run's one aiohttp session: a connection limit at or above the concurrency."""
-    connector = aiohttp.TCPConnector(
-        limit=max_concurrent + CONNECTION_SLACK, limit_per_host=0, ttl_dns_cache=300
-    )
+async def http_session(max_concurrent: MaxConcurrent) -> AsyncIterator[aiohttp.ClientSession]:
+    """The run's one aiohttp session: a connection limit at or above the concurrency (none for
+    `auto`, whose per-server limits bound the connections)."""
+    limit = 0 if max_concurrent == AUTO else max_concurrent + CONNECTION_SLACK
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
     # trust_env=False: inference servers sit on cluster-internal addresses that an HTTP proxy
     # from the environment would only break, and reading netrc per request costs a thread hop.
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
@@ -107,12 +128,13 @@ async def _ask_model(session: aiohttp.ClientSession, base_url: str, api_key: str
         ) from exc
 
 
-def _http_health(session: aiohttp.ClientSession) -> HealthCheck:
-    async def health(backend: Backend) -> bool:
-        assert isinstance(backend, OpenAIEndpoint)
-        return await check_health(session, backend.root_url)
+def _watched_health(backend: Backend) -> Awaitable[bool]:
+    assert isinstance(backend, WatchedEndpoint)
+    return backend.healthy()
 
-    return health
+
+def _eject(endpoint: WatchedEndpoint, reason: str) -> None:
+    endpoint.eject(reason)
 
 
 @asynccontextmanager
@@ -122,12 +144,14 @@ async def connect_servers(
     model: str,
     api_key: str | None,
     request_timeout_s: float | None,
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
 ) -> AsyncIterator[Connection]:
-    """Running OpenAI-compatible servers (one or several)."""
-    backends: list[Backend] = [
-        OpenAIEndpoint(url, model, session, api_key, request_timeout_s) for url in base_urls
-    ]
-    yield Connection(backends, _http_health(session))
+    """Running OpenAI-compatible servers (one or several); one that stalls is ejected."""
+    endpoints = watched_endpoints(base_urls, model, session, api_key, request_timeout_s)
+    watchers: list[Watcher] = []
+    if stall_timeout_s:
+        watchers.append(ProgressWatch(endpoints, stall_timeout_s, _eject).run)
+    yield Connection(list(endpoints), _watched_health, watchers)
 
 
 @asynccontextmanager
@@ -136,17 +160,26 @@ async def connect_managed(
     session: aiohttp.ClientSession,
     max_restarts: int,
     request_timeout_s: float | None,
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
 ) -> AsyncIterator[Connection]:
-    """Start a vLLM server (stopped again on any exit, Ctrl-C included) and supervise it."""
+    """Start a vLLM server (stopped again on any exit, Ctrl-C included) and supervise it: it is
+    restarted when it dies or stalls, and prompts that bring it down are quarantined."""
     async with ManagedServer(server_config) as server:
-        endpoint = OpenAIEndpoint(server.base_url, server.model, session, None, request_timeout_s)
-        supervisor = Supervisor(server, max_restarts)
-        http_health = _http_health(session)
+        guard = PromptGuard()
+        [endpoint] = watched_endpoints(
+            [server.base_url], server.model, session, None, request_timeout_s, guard
+        )
+        endpoint.hold_on_connection_error = True
+        supervisor = Supervisor(server, endpoint, guard, max_restarts)
+        watchers: list[Watcher] = [supervisor.watch]
+        if stall_timeout_s:
+            watchers.append(ProgressWatch([endpoint], stall_timeout_s, supervisor.note_stall).run)
 
         async def health(backend: Backend) -> bool:
-            return supervisor.ready and await http_health(backend)
+            return supervisor.ready and await _watched_health(backend)
 
-        yield Connection([endpoint], health, [supervisor.watch])
+        yield Connection([endpoint], health, watchers,
+                         max_num_seqs=max_num_seqs_from_args(server_config.extra_args))
 
 
 @asynccontextmanager
@@ -161,50 +194,97 @@ async def connect_in_process(model_path: str) -> AsyncIterator[Connection]:
 
 
 class Supervisor:
-    """Brings a managed server back when it dies mid-run, a bounded number of times.
+    """Brings a managed server back when it dies or hangs mid-run, a bounded number of times.
 
-    While it is down or restarting, `ready` is False: the router holds requests (they wait, they
-    are not failed) and requests in flight when it died are retried, so nothing is lost or
-    duplicated. A restart that itself fails counts as one more death."""
+    While it is down or restarting, its requests wait (they are not failed); requests in flight
+    when it went down are retried, so nothing is lost or duplicated. A restart that itself fails
+    counts as one more death. At each incident the prompts involved are noted (rollouts.quarantine);
+    a death while a suspect prompt ran alone quarantines that prompt and costs no restart."""
 
-    def __init__(self, server: ManagedServer, max_restarts: int, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        server: ManagedServer,
+        endpoint: WatchedEndpoint,
+        guard: PromptGuard,
+        max_restarts: int,
+        poll_s: float = 1.0,
+    ) -> None:
         self.server = server
+        self.endpoint = endpoint
+        self.guard = guard
         self.max_restarts = max_restarts
         self.poll_s = poll_s
         self.restarts = 0
         self.ready = True
+        self._stall: str | None = None
+        self._hangs = 0
+
+    def note_stall(self, endpoint: WatchedEndpoint, reason: str) -> None:
+        """From the progress watch: restart at the next poll."""
+        self._stall = reason
 
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(self.poll_s)
-            if not self.server.is_running():
-                self.ready = False
-                await self._bring_back()
-                self.ready = True
+            trouble = self._trouble()
+            if trouble is None:
+                self.guard.release_hold_if_stale()
+                self.endpoint.release_hold(min_age_s=self.poll_s)
+                continue
+            self.ready = False
+            self.endpoint.pause()
+            await self._bring_back(trouble)
+            self.endpoint.resume()
+            self.ready = True
 
-    async def _bring_back(self) -> None:
-        while True:
-            tail = self.server.log_tail(20)
-            if self.restarts >= self.max_restarts:
-                raise ServerStartError(
-                    f"the managed vLLM server died {self.restarts + 1} times "
-                    f"(status {self.server.returncode}); giving up. Rerun to resume. "
-                    f"Log tail:\n{tail}"
-                )
-            self.restarts += 1
+    def _trouble(self) -> str | None:
+        if not self.server.is_running():
+            return f"died (status {self.server.returncode})"
+        if self._stall is not None:
+            return f"hung: {self._stall}"
+        return None
+
+    async def _bring_back(self, trouble: str) -> None:
+        hung = self._stall is not None and self.server.is_running()
+        self._hangs += hung
+        self._stall = None
+        # A hung engine has no requests to finish: a short SIGTERM grace, then SIGKILL.
+        grace = min(HUNG_STOP_GRACE_S, self.server.config.stop_timeout) if hung else None
+        poison = self.guard.record_incident()
+        if poison is not None:
             echo_warning(
-                f"managed server died (status {self.server.returncode}); restart "
-                f"{self.restarts}/{self.max_restarts}. Log tail:\n{tail}"
+                f"managed server {trouble} while this prompt ran alone: quarantined, its samples "
+                f"become error rows (error_kind poison): {self.guard.label(poison)!r}. "
+                "Restarting it (not counted against --max-restarts)."
             )
+        else:
+            self._count_restart(trouble)
+            if self.guard.suspects:
+                echo_warning(
+                    f"{len(self.guard.suspects)} prompt(s) were in flight at this incident and the "
+                    "one before: each runs alone next, to find one that brings the server down"
+                )
+        while True:
             try:
-                await self.server.restart()
+                await self.server.restart(grace=grace)
                 return
             except ServerStartError as exc:
                 echo_warning(f"restart failed: {str(exc).splitlines()[0]}")
+                self._count_restart(f"failed to restart (status {self.server.returncode})")
 
-
-def echo_warning(message: str) -> None:
-    print(f"rollouts: {message}", file=sys.stderr, flush=True)
+    def _count_restart(self, trouble: str) -> None:
+        tail = self.server.log_tail(20)
+        if self.restarts >= self.max_restarts:
+            how = "died" if not self._hangs else "died or hung"
+            raise ServerStartError(
+                f"the managed vLLM server {how} {self.restarts + 1} times (last: {trouble}); "
+                f"giving up. Rerun to resume. Log tail:\n{tail}"
+            )
+        self.restarts += 1
+        echo_warning(
+            f"managed server {trouble}; restart {self.restarts}/{self.max_restarts}. "
+            f"Log tail:\n{tail}"
+        )
 
 
 async def run_until_first_failure(main: Awaitable[T], *watchers: Awaitable[None]) -> T:
@@ -225,19 +305,38 @@ async def run_until_first_failure(main: Awaitable[T], *watchers: Awaitable[None]
 
 
 async def run_jobs(
-    runs: list[PreparedRun], connection: Connection, max_concurrent: int | None = None
+    runs: list[PreparedRun], connection: Connection, max_concurrent: MaxConcurrent | None = None
 ) -> list[GenerateResult]:
     """Run prepared jobs side by side on one connection; with max_concurrent, requests in
     flight are bounded across all of them, so the server never idles between datasets."""
-    slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
+    auto = runs[0].config.max_concurrent == AUTO
+    slots = asyncio.Semaphore(max_concurrent) if isinstance(max_concurrent, int) else None
+    limits = adaptive_limits(runs, connection) if auto else None
     jobs = asyncio.gather(
         *(
             generate(run, connection.backends, connection.health,
-                     model_label=connection.model_label, slots=slots, progress_position=index)
+                     model_label=connection.model_label, slots=slots, progress_position=index,
+                     limits=limits)
             for index, run in enumerate(runs)
         )
     )
-    return await run_until_first_failure(jobs, *(watch() for watch in connection.watchers))
+    watchers = [watch() for watch in connection.watchers]
+    if limits is not None:
+        watchers.append(limits.watch())
+    return await run_until_first_failure(jobs, *watchers)
+
+
+def adaptive_limits(runs: list[PreparedRun], connection: Connection) -> AdaptiveLimits | None:
+    """Per-server adaptive limits for HTTP servers; None for the in-process backend."""
+    if not all(isinstance(b, OpenAIEndpoint) for b in connection.backends):
+        return None
+    per_request = max(r.config.n if r.config.samples_per_request == "n" else 1 for r in runs)
+    readers: dict[str, MetricsReader | None] = {
+        b.name: functools.partial(fetch_metrics, b.session, b.root_url)
+        for b in connection.backends
+        if isinstance(b, OpenAIEndpoint)
+    }
+    return AdaptiveLimits(readers, per_request, connection.max_num_seqs, warn=echo_warning)
 
 
 # -- the three ways `rollouts generate` runs ---------------------------------------------------
@@ -255,7 +354,8 @@ async def generate_from_servers(
             config = dataclasses.replace(config, model=model)
         with prepared_run(config) as run:
             async with connect_servers(
-                session, base_urls, config.model, api_key, config.request_timeout_s
+                session, base_urls, config.model, api_key, config.request_timeout_s,
+                config.stall_timeout_s,
             ) as connection:
                 return (await run_jobs([run], connection))[0]
 
@@ -266,7 +366,8 @@ async def generate_with_managed_server(
     """Start a server for config.model, generate, stop it: also on error and on Ctrl-C."""
     with prepared_run(config) as run:
         async with http_session(config.max_concurrent) as session, connect_managed(
-            server_config, session, max_restarts, config.request_timeout_s
+            server_config, session, max_restarts, config.request_timeout_s,
+            config.stall_timeout_s,
         ) as connection:
             return (await run_jobs([run], connection))[0]
 
@@ -316,10 +417,12 @@ async def _plan_connection(plan: RunPlan) -> AsyncIterator[Connection]:
             yield connection
         return
     request_timeout = plan.jobs[0].request_timeout_s
+    stall_timeout = plan.jobs[0].stall_timeout_s
     async with http_session(plan.max_concurrent) as session:
         if plan.base_urls:
             async with connect_servers(
-                session, plan.base_urls, plan.jobs[0].model, plan.api_key, request_timeout
+                session, plan.base_urls, plan.jobs[0].model, plan.api_key, request_timeout,
+                stall_timeout,
             ) as connection:
                 yield connection
             return
@@ -330,7 +433,7 @@ async def _plan_connection(plan: RunPlan) -> AsyncIterator[Connection]:
             extra_args=server_extra_args(plan.server),
         )
         async with connect_managed(
-            server_config, session, plan.max_restarts, request_timeout
+            server_config, session, plan.max_restarts, request_timeout, stall_timeout
         ) as connection:
             yield connection
 

@@ -6,6 +6,10 @@ prefix cache serves them. A server that cannot be reached, or fails several requ
 taken out of rotation; a background health check puts it back once it answers. When no server is
 left, requests wait for one to come back, up to a bounded time, and then the run stops
 (`ServerUnavailable`): that is the server being gone, not one request failing.
+
+With per-server limits (`--max-concurrent auto`, rollouts.concurrency), a request also waits for
+room on its server, counted in sequences, and new prompts go to the least loaded server relative
+to its limit.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from rollouts.concurrency import ServerLimit
 from rollouts.errors import ServerUnavailable
 from rollouts.types import Backend
 
@@ -46,6 +51,7 @@ class Router:
     health_interval_s: float = 1.0
     server_wait_s: float = 600.0
     affinity_size: int = 65536
+    limits: dict[str, ServerLimit] | None = None  # by server name; None: no per-server bound
     endpoints: list[EndpointState] = field(init=False)
     _affinity: OrderedDict[str, EndpointState] = field(init=False, default_factory=OrderedDict)
     _any_healthy: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -79,20 +85,25 @@ class Router:
         self._refresh_event()
         await self._wait_for_healthy()
 
-    async def acquire(self, affinity_key: str) -> EndpointState:
-        """Choose a server for one request attempt and count it as in flight until `release`.
+    async def acquire(self, affinity_key: str, sequences: int = 1) -> EndpointState:
+        """Choose a server for one request attempt of `sequences` samples and count it as in
+        flight until `release`, waiting for room under the server's limit when there is one.
 
         (A plain pair of calls rather than a context manager: this is the hot path.)"""
         endpoint = self._pick(affinity_key)
         while endpoint is None:
             await self._wait_for_healthy()
             endpoint = self._pick(affinity_key)
+        if self.limits is not None:
+            await self.limits[endpoint.name].acquire(sequences)
         endpoint.outstanding += 1
         endpoint.requests += 1
         return endpoint
 
-    def release(self, endpoint: EndpointState) -> None:
+    def release(self, endpoint: EndpointState, sequences: int = 1) -> None:
         endpoint.outstanding -= 1
+        if self.limits is not None:
+            self.limits[endpoint.name].release(sequences)
 
     def record_success(self, endpoint: EndpointState) -> None:
         endpoint.consecutive_failures = 0
@@ -115,9 +126,14 @@ class Router:
         healthy = [e for e in self.endpoints if e.healthy]
         if not healthy:
             return None
-        chosen = min(healthy, key=lambda e: e.outstanding)
+        chosen = min(healthy, key=self._load)
         self._remember(affinity_key, chosen)
         return chosen
+
+    def _load(self, endpoint: EndpointState) -> float:
+        if self.limits is None:
+            return endpoint.outstanding
+        return self.limits[endpoint.name].load()
 
     def _remember(self, key: str, endpoint: EndpointState) -> None:
         self._affinity[key] = endpoint

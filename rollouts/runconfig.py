@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from rollouts.concurrency import AUTO, MaxConcurrent, parse_max_concurrent
 from rollouts.engine import GenerateConfig, unseeded_notice
 from rollouts.errors import UserInputError
 from rollouts.types import SamplingParams
@@ -32,6 +33,7 @@ TOP_LEVEL_KEYS = {
     "model", "backend", "base_urls", "api_key", "server", "max_concurrent", "max_rps", "seed",
     "samples_per_request", "request_timeout", "max_attempts", "retry_errors", "server_wait",
     "output_dir", "summary", "defaults", "datasets",
+    "stall_timeout",  # the progress watchdog (rollouts.watchdog); 0 turns it off
     "slurm",  # read by `rollouts slurm submit` (slurm/config.py); `rollouts run` ignores it
     "base_model",  # the HuggingFace model a DCP checkpoint `model` converts with (checkpoint.py)
 }
@@ -56,7 +58,7 @@ class RunPlan:
     api_key: str | None
     server: dict[str, Any]
     max_restarts: int
-    max_concurrent: int
+    max_concurrent: MaxConcurrent
     jobs: tuple[GenerateConfig, ...]
     summary_path: Path
     output_dir: Path = Path(".")
@@ -107,7 +109,7 @@ def load_plan(config_path: Path, *, overwrite: bool = False, progress: bool = Tr
         api_key=data.get("api_key"),
         server={k: v for k, v in server.items() if k != "max_restarts"},
         max_restarts=int(server.get("max_restarts", 3)),
-        max_concurrent=int(data.get("max_concurrent", 64)),
+        max_concurrent=parse_max_concurrent(data.get("max_concurrent", AUTO), f"{where}: max_concurrent"),
         jobs=jobs,
         summary_path=summary_path,
         output_dir=output_dir,
@@ -176,7 +178,7 @@ def _job(
         params=params,
         seed=seed,
         samples_per_request=str(top.get("samples_per_request", "n")),  # type: ignore[arg-type]
-        max_concurrent=int(top.get("max_concurrent", 64)),
+        max_concurrent=parse_max_concurrent(top.get("max_concurrent", AUTO), f"{where}: max_concurrent"),
         max_rps=top.get("max_rps"),
         prompt_key=str(options.get("prompt_key", "prompt")),
         system_prompt=options.get("system_prompt"),
@@ -186,6 +188,7 @@ def _job(
         max_attempts=int(top.get("max_attempts", 6)),
         server_wait_s=float(top.get("server_wait", 600.0)),
         request_timeout_s=top.get("request_timeout"),
+        stall_timeout_s=float(top.get("stall_timeout", 120.0)),
         progress=progress,
         dataset_name=str(options["name"]) if options.get("name") else None,
     )

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rollouts.checkpoint import resolve_plan_model
+from rollouts.concurrency import fixed_requests
 from rollouts.engine import GenerateResult, generate, prepared_run
 from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import write_json_atomic
@@ -100,6 +101,7 @@ def resolve_model_path(plan: RunPlan) -> str:
 class TaskStats:
     task: str
     host: str = dataclasses.field(default_factory=socket.gethostname)
+    pid: int = dataclasses.field(default_factory=os.getpid)
     started: float = dataclasses.field(default_factory=time.time)
     units_done: int = 0
     samples: int = 0
@@ -196,7 +198,7 @@ class Task:
     async def _connection(self) -> AsyncIterator[Connection]:
         plan = self.run.plan
         count = 1 if plan.base_urls else servers_per_node(self.run.slurm, plan.server)
-        async with http_session(plan.max_concurrent * count) as session:
+        async with http_session(fixed_requests(plan.max_concurrent) * count) as session:
             if plan.base_urls:
                 async with connect_servers(
                     session, plan.base_urls, plan.jobs[0].model, plan.api_key,
@@ -241,8 +243,10 @@ class Task:
 
     async def _work(self, connection: Connection) -> None:
         servers = len(connection.backends)
-        slots = asyncio.Semaphore(self.run.plan.max_concurrent * servers)
-        workers = self._units_in_flight(self.run.plan.max_concurrent * servers)
+        # SLURM tasks keep a fixed bound (64 requests per server for `auto`).
+        requests = fixed_requests(self.run.plan.max_concurrent) * servers
+        slots = asyncio.Semaphore(requests)
+        workers = self._units_in_flight(requests)
         log(f"{self.task_id}: {workers} unit(s) in flight over {servers} server(s)")
         await asyncio.gather(
             *(self._unit_worker(index, connection, slots) for index in range(workers))
