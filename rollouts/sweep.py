@@ -54,6 +54,7 @@ MANIFEST = "sweep.parquet"
 COMBINATION_CONFIG = "config.yaml"
 GROUPS_DIR = "groups"
 SLUG_MAX = 80
+SLURM_FOLDERS = ("run_dir", "log_dir")  # per group: GROUP appended, so groups never share one
 HASH_LEN = 6
 
 
@@ -133,9 +134,21 @@ def expand_sweep(data: dict[str, Any], base: Path, *, where: str = "sweep") -> S
         varying=varying,
         combinations=tuple(combinations),
         groups=group_combinations(combinations),
-        slurm=data.get("slurm"),
+        slurm=_slurm_section(data.get("slurm"), base),
         base_model=data.get("base_model"),
     )
+
+
+def _slurm_section(section: Any, base: Path) -> dict[str, Any] | None:
+    """The sweep's `slurm:` section with its folders made absolute: group configs live elsewhere."""
+    if not isinstance(section, dict):
+        return section
+    slurm = dict(section)
+    for key in SLURM_FOLDERS:
+        value = slurm.get(key)
+        if value and "{output_dir}" not in str(value):
+            slurm[key] = str(_resolve(base, str(value)).resolve())
+    return slurm
 
 
 def _check_top_level(data: dict[str, Any], where: str) -> None:
@@ -534,10 +547,21 @@ def write_group_config(
 ) -> Path:
     config = group.run_config(combinations, sweep.root)
     if with_slurm and sweep.slurm is not None:
-        config["slurm"] = dict(sweep.slurm)
+        config["slurm"] = group_slurm_section(sweep.slurm, group)
     path = folder / f"{group.name}.yaml"
     _write_yaml(config, path)
     return path
+
+
+def group_slurm_section(slurm: dict[str, Any], group: Group) -> dict[str, Any]:
+    """One group's `slurm:` section: its own job name and work folders."""
+    section = dict(slurm)
+    if section.get("job_name"):
+        section["job_name"] = f"{section['job_name']}-{group.name}"
+    for key in SLURM_FOLDERS:
+        if section.get(key):
+            section[key] = str(Path(str(section[key])) / group.name)
+    return section
 
 
 def _write_yaml(data: dict[str, Any], path: Path) -> None:

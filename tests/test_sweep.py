@@ -151,3 +151,32 @@ def test_dry_run_prints_the_table_and_runs_nothing(workdir: Path) -> None:
     assert all(line.split()[-1] == "pending" for line in lines[1:])
     assert "6 combinations in 3 model load(s)" in result.stderr
     assert not (workdir / "out").exists()
+
+
+def test_dry_run_on_slurm_prints_one_job_per_checkpoint_and_submits_nothing(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no sbatch: a dry run must not need it
+    sweep_file = workdir / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "checkpoints": ["ckpts/global_step_50", "ckpts/global_step_5"], "output_dir": "out",
+        "datasets": ["gsm8k.jsonl", "math.jsonl"], "grid": {"temperature": [0.6, 1.0]},
+        "slurm": {"array_size": 3, "time": "02:00:00", "job_name": "eval", "log_dir": "logs"},
+    }, sort_keys=False))
+    result = CliRunner().invoke(main, ["sweep", str(sweep_file), "--dry-run", "--slurm"])
+    assert result.exit_code == 0, result.output
+    arrays = result.stdout.split("array script =====")[1:]
+    assert len(arrays) == 2
+    for array, step in zip(arrays, ("global_step_5-", "global_step_50-"), strict=True):
+        assert "#SBATCH --array=0-2" in array  # 4 datasets x 1 prompt: 4 units, 3 tasks
+        assert f"#SBATCH --job-name=eval-{step}" in array
+        assert f"#SBATCH --output={workdir / 'logs' / step}" in array
+        assert "#SBATCH --time=02:00:00" in array and "slurm task" in array
+    assert not (workdir / "out").exists() and not (workdir / "logs").exists()
+
+
+def test_slurm_needs_a_slurm_section(workdir: Path) -> None:
+    sweep_file = workdir / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({"model": "m", "datasets": ["gsm8k.jsonl"]}))
+    result = CliRunner().invoke(main, ["sweep", str(sweep_file), "--slurm"])
+    assert result.exit_code == 1 and "needs a `slurm:` section" in result.stderr
