@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import re
 import string
 from typing import Any
@@ -41,12 +42,25 @@ def token_f1(pred: str, gold: str) -> float:
 
 
 def gold_answers(ground_truth: Any) -> list[str]:
-    """A string, a list of strings, or a dict with `target`/`answers` (as some QA sets store)."""
+    """A string, a list of strings, or a dict with `target`/`answers` (as some QA sets store).
+
+    A list written as JSON text (how `rollouts prepare mix` stores lists beside string answers of
+    other domains) is decoded first."""
+    if isinstance(ground_truth, str) and ground_truth.startswith("["):
+        ground_truth = _json_list(ground_truth) or ground_truth
     if isinstance(ground_truth, dict):
         ground_truth = ground_truth.get("target", ground_truth.get("answers", []))
     if isinstance(ground_truth, list | tuple):
         return [str(g) for g in ground_truth]
     return [str(ground_truth)]
+
+
+def _json_list(text: str) -> list[str] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return [str(v) for v in value] if isinstance(value, list) else None
 
 
 class QaReward:
