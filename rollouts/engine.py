@@ -251,6 +251,8 @@ class Generator:
             self._commit()  # finished rows still waiting for their group commit
         if self._commit_error is not None:
             raise self._commit_error  # a group commit that failed after the last worker ended
+        if self._commit_error is not None:
+            raise self._commit_error  # a group commit that failed after the last worker ended
 
     async def _producer(self, done: DoneIndex) -> None:
         for dataset in self.datasets:

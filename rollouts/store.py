@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -152,9 +153,17 @@ def storage_errors(folder: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise StorageError(
-            f"cannot write to {folder} ({exc.strerror or exc}); make room or make it writable, "
+            f"cannot write to {folder} ({_reason(exc)}); make room or make it writable, "
             "then rerun the same command to resume (or choose another -o path)"
         ) from exc
+
+
+def _reason(exc: OSError) -> str:
+    """The system's words for the error; pyarrow's errors carry the errno only in their text."""
+    number = exc.errno
+    if number is None and (found := re.search(r"\[errno (\d+)\]", str(exc))):
+        number = int(found.group(1))
+    return os.strerror(number) if number else str(exc).splitlines()[0]
 
 
 class RolloutStore:
