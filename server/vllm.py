@@ -260,6 +260,30 @@ def read_log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+async def probe_completion(
+    session: aiohttp.ClientSession,
+    root_url: str,
+    model: str,
+    timeout_s: float = PROBE_TIMEOUT_S,
+    api_key: str | None = None,
+) -> bool:
+    """One token through the whole engine: proves the scheduler and workers run, where /health
+    only proves the API process answers. False on any failure, a timeout included."""
+    body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    try:
+        async with session.post(
+            f"{root_url}/v1/completions", json=body, headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as resp:
+            if resp.status != 200:
+                return False
+            data = await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ConnectionError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data.get("choices"))
+
+
 class ManagedServer:
     """One vLLM server process tree, owned by this object.
 
@@ -418,16 +442,7 @@ class ManagedServer:
             return False
 
     async def _probe_completion(self, session: aiohttp.ClientSession, timeout_s: float) -> bool:
-        """One token through the whole engine: proves the scheduler and workers run."""
-        body = {"model": self.model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with session.post(
-            f"{self.base_url}/v1/completions", json=body, timeout=timeout
-        ) as resp:
-            if resp.status != 200:
-                return False
-            data = await resp.json()
-        return bool(data.get("choices"))
+        return await probe_completion(session, self.base_url, self.model, timeout_s)
 
     async def stop(self, *, grace: float | None = None) -> None:
         """TERM the whole process group, wait `grace` (default stop_timeout), KILL what is left,
@@ -444,9 +459,10 @@ class ManagedServer:
         if left:
             logger.error("processes of the vLLM server survived SIGKILL: %s", left)
 
-    async def restart(self) -> None:
-        """Stop (if needed), start again on the same port and wait until ready."""
-        await self.stop()
+    async def restart(self, *, grace: float | None = None) -> None:
+        """Stop (if needed; SIGTERM grace as for `stop`), start again on the same port and wait
+        until ready."""
+        await self.stop(grace=grace)
         await self.start()
         await self.wait_ready()
 

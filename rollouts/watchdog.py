@@ -1,0 +1,270 @@
+"""Progress watchdog: find a server that takes requests and makes no progress.
+
+vLLM can hang with `/health` still answering 200; its requests then only time out one by one, and
+their retries go to the same hung engine. So each server's progress is watched while requests are
+in flight there:
+
+- progress is vLLM's generation-token counter (`vllm:generation_tokens_total` on `/metrics`)
+  moving, when the server exports it; otherwise (and also) a request finishing with an answer;
+- no progress for the stall limit (`--stall-timeout`, default 120 s) with requests in flight is a
+  stall: a managed server is restarted (its requests are retried), an external one is ejected
+  (its requests in flight are cut and retried elsewhere) and a warning says why.
+
+A server taken out of rotation, for a stall or for failing requests, comes back only when a real
+1-token generation succeeds, not on `/health` alone (`WatchedEndpoint.healthy`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from rollouts.client import OpenAIEndpoint, RequestError, check_health
+from rollouts.quarantine import PromptGuard
+from rollouts.types import CompletionBatch, PromptInput, SamplingParams
+from rollouts.vllm_metrics import MetricsUnavailable, fetch_metrics
+from server.vllm import PROBE_TIMEOUT_S, probe_completion
+
+DEFAULT_STALL_TIMEOUT_S = 120.0
+MAX_WATCH_INTERVAL_S = 5.0
+MIN_WATCH_INTERVAL_S = 0.2
+STALLED_KIND = "stalled"
+
+
+def echo_warning(message: str) -> None:
+    print(f"rollouts: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Progress:
+    """When one server last made progress, counted only while it has requests in flight."""
+
+    clock: Callable[[], float] = time.monotonic
+    in_flight: int = 0
+    last_progress: float = field(init=False)
+    generation_tokens: int | None = None  # the last reading of vLLM's counter
+    metrics: bool | None = None  # None: not known yet; False: the server exports none
+
+    def __post_init__(self) -> None:
+        self.last_progress = self.clock()
+
+    def request_started(self) -> None:
+        if self.in_flight == 0:  # time without requests is not a stall
+            self.last_progress = self.clock()
+        self.in_flight += 1
+
+    def request_ended(self, *, answered: bool) -> None:
+        self.in_flight -= 1
+        if answered:
+            self.last_progress = self.clock()
+
+    def saw_generation_tokens(self, total: int) -> None:
+        # Any change counts: a restarted server counts from zero again.
+        if self.generation_tokens is not None and total != self.generation_tokens:
+            self.last_progress = self.clock()
+        self.generation_tokens = total
+        self.metrics = True
+
+    def restarted(self) -> None:
+        self.last_progress = self.clock()
+        self.generation_tokens = None
+
+    def stalled_for(self) -> float:
+        return self.clock() - self.last_progress if self.in_flight else 0.0
+
+    def signal(self) -> str:
+        if self.metrics:
+            return "vllm:generation_tokens_total did not move and no request finished"
+        return "no request finished; the server exports no vLLM /metrics"
+
+
+@dataclass(eq=False)
+class WatchedEndpoint(OpenAIEndpoint):
+    """An OpenAIEndpoint whose progress is watched; it can be paused (a managed server being
+    restarted: requests wait instead of failing), ejected (requests in flight are cut), and
+    guarded against poison prompts (managed servers)."""
+
+    guard: PromptGuard | None = None
+    # Managed servers: a connection error may be the server dying, so requests wait for the
+    # supervisor's next look instead of spending their attempts on a dead port.
+    hold_on_connection_error: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.progress = Progress()
+        self.ejected: str | None = None  # why, while out of rotation after a stall
+        self.needs_probe = False  # the last request failed: /health alone cannot re-admit
+        self._available = asyncio.Event()
+        self._available.set()
+        self._deadlines: set[asyncio.Timeout] = set()
+        self._held_since: float | None = None
+
+    async def complete(
+        self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None
+    ) -> CompletionBatch:
+        if not self._available.is_set():
+            await self._available.wait()
+        if self.ejected is not None:
+            raise RequestError(STALLED_KIND, f"out of rotation: {self.ejected}", retryable=True,
+                               endpoint_down=True)
+        if self.guard is None:
+            return await self._watched(prompt, n=n, params=params, seed=seed, key=None)
+        key = await self.guard.admit(prompt)
+        return await self._watched(prompt, n=n, params=params, seed=seed, key=key)
+
+    async def _watched(
+        self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None,
+        key: str | None,
+    ) -> CompletionBatch:
+        answered, reached = False, True
+        self.progress.request_started()
+        try:
+            # A deadline that `eject` can move to now: it cuts the request where it waits.
+            async with asyncio.timeout(None) as deadline:
+                self._deadlines.add(deadline)
+                try:
+                    batch = await super().complete(prompt, n=n, params=params, seed=seed)
+                finally:
+                    self._deadlines.discard(deadline)
+            answered = True
+        except TimeoutError as exc:  # only `eject` (the client turns its own into RequestError)
+            raise RequestError(STALLED_KIND, f"cut: {self.ejected}", retryable=True,
+                               endpoint_down=True) from exc
+        except RequestError as exc:
+            # A 4xx is the server refusing one request (a prompt over the context length): an
+            # answer, and no sign of trouble.
+            answered = exc.kind.startswith("http_4")
+            reached = not exc.endpoint_down
+            self.needs_probe = not answered
+            if exc.kind == "connection" and self.hold_on_connection_error:
+                self._hold()
+            raise
+        finally:
+            self.progress.request_ended(answered=answered)
+            if self.guard is not None and key is not None:
+                self.guard.finished(key, answered=answered, reached=reached)
+        self.needs_probe = False
+        return batch
+
+    # -- control -------------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return not self._available.is_set()
+
+    def pause(self) -> None:
+        """Requests wait (they are not failed) until `resume`: the server is being restarted."""
+        self._available.clear()
+        self._held_since = None
+
+    def resume(self) -> None:
+        self.progress.restarted()
+        self._available.set()
+
+    def _hold(self) -> None:
+        if self._available.is_set():
+            self._available.clear()
+            self._held_since = time.monotonic()
+
+    def release_hold(self, min_age_s: float) -> None:
+        """The supervisor saw the server running: a hold set at least min_age_s ago ends."""
+        held = self._held_since
+        if held is not None and time.monotonic() - held >= min_age_s:
+            self._held_since = None
+            self._available.set()
+
+    def eject(self, reason: str) -> None:
+        """Out of rotation until a 1-token generation succeeds; requests in flight are cut (and
+        retried, on another server when there is one)."""
+        self.ejected = reason
+        self.needs_probe = True
+        now = asyncio.get_running_loop().time()
+        for deadline in list(self._deadlines):
+            deadline.reschedule(now)
+        echo_warning(f"ejected {self.name}: {reason}; it is re-admitted once a 1-token "
+                     "generation succeeds")
+
+    async def healthy(self) -> bool:
+        """/health answers 200, and, after failures or a stall, a 1-token generation succeeds."""
+        if not await check_health(self.session, self.root_url):
+            return False
+        if not (self.needs_probe or self.ejected):
+            return True
+        if not await probe_completion(self.session, self.root_url, self.model, PROBE_TIMEOUT_S,
+                                      self.api_key):
+            return False
+        if self.ejected is not None:
+            echo_warning(f"re-admitted {self.name}: a 1-token generation succeeded")
+        self.ejected = None
+        self.needs_probe = False
+        return True
+
+
+OnStall = Callable[[WatchedEndpoint, str], None]
+
+
+class ProgressWatch:
+    """Reads each server's generation-token counter and reports a stall through `on_stall`
+    (once per stall: the handler ejects or restarts, which resets the server's progress)."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[WatchedEndpoint],
+        stall_timeout_s: float,
+        on_stall: OnStall,
+    ) -> None:
+        self.endpoints = list(endpoints)
+        self.stall_timeout_s = stall_timeout_s
+        self.on_stall = on_stall
+        self.interval_s = min(
+            MAX_WATCH_INTERVAL_S, max(MIN_WATCH_INTERVAL_S, stall_timeout_s / 4)
+        )
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await asyncio.gather(*(self._read_counter(e) for e in self.endpoints))
+            for endpoint in self.endpoints:
+                self._check(endpoint)
+
+    def _check(self, endpoint: WatchedEndpoint) -> None:
+        stalled = endpoint.progress.stalled_for()
+        if endpoint.ejected is None and not endpoint.paused and stalled >= self.stall_timeout_s:
+            reason = (
+                f"no progress for {stalled:.0f}s with {endpoint.progress.in_flight} requests "
+                f"in flight ({endpoint.progress.signal()})"
+            )
+            endpoint.progress.restarted()  # one report per stall
+            self.on_stall(endpoint, reason)
+
+    async def _read_counter(self, endpoint: WatchedEndpoint) -> None:
+        if endpoint.progress.metrics is False or not endpoint.progress.in_flight:
+            return
+        try:
+            metrics = await fetch_metrics(endpoint.session, endpoint.root_url)
+        except MetricsUnavailable as exc:
+            # Unreachable now (restarting, say): ask again later. Absent or not vLLM's: stop
+            # asking, and rely on requests finishing.
+            if not isinstance(exc.__cause__, (aiohttp.ClientError, TimeoutError, OSError)):
+                endpoint.progress.metrics = False
+            return
+        endpoint.progress.saw_generation_tokens(metrics.generation_tokens_total)
+
+
+def watched_endpoints(
+    base_urls: Sequence[str],
+    model: str,
+    session: aiohttp.ClientSession,
+    api_key: str | None,
+    request_timeout_s: float | None,
+    guard: PromptGuard | None = None,
+) -> list[WatchedEndpoint]:
+    return [
+        WatchedEndpoint(url, model, session, api_key, request_timeout_s, guard=guard)
+        for url in base_urls
+    ]

@@ -1,0 +1,133 @@
+"""The progress watchdog against real processes: the stand-in vLLM, hung while /health says 200.
+
+A managed server that stalls is restarted and its requests retried; an external one is ejected and
+its requests go elsewhere; progress is read from vLLM's /metrics token counter when there is one;
+a server ejected for failing requests comes back only after a real 1-token generation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import rollouts.client as client
+from server.process import pick_free_port
+from tests.fake_vllm import FAKE_VLLM_COMMAND
+from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
+    monkeypatch.setattr(client, "INITIAL_RETRY_DELAY_S", 0.01)
+    monkeypatch.setattr(client, "MAX_RETRY_DELAY_S", 0.05)
+
+
+@contextmanager
+def external_vllm(**faults: str) -> Iterator[str]:
+    """A stand-in vLLM started by hand (not managed by rollouts); yields its /v1 URL."""
+    port = pick_free_port("127.0.0.1")
+    env = {**os.environ, **{f"FAKE_VLLM_{k.upper()}": v for k, v in faults.items()}}
+    command = [*shlex.split(FAKE_VLLM_COMMAND), "serve", "m", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.killpg(process.pid, 9)
+        process.wait(30)
+
+
+def endpoint_stats(out: Path) -> dict[str, dict[str, int]]:
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+    return {e["name"]: e for e in summary["endpoints"]}
+
+
+def test_a_hung_managed_server_is_restarted_and_its_requests_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VLLM_HANG_AFTER", "8")
+    monkeypatch.setenv("FAKE_VLLM_FAULT_ONCE", str(tmp_path / "hung-once"))
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(24))
+    out = tmp_path / "o.parquet"
+    result = run_generate(source, "-o", out, "--model", "m", "--max-concurrent", "4",
+                          "--stall-timeout", "2", "--request-timeout", "300")
+    assert (tmp_path / "hung-once").exists()  # it did hang
+    assert "managed server hung: no progress for" in result.output
+    assert "vllm:generation_tokens_total did not move" in result.output
+    assert "restart 1/3" in result.output
+    rows = read_rows(out)
+    assert len(rows) == 24 and rows["error"].isna().all()
+
+
+def test_a_stalled_external_server_is_ejected_and_its_requests_go_elsewhere(
+    tmp_path: Path,
+) -> None:
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(30))
+    out = tmp_path / "o.parquet"
+    with external_vllm(hang_after="2") as hung, external_vllm() as sound:
+        result = run_generate(source, "-o", out, "--base-url", hung, "--base-url", sound,
+                              "--model", "m", "--max-concurrent", "4", "--stall-timeout", "2",
+                              "--request-timeout", "300")
+    assert f"ejected {hung}: no progress for" in result.output
+    assert f"re-admitted {hung}" not in result.output  # its 1-token probe hangs too
+    rows = read_rows(out)
+    assert len(rows) == 30 and rows["error"].isna().all()
+    assert set(rows["endpoint"]) <= {hung, sound}
+    assert endpoint_stats(out)[hung]["ejections"] == 1
+
+
+@pytest.mark.parametrize("metrics", ["on", "off"])
+def test_progress_is_read_from_the_token_counter_when_the_server_has_one(
+    tmp_path: Path, metrics: str
+) -> None:
+    """Each request takes 6 s, one token a second. With /metrics the counter moves and nothing
+    stalls; without it, no request finishing within the 3 s limit is a stall."""
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(2))
+    out = tmp_path / "o.parquet"
+    with external_vllm(token_delay="1.0", metrics=metrics) as url:
+        result = run_generate(source, "-o", out, "--base-url", url, "--model", "m",
+                              "--stall-timeout", "3", "--max-attempts", "1", expect=None)
+    if metrics == "on":
+        assert result.exit_code == 0, result.output
+        assert "ejected" not in result.output
+        assert read_rows(out)["error"].isna().all()
+    else:
+        assert result.exit_code == 3, result.output
+        assert f"ejected {url}: no progress for" in result.output
+        assert "the server exports no vLLM /metrics" in result.output
+        assert set(read_rows(out)["error_kind"]) == {"stalled"}
+
+
+def test_a_server_failing_every_completion_is_not_readmitted_on_health_alone(
+    tmp_path: Path,
+) -> None:
+    """/health says 200 while every completion answers 500: ejected once, and kept out, since
+    its 1-token probe fails too (re-admitting on /health alone would eject it again and again)."""
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(60))
+    out = tmp_path / "o.parquet"
+    with external_vllm(engine="500") as failing, external_vllm(token_delay="0.05") as sound:
+        result = run_generate(source, "-o", out, "--base-url", failing, "--base-url", sound,
+                              "--model", "m", "--max-concurrent", "4")
+    rows = read_rows(out)
+    assert len(rows) == 60 and rows["error"].isna().all()
+    stats = endpoint_stats(out)[failing]
+    assert stats["ejections"] == 1 and stats["requests"] <= 4
+    assert f"re-admitted {failing}" not in result.output
