@@ -44,7 +44,7 @@ LOCK_TIMEOUT_S = 6 * 3600.0  # a large model converts in minutes; a lock held th
 MAX_SHARD_SIZE = "5GB"  # as transformers' save_pretrained
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
 # Folders beside the weights where trainers put the tokenizer (verl: huggingface/).
-TOKENIZER_FOLDERS = (".", "tokenizer", "huggingface", "..")
+TOKENIZER_FOLDERS = (".", "tokenizer", "huggingface")
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -89,28 +89,41 @@ def _metadata(root: Path) -> Any:
     return FileSystemReader(str(root)).read_metadata()
 
 
-def checkpoint_shapes(root: Path) -> Shapes:
-    """Model tensor names and shapes from `.metadata` alone (no weights read).
+@dataclass(frozen=True)
+class ModelEntries:
+    """Where a checkpoint keeps the model's tensors: their metadata by parameter name, and
+    whether the state dict was saved as {"model": state_dict, ...} (nested) or flat."""
 
-    A state dict saved as {"model": sd, "optim": ...} is recognised by its flattening map
-    (planner_data): only the entries under "model" count, with that prefix removed."""
+    tensors: dict[str, Any]  # name -> TensorStorageMetadata (size, dtype)
+    nested: bool
+
+
+def model_entries(root: Path) -> ModelEntries:
+    """Read `.metadata` (no weights). A nested state dict is recognised by DCP's flattening map
+    (planner_data); only the entries under "model" count then (optimizer state is left out)."""
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     metadata = _metadata(root)
     paths: dict[str, tuple[Any, ...]] = dict(metadata.planner_data or {})
     tensors = {
-        key: tuple(int(s) for s in meta.size)
-        for key, meta in metadata.state_dict_metadata.items()
+        key: meta for key, meta in metadata.state_dict_metadata.items()
         if isinstance(meta, TensorStorageMetadata)
     }
     nested = any(len(p) >= 2 and p[0] == "model" for p in paths.values())
     if not nested:
-        return tensors
-    return {
-        ".".join(str(part) for part in paths[key][1:]): shape
-        for key, shape in tensors.items()
+        return ModelEntries(tensors, nested=False)
+    under_model = {
+        ".".join(str(part) for part in paths[key][1:]): meta
+        for key, meta in tensors.items()
         if key in paths and len(paths[key]) >= 2 and paths[key][0] == "model"
     }
+    return ModelEntries(under_model, nested=True)
+
+
+def checkpoint_shapes(root: Path) -> Shapes:
+    """Model tensor names and shapes, from `.metadata` alone."""
+    return {name: tuple(int(s) for s in meta.size)
+            for name, meta in model_entries(root).tensors.items()}
 
 
 def content_key(root: Path, base_model: str) -> str:
@@ -320,11 +333,10 @@ def _write_conversion(
     config.save_pretrained(out)
     _save_generation_config(base_model, out)
     _save_tokenizer(_tokenizer_source(source, root) or base_model, out)
-    state = _load_model_state(root, out / "_state.pt")
+    state = _load_model_state(root)
     for tied in base.tied:
         state.pop(tied, None)  # as save_pretrained: one copy of tied weights
     write_safetensors(_cast_to(state, _config_dtype(config)), out)
-    (out / "_state.pt").unlink()
 
 
 def _save_generation_config(base_model: str, out: Path) -> None:
@@ -351,17 +363,23 @@ def _save_tokenizer(source: str | Path, out: Path) -> None:
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(out)
 
 
-def _load_model_state(root: Path, scratch: Path) -> dict[str, Any]:
+def _load_model_state(root: Path) -> dict[str, Any]:
+    """The model's tensors only, read by DCP itself without a process group. Unlike
+    format_utils.dcp_to_torch_save, this leaves optimizer state unread (for Adam, twice the
+    model's size in memory) and writes no intermediate torch.save file."""
     import torch
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    import torch.distributed.checkpoint as dcp
 
+    entries = model_entries(root)
+    state = {
+        name: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+        for name, meta in entries.tensors.items()
+    }
     with warnings.catch_warnings():
         # DCP warns that it runs without a process group: that is the point here.
         warnings.simplefilter("ignore", UserWarning)
-        dcp_to_torch_save(root, scratch)
-    loaded = torch.load(scratch, map_location="cpu", weights_only=True, mmap=True)
-    state = loaded["model"] if isinstance(loaded.get("model"), dict) else loaded
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        dcp.load({"model": state} if entries.nested else state, checkpoint_id=str(root))
+    return state
 
 
 def _config_dtype(config: Any) -> Any:
