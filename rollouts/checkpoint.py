@@ -260,7 +260,7 @@ def convert_checkpoint(
     with _entry_lock(entry, path, lock_timeout_s):
         if is_converted(entry, key) and not force:
             return entry  # another job finished it while this one waited
-        if entry.exists() and not force and output is not None:
+        if entry.exists() and any(entry.iterdir()) and not force and output is not None:
             raise OutputConflictError(
                 f"{entry} already exists and is not this checkpoint's conversion; pass --force to "
                 "replace it or choose another -o"
