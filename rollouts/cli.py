@@ -23,6 +23,7 @@ from rollouts.errors import UserInputError
 from rollouts.sweep_cli import sweep_command
 from rollouts.types import SamplingParams
 from scoring.prepare_cli import prepare_group
+from scoring.report_cli import report as report_command
 from server.cli import serve
 from server.info import ServerInfo
 from server.vllm import ServerConfig
@@ -370,6 +371,7 @@ main.add_command(convert_checkpoint_command)
 main.add_command(sweep_command)
 main.add_command(slurm_command)
 main.add_command(prepare_group)
+main.add_command(report_command)
 
 if __name__ == "__main__":
     main()

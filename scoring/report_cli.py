@@ -1,0 +1,76 @@
+"""`rollouts report`: the click layer over scoring.report (imported when the command runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rollouts.clitools import echo_err, handle_errors
+
+
+@click.command("report", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Directory for report.md/.html, report.json, metrics.parquet and the PNGs.")
+@click.option("--baseline", default=None, help="Model/checkpoint every other one is compared against.")
+@click.option("--metric", default="mean@n", show_default=True,
+              help="What curves, best checkpoints and comparisons use: mean@n, pass@K or maj@K.")
+@click.option("--domains", "domains_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="YAML: task -> domain, or domain -> [tasks] (default: the `domain__task` prefix).")
+@click.option("--select-on", default=None,
+              help="Choose best checkpoints on this split (the `split` column or extra_info.split) "
+                   "and report them on the other prompts.")
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True,
+              help="report.md, or report.html: one self-contained page with the images inline.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every resampling.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap replicates.")
+@click.option("--permutations", type=int, default=5000, show_default=True,
+              help="Sign flips of the permutation test (all of them when there are fewer).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier report in the same directory.")
+@handle_errors
+def report(
+    inputs: tuple[str, ...],
+    output: Path,
+    baseline: str | None,
+    metric: str,
+    domains_file: Path | None,
+    select_on: str | None,
+    fmt: str,
+    seed: int,
+    bootstrap: int,
+    permutations: int,
+    overwrite: bool,
+) -> None:
+    """Per-task, per-domain and overall scores with 95% intervals, learning curves over checkpoints,
+    and paired comparisons against a baseline, from scored outputs (files, globs, directories or a
+    sweep root with its sweep.parquet).
+
+    \b
+    Examples:
+      rollouts report sweeps/run1 -o report/
+      rollouts report 'scored/*.scored.parquet' -o report/ --baseline base --metric pass@8
+      rollouts report sweeps/run1 -o report/ --select-on val --format html
+    """
+    from scoring.report import ReportOptions, build_report, parse_metric, read_domain_map
+
+    options = ReportOptions(
+        metric=parse_metric(metric),
+        baseline=baseline,
+        select_on=select_on,
+        domains=read_domain_map(domains_file) if domains_file else None,
+        seed=seed,
+        bootstrap=bootstrap,
+        permutations=permutations,
+    )
+    result = build_report(list(inputs), output, options, fmt=fmt, overwrite=overwrite)
+    analysis = result.analysis
+    for note in analysis.notes:
+        echo_err(f"note: {note}")
+    for entry in analysis.best:
+        click.echo(f"best {entry['domain']}: {entry['label']} ({entry['metric']} {entry.get('value', float('nan')):.4f})")
+    if len(analysis.comparisons):
+        significant = analysis.comparisons[analysis.comparisons["significant"].astype(bool)]
+        up, down = int((significant["delta"] > 0).sum()), int((significant["delta"] < 0).sum())
+        click.echo(f"against {baseline}: {up} improvement(s), {down} regression(s) after Holm correction")
+    click.echo(str(result.page))
