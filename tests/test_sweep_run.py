@@ -255,3 +255,31 @@ def test_library_errors_are_one_line(tmp_path: Path) -> None:
 
     with pytest.raises(UserInputError, match="no such sweep file"):
         load_sweep(tmp_path / "nope.yaml")
+
+
+def test_a_slurm_job_of_the_sweep_serves_its_dcp_checkpoint_converted_on_the_node(
+    tmp_path: Path, server_log: Path, base_model: Path
+) -> None:
+    from rollouts.sweep import load_sweep, write_group_config
+    from slurm.submit import load_run
+    from slurm.task import Task
+
+    checkpoint = save_dcp_checkpoint(base_model, tmp_path / "ckpts" / "step_4").resolve()
+    write_jsonl(tmp_path / "d.jsonl", verl_rows(2))
+    sweep = load_sweep(write_sweep(tmp_path / "sweep.yaml", {
+        "checkpoints": ["ckpts/step_4"], "base_model": str(base_model), "output_dir": "out",
+        "datasets": ["d.jsonl"], "grid": {"temperature": [0.6, 1.0]},
+        "slurm": {"array_size": 1, "job_name": "eval"},
+    }))
+    [group] = sweep.groups
+    config = write_group_config(sweep, group, group.combinations, tmp_path / "groups",
+                                with_slurm=True)
+    run = load_run(config)  # what `rollouts slurm submit` and each array task read
+    assert run.plan.model == str(checkpoint) and run.slurm.job_name == f"eval-{group.name}"
+    assert [e.output for e in run.table.datasets] == [
+        str(o) for c in group.combinations for o in c.outputs()]
+    assert not (tmp_path / "cache").exists()  # nothing converted on the submitting node
+
+    [server] = Task(run, run.slurm.run_dir)._server_configs(1)
+    assert is_converted(Path(server.model)) and Path(server.model).parent == tmp_path / "cache"
+    assert server.served_name == str(checkpoint) == run.plan.jobs[0].model
