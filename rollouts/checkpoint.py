@@ -297,12 +297,12 @@ class _entry_lock:
             return
         except Timeout:
             echo(f"waiting for another process converting {self.source} "
-                 f"(lock {self.lock.lock_file}, up to {self.timeout_s:.0f}s)")
+                 f"(lock {self.lock.lock_file}, up to {self.timeout_s:g}s)")
         try:
             self.lock.acquire(timeout=self.timeout_s)
         except Timeout as exc:
             raise OutputConflictError(
-                f"gave up after {self.timeout_s:.0f}s waiting for the conversion of {self.source} "
+                f"gave up after {self.timeout_s:g}s waiting for the conversion of {self.source} "
                 f"by another process (lock {self.lock.lock_file}); rerun once it has finished"
             ) from exc
 

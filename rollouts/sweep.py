@@ -120,7 +120,7 @@ def expand_sweep(data: dict[str, Any], base: Path, *, where: str = "sweep") -> S
     """The combinations and groups of a sweep file's data (paths taken from `base`)."""
     _check_top_level(data, where)
     axes = sweep_axes(data, base, where)
-    template = _template(data, base)
+    template = _template(data, base, where)
     varying = tuple(key for keys, rows in axes for i, key in enumerate(keys)
                     if len({_canonical(row[i]) for row in rows}) > 1)
     root = Path(template["output_dir"])
@@ -175,14 +175,14 @@ def sweep_axes(data: dict[str, Any], base: Path, where: str) -> list[Axis]:
     for key, values in grid.items():
         axes.append(((_axis_key(key),), [(v,) for v in _axis_values(key, values, base, where)]))
     if zipped:
-        lengths = {key: len(values) for key, values in zipped.items()}
+        columns = [_axis_values(key, values, base, where) for key, values in zipped.items()]
+        lengths = {key: len(column) for key, column in zip(zipped, columns, strict=True)}
         if len(set(lengths.values())) > 1:
             described = ", ".join(f"{k}: {n}" for k, n in lengths.items())
             raise UserInputError(
                 f"{where}: zip lists differ in length ({described}); give each the same number "
                 "of values, or move one to grid"
             )
-        columns = [_axis_values(key, values, base, where) for key, values in zipped.items()]
         axes.append((tuple(_axis_key(k) for k in zipped), list(zip(*columns, strict=True))))
     swept = [key for keys, _ in axes for key in keys]
     for key in swept:
@@ -192,8 +192,11 @@ def sweep_axes(data: dict[str, Any], base: Path, where: str) -> list[Axis]:
         raise UserInputError(f"{where}: `datasets` is both set and swept; keep one")
     if "model" in swept and "model" in data:
         raise UserInputError(f"{where}: `model` is both set and swept; keep one")
-    if "datasets" not in swept and not data.get("datasets"):
-        raise UserInputError(f"{where}: no datasets; set `datasets:` or sweep them under grid")
+    datasets = data.get("datasets")
+    if "datasets" not in swept and (not isinstance(datasets, list) or not datasets):
+        raise UserInputError(
+            f"{where}: no datasets; set `datasets:` to a non-empty list or sweep them under grid"
+        )
     return axes
 
 
@@ -303,7 +306,7 @@ def product(axes: list[Axis]) -> list[dict[str, Any]]:
     return combos
 
 
-def _template(data: dict[str, Any], base: Path) -> dict[str, Any]:
+def _template(data: dict[str, Any], base: Path, where: str) -> dict[str, Any]:
     """The run config every combination starts from: sweep keys removed, paths absolute."""
     template = {k: v for k, v in data.items() if k not in SWEEP_ONLY_KEYS | {"slurm"}}
     template["output_dir"] = str(_resolve(base, str(data.get("output_dir", "sweep"))).resolve())
@@ -311,7 +314,7 @@ def _template(data: dict[str, Any], base: Path) -> dict[str, Any]:
         template["model"] = _local_or_hub(str(template["model"]), base)
     if isinstance(template.get("datasets"), list):
         template["datasets"] = [
-            _dataset_entry(d, base, "datasets") for d in template["datasets"]
+            _dataset_entry(d, base, f"{where}: datasets") for d in template["datasets"]
         ]
     if template.get("base_model"):
         template["base_model"] = _local_or_hub(str(template["base_model"]), base)

@@ -296,3 +296,22 @@ def test_a_run_plan_on_a_dcp_checkpoint_serves_the_conversion_under_the_checkpoi
     config.write_text(json.dumps({"model": str(checkpoint), "datasets": [{"path": "d.jsonl"}]}))
     with pytest.raises(UserInputError, match="set `base_model`"):
         resolve_plan_model(load_plan(config, progress=False))
+
+
+def test_waiting_for_a_conversion_held_elsewhere_gives_up_after_the_timeout(
+    checkpoint: Path, base_model: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from filelock import FileLock
+
+    from rollouts.checkpoint import content_key, dcp_root
+    from rollouts.errors import OutputConflictError
+
+    root = dcp_root(checkpoint)
+    assert root is not None
+    entry = cache / f"{checkpoint.name}-{content_key(root, str(base_model))}"
+    cache.mkdir()
+    with FileLock(str(cache / f".{entry.name}.lock")), pytest.raises(OutputConflictError) as info:
+        convert_checkpoint(checkpoint, str(base_model), lock_timeout_s=0.5)
+    assert "gave up after 0.5s waiting for the conversion" in str(info.value)
+    assert "waiting for another process converting" in capsys.readouterr().err
+    assert not entry.exists()

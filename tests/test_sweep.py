@@ -122,6 +122,10 @@ def test_datasets_swept_are_one_per_combination_and_grouped_per_model(workdir: P
         ({"model": "m", "datasets": ["gsm8k.jsonl"], "grid": {"n": [1]}, "zip": {"n": [2]}},
          "swept under both grid and zip"),
         ({"model": "m", "grid": {"n": [1, 2]}}, "no datasets"),
+        ({"model": "m", "datasets": {"path": "gsm8k.jsonl"}}, "no datasets"),
+        ({"model": "m", "datasets": ["gsm8k.jsonl"], "zip": {"checkpoints": "ckpts/*",
+                                                           "temperature": [0.1, 0.2]}},
+         "zip lists differ in length (checkpoints: 4, temperature: 2)"),
         ({"model": "m", "datasets": ["gsm8k.jsonl"], "grids": {"n": [1]}}, "unknown key(s) ['grids']"),
     ],
 )
