@@ -91,10 +91,11 @@ def lease_timeout(run_dir: Path) -> float:
     return float(recorded.get("lease_timeout", DEFAULT_LEASE_TIMEOUT_S))
 
 
-def resolve_model_path(plan: RunPlan) -> str:
-    """The weights this task serves: the one place a task decides it (a checkpoint that needs
-    converting on the compute node is converted here, before any server starts)."""
-    return plan.model
+def resolve_model(plan: RunPlan) -> RunPlan:
+    """The plan with the weights this task serves: the one place a task decides them. A DCP
+    checkpoint is converted here, on the compute node (once, through the cache), before any
+    server starts, and served under its own name so the rows and resume keys keep it."""
+    return resolve_plan_model(plan)
 
 
 @dataclasses.dataclass
@@ -217,9 +218,7 @@ class Task:
                 yield _combined(connections)
 
     def _server_configs(self, count: int) -> list[ServerConfig]:
-        # A DCP checkpoint is converted here, on the compute node (once, through the cache),
-        # and served under its own name so the rows and resume keys keep it.
-        plan = resolve_plan_model(self.run.plan)
+        plan = resolve_model(self.run.plan)
         options = {k: v for k, v in plan.server.items() if k not in ("extra_args", "log_file")}
         extra = server_extra_args(plan.server)
         if os.environ.get("ROLLOUTS_RAY"):
@@ -234,7 +233,7 @@ class Task:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
             log_file = self.run.slurm.logs / f"server-{self.task_id}-{index}.log"
             configs.append(ServerConfig(
-                model=resolve_model_path(plan), seed=plan.jobs[0].seed, extra_args=extra,
+                model=plan.model, seed=plan.jobs[0].seed, extra_args=extra,
                 log_file=log_file, env=env, **options,
             ))
         return configs

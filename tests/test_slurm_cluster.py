@@ -1,0 +1,228 @@
+"""`rollouts slurm` on a real one-node SLURM (slurm-wlm + munge, started by the session fixture),
+with the stand-in `vllm`: tasks that are requeued, SIGKILLed and preempted still give one complete
+output, and no finished sample is requested twice (counted by the servers themselves)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from rollouts.cli import main
+from slurm.merge import merge_run
+from slurm.submit import SubmitResult, submit_run
+from slurm.units import done_ids
+from tests.fake_vllm import FAKE_VLLM_COMMAND
+from tests.generate_helpers import verl_rows, write_jsonl
+
+SLURM_SCRIPTS = Path(__file__).parent / "slurm"
+WAIT_S = 240.0
+CREDENTIAL_REVOKE_S = 2.0
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[None]:
+    """A real slurmctld + slurmd on this machine (installed by the script when missing)."""
+    started = subprocess.run(
+        ["bash", str(SLURM_SCRIPTS / "start-local-slurm.sh")],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield
+    if "slurm already up" not in started.stdout:  # stop only what this session started
+        subprocess.run(["bash", str(SLURM_SCRIPTS / "stop-local-slurm.sh")], check=False)
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The stand-in vllm for the jobs (sbatch passes this environment on), recording requests."""
+    requests = tmp_path / "requests.jsonl"
+    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
+    monkeypatch.setenv("FAKE_VLLM_REQUESTS_FILE", str(requests))
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "1.0")
+    monkeypatch.delenv("FAKE_VLLM_PIDS_FILE", raising=False)
+    return requests
+
+
+@pytest.fixture
+def jobs() -> Iterator[list[str]]:
+    """Job ids to cancel at the end, whatever happened."""
+    ids: list[str] = []
+    yield ids
+    for job_id in ids:
+        subprocess.run(["scancel", job_id], check=False)
+
+
+def write_run(tmp_path: Path, datasets: dict[str, tuple[int, int]], **slurm: Any) -> Path:
+    """A run config over datasets {name: (prompts, n)}."""
+    entries = []
+    for name, (prompts, n) in datasets.items():
+        write_jsonl(tmp_path / f"{name}.jsonl", verl_rows(prompts, tag=name))
+        entries.append({"path": f"{name}.jsonl", "n": n})
+    config = {
+        "model": "tiny-model", "max_concurrent": 2, "samples_per_request": "1",
+        "output_dir": "out", "defaults": {"max_tokens": 8}, "datasets": entries,
+        "slurm": {"unit_prompts": 4, "lease_timeout": 6, "heartbeat": 1, **slurm},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def squeue_state(job_id: str) -> str:
+    result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"],
+                            capture_output=True, text=True, check=False)
+    return result.stdout.strip()
+
+
+def release_requeued(job_id: str) -> None:
+    """A requeued job waits ~120 s (BeginTime); make it eligible now. Not within the second of
+    the requeue: slurmd revokes the old run's credential by the second, and a start in that same
+    second is killed ("Job credential revoked")."""
+    wait_for(lambda: squeue_state(job_id) == "PENDING", f"{job_id} to be requeued")
+    time.sleep(CREDENTIAL_REVOKE_S)
+
+    def running_again() -> bool:
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+                       capture_output=True, check=False)
+        return squeue_state(job_id) in ("RUNNING", "")
+    wait_for(running_again, f"{job_id} to run again")
+
+
+def task_file(run_dir: Path, task: str) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((run_dir / "tasks" / f"{task}.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def requested_samples(requests: Path) -> Counter[tuple[str, int]]:
+    lines = requests.read_text().splitlines()
+    return Counter((r["prompt"], r["seed"]) for r in map(json.loads, lines))
+
+
+def assert_complete(result: SubmitResult, expected: dict[str, int]) -> None:
+    for name, rows in expected.items():
+        frame = pd.read_parquet(result.run_dir.parent / f"{name}.parquet")
+        assert len(frame) == rows
+        assert not frame.duplicated(["prompt_id", "sample_idx"]).any()
+        assert frame["error"].isna().all()
+        assert frame["dataset"].eq(name).all()
+        summary = json.loads((result.run_dir.parent / f"{name}.parquet.summary.json").read_text())
+        assert summary["output"]["rows"] == rows == summary["expected_rows"]
+
+
+def test_array_survives_a_requeue_and_a_sigkill_and_merges_complete(
+    slurm_cluster: None, stand_in: Path, jobs: list[str], tmp_path: Path
+) -> None:
+    config = write_run(tmp_path, {"alpha": (12, 3), "beta": (8, 2)}, array_size=3)
+    result = submit_run(config)
+    assert result.array_job_id and result.merge_job_id
+    jobs += [result.array_job_id, result.merge_job_id]
+    run_dir, array = result.run_dir, result.array_job_id
+    assert result.units_total == 5 and result.tasks == 3
+    # Interrupt two tasks mid-unit, once they serve and samples are being written.
+    wait_for(lambda: all(task_file(run_dir, f"{array}_{i}").get("state") == "running"
+                         for i in (1, 2)), "tasks 1 and 2 to run")
+    wait_for(lambda: stand_in.exists() and len(stand_in.read_text().splitlines()) >= 8,
+             "samples to be requested")
+    subprocess.run(["scontrol", "requeue", f"{array}_1"], check=True)
+    os.kill(task_file(run_dir, f"{array}_2")["pid"], signal.SIGKILL)
+    release_requeued(f"{array}_1")
+    wait_for(lambda: len(done_ids(run_dir)) == 5, "every unit to be done")
+
+    merged = merge_run(run_dir)
+    assert [m.rows for m in merged] == [36, 16]
+    assert_complete(result, {"alpha": 36, "beta": 16})
+    counts = requested_samples(stand_in)
+    assert len(counts) == 36 + 16  # every sample requested
+    repeats = sum(c - 1 for c in counts.values())
+    # Only requests in flight at an interruption are sent again: max_concurrent (2) per task.
+    assert repeats <= 2 * 2, counts.most_common(5)
+    log = (run_dir / "logs" / f"rollouts-run-{array}_1.log").read_text()
+    assert "(restart 1)" in log
+    assert merge_run(run_dir) == merged  # idempotent
+    again = submit_run(config)  # nothing left: nothing submitted
+    assert again.tasks == 0 and again.array_job_id is None
+
+
+def test_preemption_signal_requeues_and_the_merge_job_completes_the_run(
+    slurm_cluster: None, stand_in: Path, jobs: list[str], tmp_path: Path
+) -> None:
+    config = write_run(tmp_path, {"gamma": (8, 2)}, array_size=1, unit_prompts=2)
+    result = submit_run(config)
+    assert result.array_job_id and result.merge_job_id
+    jobs += [result.array_job_id, result.merge_job_id]
+    task = f"{result.array_job_id}_0"
+    with pytest.raises(Exception, match="still queued or running"):
+        submit_run(config)  # a second submit while the first runs is refused
+    wait_for(lambda: done_ids(result.run_dir), "a first unit to be done")
+    subprocess.run(["scancel", "--signal=USR1", "--batch", task], check=True)
+    wait_for(lambda: "requeueing" in (result.run_dir / "logs" /
+                                       f"rollouts-run-{task}.log").read_text(), "the requeue")
+    release_requeued(task)
+    wait_for(lambda: squeue_state(result.merge_job_id or "") == "" and
+             (tmp_path / "out" / "gamma.parquet").exists(), "the merge job")
+    assert_complete(result, {"gamma": 16})
+    counts = requested_samples(stand_in)
+    assert len(counts) == 16 and sum(c - 1 for c in counts.values()) <= 2
+    log = (result.run_dir / "logs" / f"rollouts-run-{task}.log").read_text()
+    assert "USR1: stopping to requeue" in log and "(restart 1)" in log
+
+
+def cli_error(*args: str) -> str:
+    result = CliRunner().invoke(main, ["slurm", *args])
+    assert result.exit_code == 1, (result.output, result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_bad_input_is_one_line_before_anything_is_submitted(
+    slurm_cluster: None, stand_in: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ROLLOUTS_RAISE", raising=False)
+    config = write_run(tmp_path, {"delta": (4, 1)}, array_size=2, partition="no-such-partition")
+    text = config.read_text()
+
+    config.write_text(text.replace("array_size: 2", "array_size: 2\n  gpu_per_node: 8"))
+    assert "unknown key(s) ['gpu_per_node']" in cli_error("submit", str(config))
+    config.write_text(text.replace("array_size: 2", "array_size: 2\n  gpus_per_node: 2")
+                      .replace("max_concurrent: 2", "max_concurrent: 2\nserver: "
+                               "{tensor_parallel_size: 4}"))
+    assert "needs 4 GPUs" in cli_error("submit", str(config))
+    config.write_text(text)
+    with monkeypatch.context() as patched:
+        patched.setenv("PATH", str(tmp_path))
+        assert "SLURM is needed: no `sbatch` on PATH" in cli_error("submit", str(config))
+    message = cli_error("submit", str(config))
+    assert "sbatch refused" in message and "invalid partition" in message.lower()
+    config.write_text(text.replace("tiny-model", "other-model"))
+    message = cli_error("submit", str(config))
+    assert "holds another run (" in message and "model: 'tiny-model' -> 'other-model'" in message
+    run_dir = tmp_path / "out" / "slurm-run"
+    assert json.loads((run_dir / "jobs.json").read_text() if (run_dir / "jobs.json").exists()
+                      else "[]") == []
+    assert "1 of 1 units are not done" in cli_error("merge", str(run_dir))
