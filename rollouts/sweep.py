@@ -27,6 +27,7 @@ import itertools
 import json
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,9 +438,9 @@ def _check_unique_dirs(combinations: list[Combination], where: str) -> None:
                 "remove the repeated value"
             )
         seen[combination.directory] = combination
-    outputs = [o for c in combinations for o in c.outputs()]
-    for output in outputs:
-        if outputs.count(output) > 1:
+    outputs = Counter(o for c in combinations for o in c.outputs())
+    for output, count in outputs.items():
+        if count > 1:
             raise UserInputError(f"{where}: two datasets write {output}; give them distinct names")
 
 
@@ -453,32 +454,24 @@ def combination_status(combination: Combination) -> str:
 
     outputs = combination.outputs()
     if all(o.exists() for o in outputs):
-        return "errors" if _error_rows(combination) else "done"
+        return "errors" if _summary_totals(combination)[1] else "done"
     if any(o.exists() or state_dir_for(o).exists() for o in outputs):
         return "partial"
     return "pending"
 
 
-def _error_rows(combination: Combination) -> int:
+def _summary_totals(combination: Combination) -> tuple[int, int]:
+    """Rows and error rows written so far, from the outputs' summaries."""
     from rollouts.engine import summary_path_for
 
-    total = 0
+    rows = errors = 0
     for output in combination.outputs():
         summary = summary_path_for(output)
         if summary.is_file():
-            total += int(json.loads(summary.read_text(encoding="utf-8"))["output"]["error_rows"])
-    return total
-
-
-def _rows(combination: Combination) -> int:
-    from rollouts.engine import summary_path_for
-
-    total = 0
-    for output in combination.outputs():
-        summary = summary_path_for(output)
-        if summary.is_file():
-            total += int(json.loads(summary.read_text(encoding="utf-8"))["output"]["rows"])
-    return total
+            written = json.loads(summary.read_text(encoding="utf-8"))["output"]
+            rows += int(written["rows"])
+            errors += int(written["error_rows"])
+    return rows, errors
 
 
 def manifest_rows(sweep: Sweep, failures: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -487,6 +480,7 @@ def manifest_rows(sweep: Sweep, failures: dict[str, str] | None = None) -> list[
     rows = []
     for combination in sweep.combinations:
         status = combination_status(combination)
+        written, errors = _summary_totals(combination)
         if failures and combination.slug in failures and status != "done":
             status = "failed"
         row: dict[str, Any] = {
@@ -501,8 +495,8 @@ def manifest_rows(sweep: Sweep, failures: dict[str, str] | None = None) -> list[
             "directory": str(combination.directory),
             "outputs": [str(o) for o in combination.outputs()],
             "status": status,
-            "rows": _rows(combination),
-            "error_rows": _error_rows(combination),
+            "rows": written,
+            "error_rows": errors,
             "error": (failures or {}).get(combination.slug),
         })
         rows.append(row)
