@@ -7,7 +7,7 @@ vLLM `/metrics` (rollouts.vllm_metrics):
 
 - new preemptions, or the KV cache all but full: multiply the limit by BACKOFF;
 - more sequences waiting than a small target: trim the limit toward running + target;
-- waiting at or under the target while the limit is in use: grow it (by half while still probing
+- waiting under the target while the limit is in use: grow it (by half while still probing
   from the start, then by a small step), so the scheduler never runs out of work;
 - otherwise hold.
 The start is the server's max_num_seqs when known (a managed server knows its flags), else
@@ -38,8 +38,8 @@ MIN_SEQUENCES = 1
 MAX_SEQUENCES = 8192  # per server: far above any max_num_seqs in use
 BACKOFF = 0.7
 KV_NEAR_FULL = 0.99
-WAITING_TARGET_FRACTION = 0.03  # of running sequences: keep this many queued, at least a request
-GROWTH_STEP_FRACTION = 0.02
+WAITING_TARGET_FRACTION = 0.01  # of running sequences: keep this many queued, at least a request
+GROWTH_STEP_FRACTION = 0.01
 PROBE_GROWTH = 0.5
 
 
@@ -171,7 +171,7 @@ class Aimd:
         elif waiting > target + self.step():
             self.probing = False
             new = self.limit - max(self.sequences_per_request, (waiting - target) // 2)
-        elif waiting <= target and in_flight + self.sequences_per_request > self.limit:
+        elif waiting < target and in_flight + self.sequences_per_request > self.limit:
             growth = int(self.limit * PROBE_GROWTH) if self.probing else self.step()
             new = self.limit + max(growth, self.sequences_per_request)
         else:
@@ -190,7 +190,7 @@ class AdaptiveLimits:
     readers: dict[str, MetricsReader | None]  # server name -> its /metrics, None: cannot be read
     sequences_per_request: int
     max_num_seqs: int | None = None
-    interval_s: float = POLL_INTERVAL_S
+    interval_s: float | None = None  # None: POLL_INTERVAL_S
     warn: Callable[[str], None] = print
     limits: dict[str, ServerLimit] = field(init=False)
     started: float = field(init=False, default_factory=time.monotonic)
@@ -208,7 +208,7 @@ class AdaptiveLimits:
             if not adaptive:
                 return
             await asyncio.gather(*(self._poll(name) for name in adaptive))
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(self.interval_s or POLL_INTERVAL_S)
 
     async def _poll(self, name: str) -> None:
         limit, reader, rule = self.limits[name], self.readers[name], self._rules[name]

@@ -1,0 +1,181 @@
+"""`--max-concurrent auto` against a server that emulates vLLM's scheduler (tests/vllm_scheduler.py):
+the limit settles near the capacity, holds steady, follows a change, and falls back to a fixed
+limit when /metrics is missing or malformed."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from rollouts.client import OpenAIEndpoint
+from rollouts.concurrency import (
+    FALLBACK_REQUESTS,
+    AdaptiveLimits,
+    ServerLimit,
+    max_num_seqs_from_args,
+    parse_max_concurrent,
+)
+from rollouts.errors import UserInputError
+from rollouts.types import SamplingParams
+from rollouts.vllm_metrics import fetch_metrics
+from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
+from tests.vllm_scheduler import SchedulerServer
+
+N = 2  # samples per request: the limit counts sequences
+INTERVAL_S = 0.05
+WORKERS = 200
+SETTLE_S = 10.0  # at most this long to settle (200 readings)
+STEADY_S = 1.5  # then judged over this long
+
+
+@pytest.fixture
+def emulated() -> Iterator[SchedulerServer]:
+    with SchedulerServer(capacity=80, service_s=0.5) as server:
+        yield server
+
+
+async def drive(
+    server: SchedulerServer, phases: list[tuple[int, float]], max_num_seqs: int | None = None,
+    warnings: list[str] | None = None,
+) -> tuple[list[list[int]], AdaptiveLimits]:
+    """Keep the server loaded through adaptive limits for each (capacity, seconds) phase; return
+    the limits read every interval during the last STEADY_S of each phase."""
+    sink = warnings if warnings is not None else []
+    async with aiohttp.ClientSession() as session:
+        limits = AdaptiveLimits(
+            {server.url: functools.partial(fetch_metrics, session, server.url)},
+            N, max_num_seqs, interval_s=INTERVAL_S, warn=sink.append,
+        )
+        [limit] = limits.limits.values()
+        endpoint = OpenAIEndpoint(server.url, "sched", session)
+        params = SamplingParams(max_tokens=4)
+
+        async def worker() -> None:
+            while True:
+                await limit.acquire(N)
+                try:
+                    await endpoint.complete([{"role": "user", "content": "q"}], n=N,
+                                            params=params, seed=None)
+                finally:
+                    limit.release(N)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+        tasks.append(asyncio.create_task(limits.watch()))
+        readings: list[list[int]] = []
+        try:
+            for capacity, seconds in phases:
+                await asyncio.to_thread(server.set_capacity, capacity)
+                await asyncio.sleep(seconds - STEADY_S)
+                steady = []
+                for _ in range(int(STEADY_S / INTERVAL_S)):
+                    steady.append(limit.limit)
+                    await asyncio.sleep(INTERVAL_S)
+                readings.append(steady)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return readings, limits
+
+
+def within(readings: list[int], capacity: int, fraction: float) -> bool:
+    return all(abs(r - capacity) <= fraction * capacity for r in readings)
+
+
+@pytest.mark.parametrize("start", [None, 16], ids=["from-fallback-over", "from-estimate-under"])
+def test_settles_near_capacity_steadily_and_follows_a_change(
+    emulated: SchedulerServer, start: int | None
+) -> None:
+    (first, second), _ = asyncio.run(drive(emulated, [(80, SETTLE_S), (160, SETTLE_S)], start))
+    assert within(first, 80, 0.10), first
+    assert max(first) - min(first) <= 0.10 * 80, first
+    assert within(second, 160, 0.10), second
+    assert max(second) - min(second) <= 0.10 * 160, second
+
+
+def test_backs_off_on_preemptions(emulated: SchedulerServer) -> None:
+    # Started at 4x the capacity: the server preempts until the limit comes down.
+    [steady], limits = asyncio.run(drive(emulated, [(80, SETTLE_S)], 320))
+    assert emulated.preemptions > 0
+    assert within(steady, 80, 0.10), steady
+    [limit] = limits.limits.values()
+    assert min(value for _, value in limit.history) < 320 * 0.75
+
+
+@pytest.mark.parametrize("mode", ["missing", "malformed"])
+def test_falls_back_to_a_fixed_limit_said_once(mode: str) -> None:
+    warnings: list[str] = []
+    with SchedulerServer(capacity=48, metrics=mode) as server:
+        [steady], limits = asyncio.run(drive(server, [(48, 2.0)], warnings=warnings))
+    assert set(steady) == {FALLBACK_REQUESTS * N}
+    assert len(warnings) == 1 and "fixed 64 requests" in warnings[0]
+    [limit] = limits.limits.values()
+    assert not limit.adaptive
+
+
+def test_a_limit_is_never_exceeded_and_waiters_go_in_order() -> None:
+    async def scenario() -> tuple[int, list[int]]:
+        limit = ServerLimit("s", 4, adaptive=True)
+        order: list[int] = []
+        peak = 0
+
+        async def hold(index: int, sequences: int) -> None:
+            nonlocal peak
+            await limit.acquire(sequences)
+            order.append(index)
+            peak = max(peak, limit.in_flight)
+            await asyncio.sleep(0.01)
+            limit.release(sequences)
+
+        await asyncio.gather(*(hold(i, 2) for i in range(10)), hold(10, 8))
+        return peak, order
+
+    peak, order = asyncio.run(scenario())
+    assert peak == 8  # the 8-sequence request ran alone (larger than the limit)
+    assert order[:10] == list(range(10))
+
+
+def test_parse_max_concurrent_and_max_num_seqs() -> None:
+    assert parse_max_concurrent("auto") == "auto"
+    assert parse_max_concurrent("AUTO") == "auto"
+    assert parse_max_concurrent("12") == 12
+    assert parse_max_concurrent(12) == 12
+    for bad in ("0", "-3", "many", 1.5, True):
+        with pytest.raises(UserInputError, match="'auto' or a whole number"):
+            parse_max_concurrent(bad)
+    assert max_num_seqs_from_args(["--max-num-seqs", "512"]) == 512
+    assert max_num_seqs_from_args(["--enforce-eager", "--max-num-seqs=96"]) == 96
+    assert max_num_seqs_from_args(["--enforce-eager"]) is None
+
+
+def test_generate_defaults_to_auto_and_records_the_limit_per_server(
+    tmp_path: Path, emulated: SchedulerServer
+) -> None:
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(60))
+    out = tmp_path / "o.parquet"
+    run_generate(source, "-o", out, "--base-url", emulated.url, "--model", "sched", "--n", str(N))
+    assert len(read_rows(out)) == 60 * N
+    summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
+    concurrency = summary["concurrency"]
+    assert concurrency["max_concurrent"] == "auto"
+    [server] = concurrency["servers"]
+    assert server["mode"] == "auto"
+    assert server["history"][0] == [0.0, FALLBACK_REQUESTS * N]
+
+
+def test_a_given_number_stays_fixed(tmp_path: Path, emulated: SchedulerServer) -> None:
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(20))
+    out = tmp_path / "o.parquet"
+    started = time.monotonic()
+    run_generate(source, "-o", out, "--base-url", emulated.url, "--model", "sched", "--n", str(N),
+                 "--max-concurrent", "3")
+    assert time.monotonic() - started < 120
+    summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
+    assert summary["concurrency"] == {"max_concurrent": 3, "workers": 3, "servers": []}

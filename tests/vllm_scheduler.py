@@ -1,0 +1,139 @@
+"""A test server that behaves like a vLLM scheduler under load, as far as its /metrics tell.
+
+It has a capacity in sequences (max_num_seqs, or what the KV cache holds): a request of n samples
+runs when its n sequences fit, else waits first come, first served; it then takes `service_s` and
+answers a stream with usage, as vLLM does. `/metrics` reports running and waiting sequences,
+KV usage (running / capacity) and a preemption counter that grows on every reading while the
+sequences held are more than `preempt_over` × capacity. `metrics` selects "vllm", "missing" (404)
+or "malformed" text. The capacity may be changed while it runs (`set_capacity`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.openai_server import sse_body
+
+
+@dataclass
+class SchedulerServer:
+    capacity: int
+    service_s: float = 0.1
+    preempt_over: float = 1.5
+    metrics: str = "vllm"
+    port: int = 0
+    running: int = 0
+    waiting: int = 0
+    preemptions: int = 0
+    generated: int = 0
+    _loop: asyncio.AbstractEventLoop = field(init=False)
+    _room: asyncio.Condition = field(init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> SchedulerServer:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._runner = self._loop.run_until_complete(self._serve())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("scheduler test server did not start")
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> SchedulerServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set_capacity(self, capacity: int) -> None:
+        async def change() -> None:
+            self.capacity = capacity
+            async with self._room:
+                self._room.notify_all()
+
+        asyncio.run_coroutine_threadsafe(change(), self._loop).result(10)
+
+    async def _serve(self) -> web.AppRunner:
+        self._room = asyncio.Condition()
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return runner
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "sched"}]})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self.metrics == "missing":
+            return web.Response(status=404, text="Not Found")
+        if self.metrics == "malformed":
+            return web.Response(text="vllm:num_requests_running{engine= 3 oops\n")
+        if self.running + self.waiting > self.preempt_over * self.capacity:
+            self.preemptions += 1
+        labels = '{engine="0",model_name="sched"}'
+        return web.Response(text=(
+            f"vllm:num_requests_running{labels} {self.running}\n"
+            f"vllm:num_requests_waiting{labels} {self.waiting}\n"
+            f"vllm:kv_cache_usage_perc{labels} {0.9 * min(1.0, self.running / self.capacity)}\n"
+            f"vllm:num_preemptions_total{labels} {self.preemptions}\n"
+            f"vllm:generation_tokens_total{labels} {self.generated}\n"
+        ))
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        payload = await request.json()
+        n = int(payload.get("n", 1))
+        self.waiting += n
+        try:
+            async with self._room:
+                await self._room.wait_for(
+                    lambda: self.running == 0 or self.running + n <= self.capacity
+                )
+                self.running += n
+        finally:
+            self.waiting -= n
+        try:
+            await asyncio.sleep(self.service_s)
+        finally:
+            self.running -= n
+            async with self._room:
+                self._room.notify_all()
+        self.generated += 4 * n
+        return web.Response(body=sse_body(self._answer(n), chat=True),
+                            content_type="text/event-stream")
+
+    def _answer(self, n: int) -> dict[str, Any]:
+        choices = [{"index": i, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"sample {i}"}} for i in range(n)]
+        usage = {"prompt_tokens": 3, "completion_tokens": 4 * n, "total_tokens": 3 + 4 * n}
+        return {"id": "sched", "model": "sched", "choices": choices, "usage": usage}
