@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,7 +203,12 @@ def first_mismatch(checkpoint: Shapes, base: BaseShapes) -> str | None:
 def check_against_base(path: str | Path, base_model: str) -> None:
     """Refuse (one line, naming the first mismatch) a base model that does not fit the checkpoint."""
     root = require_dcp_root(path)
-    mismatch = first_mismatch(checkpoint_shapes(root), base_model_shapes(_base_config(base_model)))
+    base = base_model_shapes(_base_config(base_model))
+    _refuse_mismatch(path, base_model, checkpoint_shapes(root), base)
+
+
+def _refuse_mismatch(path: str | Path, base_model: str, shapes: Shapes, base: BaseShapes) -> None:
+    mismatch = first_mismatch(shapes, base)
     if mismatch:
         raise UserInputError(
             f"{path} does not match base model {base_model}: {mismatch}; pass the --base-model "
@@ -250,12 +256,7 @@ def convert_checkpoint(
         return entry
     config = _base_config(base_model)
     base = base_model_shapes(config)
-    mismatch = first_mismatch(checkpoint_shapes(root), base)
-    if mismatch:
-        raise UserInputError(
-            f"{path} does not match base model {base_model}: {mismatch}; pass the --base-model "
-            "the checkpoint was trained from"
-        )
+    _refuse_mismatch(path, base_model, checkpoint_shapes(root), base)
     entry.parent.mkdir(parents=True, exist_ok=True)
     with _entry_lock(entry, path, lock_timeout_s):
         if is_converted(entry, key) and not force:
@@ -269,45 +270,41 @@ def convert_checkpoint(
         echo(f"converting {path} (base model {base_model}) -> {entry}")
         temp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
         temp.mkdir()
-        _write_conversion(root, Path(path), base_model, config, base, temp)
-        write_json_atomic(
-            {"key": key, "source": str(Path(path).resolve()), "base_model": base_model,
-             "converter_version": CONVERTER_VERSION},
-            temp / MARKER_FILE,
-        )
-        _replace(entry, temp)
+        try:
+            _write_conversion(root, Path(path), base_model, config, base, temp)
+            write_json_atomic(
+                {"key": key, "source": str(Path(path).resolve()), "base_model": base_model,
+                 "converter_version": CONVERTER_VERSION},
+                temp / MARKER_FILE,
+            )
+            _replace(entry, temp)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)  # gone already after a successful rename
     return entry
 
 
-class _entry_lock:
-    """An exclusive lock on one entry's conversion, with a message while it waits."""
+@contextlib.contextmanager
+def _entry_lock(entry: Path, source: str | Path, timeout_s: float) -> Iterator[None]:
+    """An exclusive lock on one entry's conversion; says so while it waits for another holder."""
+    from filelock import FileLock, Timeout
 
-    def __init__(self, entry: Path, source: str | Path, timeout_s: float) -> None:
-        from filelock import FileLock
-
-        self.lock = FileLock(str(entry.with_name(f".{entry.name}.lock")))
-        self.source = source
-        self.timeout_s = timeout_s
-
-    def __enter__(self) -> None:
-        from filelock import Timeout
-
+    lock = FileLock(str(entry.with_name(f".{entry.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        echo(f"waiting for another process converting {source} "
+             f"(lock {lock.lock_file}, up to {timeout_s:g}s)")
         try:
-            self.lock.acquire(timeout=0)
-            return
-        except Timeout:
-            echo(f"waiting for another process converting {self.source} "
-                 f"(lock {self.lock.lock_file}, up to {self.timeout_s:g}s)")
-        try:
-            self.lock.acquire(timeout=self.timeout_s)
+            lock.acquire(timeout=timeout_s)
         except Timeout as exc:
             raise OutputConflictError(
-                f"gave up after {self.timeout_s:g}s waiting for the conversion of {self.source} "
-                f"by another process (lock {self.lock.lock_file}); rerun once it has finished"
+                f"gave up after {timeout_s:g}s waiting for the conversion of {source} by another "
+                f"process (lock {lock.lock_file}); rerun once it has finished"
             ) from exc
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _remove_stale_temps(entry: Path) -> None:
