@@ -13,6 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from rollouts.io import dumps_json
 from scoring.types import RewardResult
@@ -82,21 +83,19 @@ class VerdictCache:
         return int(self._db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0])
 
 
-def encode(result: RewardResult) -> str:
-    return dumps_json(
-        {
-            "score": result.score,
-            "acc": result.acc,
-            "pred": result.pred,
-            "status": result.status,
-            "extra": result.extra,
-            "answer_class": result.answer_class,
-        }
-    )
+def to_record(result: RewardResult) -> dict[str, Any]:
+    """A verdict as plain JSON-able data (the cache and the verdict journal store this)."""
+    return {
+        "score": result.score,
+        "acc": result.acc,
+        "pred": result.pred,
+        "status": result.status,
+        "extra": result.extra,
+        "answer_class": result.answer_class,
+    }
 
 
-def decode(text: str) -> RewardResult:
-    data = json.loads(text)
+def from_record(data: dict[str, Any]) -> RewardResult:
     return RewardResult(
         score=float(data["score"]),
         acc=bool(data["acc"]),
@@ -105,3 +104,11 @@ def decode(text: str) -> RewardResult:
         extra=data.get("extra") or {},
         answer_class=data.get("answer_class"),
     )
+
+
+def encode(result: RewardResult) -> str:
+    return dumps_json(to_record(result))
+
+
+def decode(text: str) -> RewardResult:
+    return from_record(json.loads(text))

@@ -9,11 +9,15 @@ import click
 
 from rollouts.clitools import echo_err, handle_errors, is_interactive
 from scoring.cache import CACHE_ENV, default_cache_dir
+from scoring.rewards.custom import SPEC_FORMS
 from scoring.rewards.registry import AUTO, BUILTINS
 from scoring.scorer import DEFAULT_TIMEOUT_S, FileResult, ScoreConfig, score_files
 from scoring.workers import default_workers
 
-REWARD_FN_HELP = f"{AUTO} (by data_source), {', '.join(BUILTINS)}, or PATH.py:FUNC (verl signature)"
+REWARD_FN_HELP = (
+    f"{AUTO} (by data_source), {', '.join(BUILTINS)}, or a function with verl's signature: "
+    f"{SPEC_FORMS}"
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,8 +73,11 @@ def main(
         on_file=_report_file,
     )
     totals = batch["totals"]
+    for note in batch["notes"]:
+        echo_err(f"note: {note}")
+    resumed = f"{totals['resumed']} kept from an interrupted run, " if totals["resumed"] else ""
     echo_err(
-        f"{totals['rows']} rows, {totals['distinct_items']} distinct answers, "
+        f"{totals['rows']} rows, {totals['distinct_items']} distinct answers, {resumed}"
         f"{totals['cache_hits']} from cache, {totals['judged']} judged in {totals['elapsed_s']:.1f}s"
     )
 

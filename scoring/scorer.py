@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from rollouts.dataset import prompt_id_for
 from rollouts.errors import OutputConflictError, UserInputError
@@ -33,6 +34,7 @@ from rollouts.io import (
     write_table_atomic,
 )
 from scoring.cache import VerdictCache
+from scoring.journal import VerdictJournal
 from scoring.metrics import metrics_by_source, status_counts
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
@@ -94,6 +96,7 @@ class ScoreStats:
     generation_errors: int = 0
     no_answer: int = 0
     distinct_items: int = 0
+    resumed: int = 0
     cache_hits: int = 0
     judged: int = 0
     elapsed_s: float = 0.0
@@ -170,12 +173,21 @@ def ground_truths(frame: pd.DataFrame, source: str) -> list[Any]:
         return [to_python(g) for g in frame["ground_truth"]]
     values = []
     for i, reward_model in enumerate(frame["reward_model"]):
+        if isinstance(reward_model, str):  # written as JSON text (see json_safe_columns)
+            reward_model = _decoded(reward_model)
         plain = isinstance(reward_model, dict) and isinstance(reward_model.get("ground_truth"), str)
         model = reward_model if plain else to_python(reward_model)
         if not isinstance(model, dict) or "ground_truth" not in model:
             raise UserInputError(f"{source}: row {i}: reward_model has no 'ground_truth'")
         values.append(model["ground_truth"])
     return values
+
+
+def _decoded(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def generation_failed(value: Any) -> bool:
@@ -249,19 +261,34 @@ class Scorer:
         if self.cache is not None:
             self.cache.close()
 
-    def score(self, frame: pd.DataFrame, source: str = "input") -> tuple[pd.DataFrame, ScoreStats]:
-        """Scored copy of a long frame (see prepare_frame), and where its verdicts came from."""
+    def score(
+        self, frame: pd.DataFrame, source: str = "input", journal: VerdictJournal | None = None
+    ) -> tuple[pd.DataFrame, ScoreStats]:
+        """Scored copy of a long frame (see prepare_frame), and where its verdicts came from.
+
+        With a journal, verdicts of an interrupted earlier run are reused and new ones are kept
+        as they arrive. Raises RewardFunctionFailed when the reward code fails on everything."""
         started = time.monotonic()
         frame = prepare_frame(frame, source)
         planner = _Planner(frame, reward_specs(frame, self.config.reward_fn), self.config, source)
         verdicts: dict[str, RewardResult] = {}
         stats = ScoreStats(rows=len(frame))
+        kept = journal.load() if journal is not None else {}
+        watch = FailureWatch(planner)
         # Workers judge the first chunks while later rows are still being read.
-        chunks = self._uncached_chunks(planner, verdicts, stats)
+        chunks = self._uncached_chunks(planner, verdicts, stats, kept)
         with _Progress(self.config.progress) as advance:
-            fresh = self.pool.run_stream(chunks, advance)
+
+            def arrived(fresh: dict[str, RewardResult]) -> None:
+                if journal is not None:
+                    journal.append(fresh)
+                self._remember(planner, fresh)
+                watch.observe(fresh)
+                advance(len(fresh))
+
+            fresh = self.pool.run_stream(chunks, arrived)
+        watch.check_all_failed(len(fresh))
         verdicts.update(fresh)
-        self._remember(planner, fresh)
         stats.distinct_items = len(planner.items)
         stats.judged = len(fresh)
         stats.generation_errors = sum(r.failed for r in planner.rows)
@@ -271,10 +298,19 @@ class Scorer:
         return scored, stats
 
     def _uncached_chunks(
-        self, planner: _Planner, verdicts: dict[str, RewardResult], stats: ScoreStats
+        self,
+        planner: _Planner,
+        verdicts: dict[str, RewardResult],
+        stats: ScoreStats,
+        kept: dict[str, RewardResult],
     ) -> Iterator[list[WorkItem]]:
         for start in range(0, planner.size, PLAN_CHUNK_ROWS):
             new = planner.plan(start, min(start + PLAN_CHUNK_ROWS, planner.size))
+            if kept and new:
+                resumed = {item.key: kept[item.key] for item in new if item.key in kept}
+                verdicts.update(resumed)
+                stats.resumed += len(resumed)
+                new = [item for item in new if item.key not in resumed]
             if self.cache is not None and new:
                 hits = self.cache.get_many(item.key for item in new)
                 verdicts.update(hits)
@@ -291,6 +327,63 @@ class Scorer:
             spec = planner.items[key].reward_fn
             entries[key] = (spec, get_reward_fn(spec, options).version, result)
         self.cache.put_many(entries)
+
+
+# A reward function failing on this many items in a row, the same way, stops the run.
+EARLY_STOP_ITEMS = 50
+
+
+class RewardFunctionFailed(UserInputError):
+    """The reward code fails on every item (or on the first EARLY_STOP_ITEMS, the same way)."""
+
+
+class FailureWatch:
+    """Watches verdicts in the order they arrive for a reward function that cannot work."""
+
+    def __init__(self, planner: _Planner, limit: int = EARLY_STOP_ITEMS) -> None:
+        self.planner = planner
+        self.limit = limit
+        self.first: tuple[str, RewardResult] | None = None
+        self.failures = 0
+        self.broken = False  # something succeeded, or failed another way
+
+    def observe(self, fresh: dict[str, RewardResult]) -> None:
+        for key, result in fresh.items():
+            if self.broken:
+                return
+            if result.status != "error":
+                self.broken = True
+                return
+            if self.first is None:
+                self.first = (key, result)
+            elif _failure_kind(result) != _failure_kind(self.first[1]):
+                self.broken = True
+                return
+            self.failures += 1
+            if self.failures >= self.limit:
+                raise self._error(f"failed on the first {self.failures} items the same way; stopped")
+
+    def check_all_failed(self, judged: int) -> None:
+        if judged and not self.broken and self.failures == judged:
+            raise self._error(f"failed on every item ({judged})")
+
+    def _error(self, what: str) -> RewardFunctionFailed:
+        assert self.first is not None
+        key, result = self.first
+        spec = self.planner.items[key].reward_fn
+        trace = result.extra.get("score_traceback") or result.extra.get("score_error")
+        return RewardFunctionFailed(
+            f"reward function {spec} {what}. First error: {result.extra.get('score_error')}\n"
+            f"{trace}"
+        )
+
+
+def _failure_kind(result: RewardResult) -> str:
+    """The exception type and where it was raised: the same kind whatever the row."""
+    message = str(result.extra.get("score_error", ""))
+    kind = message.split(":", 1)[0]
+    where = message.rsplit(" (", 1)[-1] if message.endswith(")") else ""
+    return f"{kind}@{where}"
 
 
 # Rows extracted per step before the workers are fed again.
@@ -356,8 +449,8 @@ class _Progress:
 
             self.bar = tqdm(desc="judging", unit="item", leave=False)
 
-    def __enter__(self) -> Callable[[int], None] | None:
-        return self.bar.update if self.bar is not None else None
+    def __enter__(self) -> Callable[[int], Any]:
+        return self.bar.update if self.bar is not None else (lambda n: None)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
@@ -507,6 +600,35 @@ def results_document(job: FileJob, scored: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def json_safe_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that parquet cannot hold as they are (mixed types in one column, such as MBPP's
+    list of tests next to HumanEval's string): they are written as JSON text, in both formats."""
+    mixed = []
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            mixed.append(str(column))
+    return mixed
+
+
+def as_json_text(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    out = frame.copy()
+    for column in columns:
+        out[column] = [None if v is None else dumps_json(to_python(v)) for v in out[column]]
+    return out
+
+
+@dataclass
+class _Prepared:
+    job: FileJob
+    frame: pd.DataFrame
+    json_columns: list[str]
+    journal: VerdictJournal
+
+
 def score_files(
     patterns: Sequence[str | Path],
     config: ScoreConfig,
@@ -518,34 +640,79 @@ def score_files(
 ) -> dict[str, Any]:
     """Score every input into its own output and results JSON; returns the batch summary.
 
-    Every check (paths, outputs, columns, reward functions, sandbox) runs before any scoring.
+    Every check (paths, outputs and their folders, columns, reward functions, sandbox) runs before
+    any scoring. Verdicts are kept as they are made (scoring.journal): a rerun of an interrupted
+    command judges only what is missing.
     """
     started = time.monotonic()
     jobs = output_paths(expand_paths(patterns), output)
     check_outputs(jobs, summary, overwrite)
     validate_spec(config.reward_fn)
-    frames = [prepare_frame(read_table(job.input), str(job.input)) for job in jobs]
-    specs = {spec for frame in frames for spec in reward_specs(frame, config.reward_fn)}
-    if "code" in specs:
-        check_sandbox(config.options)
+    prepared = _prepare_jobs(jobs, config)
     file_results: list[FileResult] = []
     total = ScoreStats()
-    with Scorer(config) as scorer:
-        for job, frame in zip(jobs, frames, strict=True):
-            scored, stats = scorer.score(frame, str(job.input))
-            write_table_atomic(scored if _is_parquet(job.output) else json_nulls(scored), job.output)
-            document = results_document(job, scored)
-            write_json_atomic(document, job.results)
-            result = FileResult(job, document, stats)
-            file_results.append(result)
-            total.add(stats)
-            if on_file:
-                on_file(result)
+    try:
+        with Scorer(config) as scorer:
+            for job in prepared:
+                result = _score_one(scorer, job)
+                file_results.append(result)
+                total.add(result.stats)
+                if on_file:
+                    on_file(result)
+    finally:
+        for each in prepared:
+            each.journal.close()
     total.elapsed_s = time.monotonic() - started
     batch = batch_summary(file_results, total, config)
     if summary is not None:
         write_json_atomic(batch, summary)
     return batch
+
+
+def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig) -> list[_Prepared]:
+    """Read and check every input, then open each output's journal (which checks its folder)."""
+    frames = [prepare_frame(read_table(job.input), str(job.input)) for job in jobs]
+    specs = {spec for frame in frames for spec in reward_specs(frame, config.reward_fn)}
+    if "code" in specs:
+        check_sandbox(config.options)
+    prepared: list[_Prepared] = []
+    try:
+        for job, frame in zip(jobs, frames, strict=True):
+            prepared.append(_Prepared(job, frame, json_safe_columns(frame), VerdictJournal(job.output)))
+    except BaseException:
+        for done in prepared:
+            done.journal.close()
+        raise
+    return prepared
+
+
+def _score_one(scorer: Scorer, job: _Prepared) -> FileResult:
+    scored, stats = scorer.score(job.frame, str(job.job.input), journal=job.journal)
+    written = as_json_text(scored, job.json_columns)
+    target = job.job.output
+    write_table_atomic(written if _is_parquet(target) else json_nulls(written), target)
+    document = results_document(job.job, scored)
+    notes = reward_notes(scored, scorer.config)
+    if job.json_columns:
+        document["json_columns"] = job.json_columns
+        notes.append(
+            f"{target}: column(s) {', '.join(job.json_columns)} hold mixed types; written as "
+            f"JSON text (json.loads gives the values back)"
+        )
+    document["notes"] = notes
+    write_json_atomic(document, job.job.results)
+    job.journal.finish()
+    return FileResult(job.job, document, stats)
+
+
+def reward_notes(scored: pd.DataFrame, config: ScoreConfig) -> list[str]:
+    """What the user should know about the reward functions used (e.g. cache-key limits)."""
+    notes = []
+    for spec in sorted(set(reward_specs(scored, config.reward_fn))):
+        note = getattr(get_reward_fn(spec, config.options), "cache_note", None)
+        if note:
+            notes.append(note)
+    return notes
 
 
 def batch_summary(files: Sequence[FileResult], total: ScoreStats, config: ScoreConfig) -> dict[str, Any]:
@@ -562,5 +729,6 @@ def batch_summary(files: Sequence[FileResult], total: ScoreStats, config: ScoreC
             }
             for f in files
         ],
+        "notes": sorted({note for f in files for note in f.results.get("notes", [])}),
         "totals": {**vars(total), "elapsed_s": round(total.elapsed_s, 3)},
     }

@@ -1,13 +1,19 @@
 """A pool of worker processes that judge items under a hard per-item wall-clock limit.
 
 Items travel in batches and verdicts come back one message per batch: pickling and pipe round
-trips cost more than a cheap verdict. Each worker writes the index and start time of the item it
-is on into shared memory, so the parent knows which item hangs without a message per item. An item
-that runs past the limit has its worker killed (SIGKILL: a C extension stuck in a loop ignores
-anything softer) and replaced; the item becomes a `timeout` verdict and the rest of its batch
-(finished items included, their verdicts died with the worker) is queued again. A worker that dies
-by itself makes its current item an `error`. Reward code runs in each worker's main thread, where
-signal-based libraries behave.
+trips cost more than a cheap verdict. Batch sizes adapt to how long items take (about BATCH_TARGET_S
+of work per batch), so a cheap reward pays for few round trips and a slow one still spreads over
+every worker. Each worker writes the index and start time of the item it is on into shared memory,
+so the parent knows which item hangs without a message per item. An item that runs past the limit
+has its worker killed with every process its reward code started (SIGKILL: a C extension stuck in
+a loop ignores anything softer; see scoring.processes) and replaced; the item becomes a `timeout`
+verdict and the rest of its batch (finished items included, their verdicts died with the worker) is
+queued again. A worker that dies by itself makes its current item an `error`. Reward code runs in
+each worker's main thread, where signal-based libraries behave.
+
+Workers are not daemonic, so reward code may start processes of its own (multiprocessing,
+concurrent.futures, subprocess). They die with the parent on any signal, SIGKILL included, and take
+what they started with them (scoring.processes).
 
 Workers are forked (where the platform has fork): a new or replacement worker costs milliseconds
 and starts with the reward modules already imported; the child runs only reward code, never the
@@ -17,26 +23,29 @@ needs an `if __name__ == "__main__":` guard.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.sharedctypes
 import os
 import signal
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scoring.processes import Reaper, kill_tree, leash_worker
 from scoring.rewards.base import RewardOptions
 from scoring.rewards.registry import get_reward_fn
+from scoring.tracebacks import describe_exception, traceback_tail
 from scoring.types import RewardResult
 
-# Items per batch: enough to amortise a round trip, few enough to spread over the workers.
-MAX_BATCH = 64
-BATCHES_PER_WORKER = 4
-STREAM_BATCH = 32
+# Batch sizes: the first batches are small (the cost of an item is unknown), later ones carry about
+# BATCH_TARGET_S of work, never more than MAX_BATCH items.
+FIRST_BATCH = 8
+MAX_BATCH = 2048
+BATCH_TARGET_S = 0.1
 # How often the parent wakes to check deadlines when no worker has anything to say.
 POLL_S = 0.5
 # Imported once by a forkserver (platforms without fork) instead of by every worker.
@@ -49,6 +58,8 @@ if "fork" in multiprocessing.get_all_start_methods():
 else:
     _CONTEXT = multiprocessing.get_context("forkserver")
     _CONTEXT.set_forkserver_preload(PRELOAD)
+
+OnResults = Callable[[dict[str, "RewardResult"]], None]
 
 
 @dataclass(frozen=True)
@@ -63,10 +74,11 @@ class WorkItem:
     extra_info: dict[str, Any] | None
 
 
-def error_result(message: str, status: str = "error") -> RewardResult:
-    return RewardResult(
-        score=0.0, acc=False, pred=None, status=status, extra={"score_error": message}  # type: ignore[arg-type]
-    )
+def error_result(message: str, status: str = "error", trace: str | None = None) -> RewardResult:
+    extra: dict[str, Any] = {"score_error": message}
+    if trace:
+        extra["score_traceback"] = trace
+    return RewardResult(score=0.0, acc=False, pred=None, status=status, extra=extra)  # type: ignore[arg-type]
 
 
 def judge_item(item: WorkItem, options: RewardOptions) -> RewardResult:
@@ -75,7 +87,7 @@ def judge_item(item: WorkItem, options: RewardOptions) -> RewardResult:
         reward = get_reward_fn(item.reward_fn, options)
         return reward.judge(item.answer, item.ground_truth, item.data_source, item.extra_info)
     except Exception as exc:  # reward code (user files included) may raise anything
-        return error_result(f"{type(exc).__name__}: {exc}")
+        return error_result(describe_exception(exc), trace=traceback_tail(exc))
 
 
 def _worker_main(
@@ -84,7 +96,9 @@ def _worker_main(
     options: RewardOptions,
     environ: dict[str, str],
     cwd: str,
+    parent_pid: int,
 ) -> None:
+    leash_worker(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # A forkserver keeps the environment and directory of its own start; take the parent's now.
     os.environ.clear()
@@ -126,12 +140,18 @@ class _Worker:
         self.progress = multiprocessing.sharedctypes.RawArray("d", 2)
         self.process = _CONTEXT.Process(
             target=_worker_main,
-            args=(child, self.progress, options, dict(os.environ), os.getcwd()),
-            daemon=True,
+            args=(child, self.progress, options, dict(os.environ), os.getcwd(), os.getpid()),
+            daemon=False,  # reward code may start processes of its own
         )
         self.process.start()
         child.close()
         self.batch: list[WorkItem] = []
+        self.assigned_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
 
     @property
     def busy(self) -> bool:
@@ -141,23 +161,39 @@ class _Worker:
         self.batch = batch
         # The clock starts now: worker start-up and unpickling count towards the first item.
         self.progress[_INDEX] = 0
-        self.progress[_STARTED] = time.monotonic()
+        self.progress[_STARTED] = self.assigned_at = time.monotonic()
         self.conn.send(batch)
 
     def current(self) -> tuple[int, float]:
         return int(self.progress[_INDEX]), float(self.progress[_STARTED])
 
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
-        self.process.join(timeout=2)
-        self.kill()
-
     def kill(self) -> None:
+        """SIGKILL the worker and every process below it."""
         if self.process.is_alive():
-            self.process.kill()
+            kill_tree(self.pid)
         self.process.join()
         self.conn.close()
+
+
+class _BatchSizer:
+    """Items per batch from the measured seconds per item (a moving average)."""
+
+    def __init__(self, workers: int, max_batch: int) -> None:
+        self.workers = workers
+        self.max_batch = max_batch
+        self.per_item_s: float | None = None
+
+    def record(self, items: int, seconds: float) -> None:
+        if items:
+            sample = max(seconds, 1e-6) / items
+            previous = self.per_item_s
+            self.per_item_s = sample if previous is None else 0.7 * previous + 0.3 * sample
+
+    def size(self, queued: int) -> int:
+        wanted = FIRST_BATCH if self.per_item_s is None else int(BATCH_TARGET_S / self.per_item_s)
+        # Share what is queued between the workers: no worker idles while another holds a backlog.
+        wanted = min(wanted, -(-queued // self.workers))
+        return max(1, min(self.max_batch, wanted))
 
 
 class WorkerPool:
@@ -177,9 +213,12 @@ class WorkerPool:
         self.size = workers
         self.timeout_s = timeout_s
         self.options = options or RewardOptions()
-        self.max_batch = max_batch
+        self.sizer = _BatchSizer(workers, max_batch)
         self._workers: list[_Worker] = []
+        self._reaper: list[Reaper] = []  # started with the first worker
         self.replaced = 0
+        # Non-daemonic workers would hold up interpreter exit if the pool were never closed.
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._reaper)
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -188,112 +227,114 @@ class WorkerPool:
         self.close()
 
     def close(self) -> None:
-        for worker in self._workers:
-            worker.stop()
-        self._workers = []
+        """Kill the workers and everything their reward code started; the pool can be reused."""
+        self._finalizer()
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._reaper)
 
     def pids(self) -> list[int]:
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
+        return [w.pid for w in self._workers]
 
-    def run(
-        self, items: Sequence[WorkItem], on_done: Callable[[int], None] | None = None
-    ) -> dict[str, RewardResult]:
+    def run(self, items: Sequence[WorkItem], on_results: OnResults | None = None) -> dict[str, RewardResult]:
         """Judge every item; a hung item is `timeout`, a crashed worker's item `error`."""
-        size = max(1, min(self.max_batch, -(-len(items) // (self.size * BATCHES_PER_WORKER))))
-        return self.run_stream([list(items)], on_done, batch_size=size)
+        return self.run_stream([list(items)], on_results)
 
     def run_stream(
-        self,
-        chunks: Iterable[list[WorkItem]],
-        on_done: Callable[[int], None] | None = None,
-        batch_size: int | None = None,
+        self, chunks: Iterable[list[WorkItem]], on_results: OnResults | None = None
     ) -> dict[str, RewardResult]:
         """Like run, for items that arrive in chunks: the caller produces the next chunk (when
-        iterated) while the workers judge earlier ones."""
+        iterated) while the workers judge earlier ones. `on_results` sees each batch's verdicts
+        as they arrive (an exception it raises stops the run)."""
         results: dict[str, RewardResult] = {}
-        done = on_done or (lambda n: None)
-        size = batch_size or STREAM_BATCH
-        queue: deque[list[WorkItem]] = deque()
+        report = on_results or (lambda fresh: None)
+        queue: deque[WorkItem] = deque()
         pending = iter(chunks)
         more = True
         while True:
-            if more and len(queue) < self.size:
+            if more and len(queue) < self.size * MAX_BATCH:
                 chunk = next(pending, None)
                 more = chunk is not None
-                if chunk:
-                    queue.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+                queue.extend(chunk or [])
             if queue:
                 self._ensure_workers(self.size)
             for index, worker in enumerate(self._workers):
                 if not worker.busy and queue:
-                    self._assign(index, worker, queue.popleft())
+                    size = self.sizer.size(len(queue))
+                    self._assign(index, worker, [queue.popleft() for _ in range(min(size, len(queue)))])
             if not any(w.busy for w in self._workers):
                 if not more and not queue:
                     return results
                 continue
             # Wait for a worker only when no chunk is wanted from the caller right now.
-            self._collect(results, queue, done, block=not (more and len(queue) < self.size))
+            block = not (more and len(queue) < self.size * MAX_BATCH)
+            for fresh in self._collect(queue, block):
+                results.update(fresh)
+                report(fresh)
 
     def _assign(self, index: int, worker: _Worker, batch: list[WorkItem]) -> None:
         try:
             worker.assign(batch)
         except OSError:  # died while idle (killed from outside): a fresh worker takes the batch
             worker.kill()
-            self._workers[index] = _Worker(self.options)
+            self._workers[index] = self._new_worker()
             self.replaced += 1
             self._workers[index].assign(batch)
 
+    def _new_worker(self) -> _Worker:
+        if not self._reaper:
+            self._reaper.append(Reaper(_CONTEXT))
+        worker = _Worker(self.options)
+        self._reaper[0].watch(worker.pid)
+        return worker
+
     def _ensure_workers(self, count: int) -> None:
         while len(self._workers) < count:
-            self._workers.append(_Worker(self.options))
+            self._workers.append(self._new_worker())
 
-    def _collect(
-        self,
-        results: dict[str, RewardResult],
-        queue: deque[list[WorkItem]],
-        on_done: Callable[[int], None],
-        block: bool = True,
-    ) -> None:
-        """Take finished batches (waiting for one only when `block`), then enforce deadlines."""
+    def _collect(self, queue: deque[WorkItem], block: bool) -> list[dict[str, RewardResult]]:
+        """Finished batches (waiting for one only when `block`), after enforcing deadlines."""
         busy = {w.conn: w for w in self._workers if w.busy}
         deadline = min(w.current()[1] for w in busy.values()) + self.timeout_s
         wait_s = max(0.0, min(POLL_S, deadline - time.monotonic())) if block else 0.0
+        arrived: list[dict[str, RewardResult]] = []
         for conn in multiprocessing.connection.wait(list(busy), timeout=wait_s):
             worker = busy[conn]
             try:
-                finished = worker.conn.recv()
+                finished = dict(worker.conn.recv())
             except (EOFError, OSError):
-                self._replace(worker, queue, results, "error", "worker process died")
-                on_done(1)
+                arrived.append(self._replace(worker, queue, "error", "worker process died"))
                 continue
-            results.update(finished)
+            self.sizer.record(len(finished), time.monotonic() - worker.assigned_at)
             worker.batch = []
-            on_done(len(finished))
+            arrived.append(finished)
         now = time.monotonic()
         for worker in busy.values():
             if worker.busy and now - worker.current()[1] > self.timeout_s:
                 message = f"no verdict within {self.timeout_s:g}s; worker killed"
-                self._replace(worker, queue, results, "timeout", message)
-                on_done(1)
+                arrived.append(self._replace(worker, queue, "timeout", message))
+        return arrived
 
     def _replace(
-        self,
-        worker: _Worker,
-        queue: deque[list[WorkItem]],
-        results: dict[str, RewardResult],
-        status: str,
-        message: str,
-    ) -> None:
-        """Kill the worker; its current item gets `status`, the rest of its batch goes back."""
+        self, worker: _Worker, queue: deque[WorkItem], status: str, message: str
+    ) -> dict[str, RewardResult]:
+        """Kill the worker (and its processes); its current item gets `status`, the rest of its
+        batch goes back to the front of the queue."""
         index, _ = worker.current()
         worker.kill()
+        self._reaper[0].forget(worker.pid)
         batch = worker.batch
-        results[batch[index].key] = error_result(message, status)
-        rest = batch[:index] + batch[index + 1 :]
-        if rest:
-            queue.appendleft(rest)
-        self._workers[self._workers.index(worker)] = _Worker(self.options)
+        queue.extendleft(reversed(batch[:index] + batch[index + 1 :]))
+        self._workers[self._workers.index(worker)] = self._new_worker()
         self.replaced += 1
+        return {batch[index].key: error_result(message, status)}
+
+
+def _stop_all(workers: list[_Worker], reaper: list[Reaper]) -> None:
+    for worker in workers:
+        worker.kill()
+    workers.clear()
+    for watcher in reaper:
+        watcher.close()
+    reaper.clear()
 
 
 def default_workers() -> int:

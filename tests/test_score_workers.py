@@ -74,7 +74,11 @@ def test_reward_exception_is_error_verdict_not_a_crash(reward_spec: str) -> None
         results = pool.run([item(reward_spec, "raise"), item(reward_spec, "ok")])
         assert pool.replaced == 0
     assert results["raise"].status == "error"
-    assert results["raise"].extra["score_error"] == "RuntimeError: reward exploded"
+    # The message names the user's file and line; the traceback tail comes with it.
+    message = results["raise"].extra["score_error"]
+    assert message.startswith("RuntimeError: reward exploded (") and "slow_reward.py:12)" in message
+    assert 'raise RuntimeError("reward exploded")' in results["raise"].extra["score_traceback"]
+    assert "scoring" + os.sep + "workers.py" not in results["raise"].extra["score_traceback"]
     assert results["ok"].score == 2.0
 
 
@@ -82,7 +86,7 @@ def test_items_spread_over_workers_in_batches(reward_spec: str) -> None:
     items = [item(reward_spec, "z" * n) for n in range(1, 41)]
     done: list[int] = []
     with WorkerPool(workers=2, timeout_s=30.0, max_batch=5) as pool:
-        results = pool.run(items, done.append)
+        results = pool.run(items, lambda fresh: done.append(len(fresh)))
     assert [results["z" * n].score for n in range(1, 41)] == [float(n) for n in range(1, 41)]
     assert len({r.extra["pid"] for r in results.values()}) == 2
     assert sum(done) == 40

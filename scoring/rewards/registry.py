@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from rollouts.errors import UserInputError
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import CodeReward
-from scoring.rewards.custom import CustomReward, parse_spec
+from scoring.rewards.custom import SPEC_FORMS, CustomReward, looks_custom
+from scoring.rewards.custom import canonical_spec as custom_canonical_spec
 from scoring.rewards.gsm8k import Gsm8kReward
 from scoring.rewards.math import MathReward
 from scoring.rewards.mcq import McqReward
@@ -90,17 +91,16 @@ def dispatch_all(data_sources: Iterable[str]) -> dict[str, str]:
     if unknown:
         raise UserInputError(
             f"no reward function for data_source {', '.join(map(repr, unknown))}; "
-            f"pass --reward-fn ({'|'.join(BUILTINS)}|PATH.py:FUNC)"
+            f"pass --reward-fn ({'|'.join(BUILTINS)}|{SPEC_FORMS})"
         )
     return {source: fn for source, fn in mapping.items() if fn is not None}
 
 
 def canonical_spec(spec: str) -> str:
     """Custom files by absolute path: workers may run in another directory."""
-    if spec == AUTO or spec in BUILTINS or ".py" not in spec:
+    if spec == AUTO or spec in BUILTINS or not looks_custom(spec):
         return spec
-    path, func = parse_spec(spec)
-    return f"{path.resolve()}:{func}"
+    return custom_canonical_spec(spec)
 
 
 def validate_spec(spec: str) -> None:
@@ -111,11 +111,12 @@ def validate_spec(spec: str) -> None:
 
 @functools.lru_cache(maxsize=64)
 def get_reward_fn(spec: str, options: RewardOptions) -> RewardFn:
-    """A built-in by name, or `PATH.py:FUNC` loaded from a file (loaded once per process)."""
+    """A built-in by name, or a custom function (see scoring.rewards.custom), loaded once per
+    process."""
     if spec in BUILTINS:
         return BUILTINS[spec](options)
-    if ".py" in spec:
+    if looks_custom(spec):
         return CustomReward(spec)
     raise UserInputError(
-        f"unknown reward function {spec!r}; use {AUTO}, {', '.join(BUILTINS)} or PATH.py:FUNC"
+        f"unknown reward function {spec!r}; use {AUTO}, {', '.join(BUILTINS)}, {SPEC_FORMS}"
     )
