@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollouts.errors import OutputConflictError, UserInputError
+from rollouts.errors import OutputConflictError, StorageError, UserInputError
 from rollouts.io import fsync_dir, write_json_atomic
 
 if TYPE_CHECKING:
@@ -278,6 +278,11 @@ def convert_checkpoint(
                 temp / MARKER_FILE,
             )
             _replace(entry, temp)
+        except OSError as exc:
+            raise StorageError(
+                f"converting {path} into {entry.parent} failed ({exc}); free space there or "
+                f"point ${CACHE_ENV} (or -o) elsewhere, then rerun"
+            ) from exc
         finally:
             shutil.rmtree(temp, ignore_errors=True)  # gone already after a successful rename
     return entry

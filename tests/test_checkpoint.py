@@ -315,3 +315,20 @@ def test_waiting_for_a_conversion_held_elsewhere_gives_up_after_the_timeout(
     assert "gave up after 0.5s waiting for the conversion" in str(info.value)
     assert "waiting for another process converting" in capsys.readouterr().err
     assert not entry.exists()
+
+
+def test_a_failed_write_leaves_no_entry_and_no_temp_folder(
+    checkpoint: Path, base_model: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rollouts.checkpoint as module
+    from rollouts.errors import StorageError
+
+    def disk_full(state: object, out: Path) -> None:
+        (out / "model.safetensors").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "write_safetensors", disk_full)
+    with pytest.raises(StorageError, match="No space left on device") as info:
+        convert_checkpoint(checkpoint, str(base_model))
+    assert "\n" not in str(info.value)
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
