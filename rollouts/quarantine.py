@@ -67,6 +67,7 @@ class PromptGuard:
         self._solo_failed_at: float | None = None
         self._waiting_suspects = 0
         self._changed = asyncio.Event()
+        self._waiters = 0  # coroutines in _wait_until
 
     # -- the request side ---------------------------------------------------------------------
 
@@ -167,12 +168,17 @@ class PromptGuard:
         return not self._in_flight and self._solo is None
 
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
-        while True:
-            changed = self._changed
-            if condition():
-                return
-            await changed.wait()
+        self._waiters += 1
+        try:
+            while True:
+                changed = self._changed
+                if condition():
+                    return
+                await changed.wait()
+        finally:
+            self._waiters -= 1
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._waiters:  # the hot path (nobody waiting) allocates nothing
+            self._changed.set()
+            self._changed = asyncio.Event()

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -101,7 +102,8 @@ class WatchedEndpoint(OpenAIEndpoint):
         self.needs_probe = False  # the last request failed: /health alone cannot re-admit
         self._available = asyncio.Event()
         self._available.set()
-        self._deadlines: set[asyncio.Timeout] = set()
+        self._requests: set[asyncio.Task[Any]] = set()  # tasks with a request in flight here
+        self._cut: set[asyncio.Task[Any]] = set()
         self._held_since: float | None = None
 
     async def complete(
@@ -112,29 +114,22 @@ class WatchedEndpoint(OpenAIEndpoint):
         if self.ejected is not None:
             raise RequestError(STALLED_KIND, f"out of rotation: {self.ejected}", retryable=True,
                                endpoint_down=True)
-        if self.guard is None:
-            return await self._watched(prompt, n=n, params=params, seed=seed, key=None)
-        key = await self.guard.admit(prompt)
-        return await self._watched(prompt, n=n, params=params, seed=seed, key=key)
-
-    async def _watched(
-        self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None,
-        key: str | None,
-    ) -> CompletionBatch:
+        key = await self.guard.admit(prompt) if self.guard is not None else None
         answered, reached = False, True
+        # `eject` cancels the tasks waiting here; each runs one request at a time (an engine
+        # worker), and a cut is told from a real cancellation as asyncio.timeout does.
+        task = asyncio.current_task()
+        assert task is not None
+        self._requests.add(task)
         self.progress.request_started()
         try:
-            # A deadline that `eject` can move to now: it cuts the request where it waits.
-            async with asyncio.timeout(None) as deadline:
-                self._deadlines.add(deadline)
-                try:
-                    batch = await super().complete(prompt, n=n, params=params, seed=seed)
-                finally:
-                    self._deadlines.discard(deadline)
+            batch = await super().complete(prompt, n=n, params=params, seed=seed)
             answered = True
-        except TimeoutError as exc:  # only `eject` (the client turns its own into RequestError)
-            raise RequestError(STALLED_KIND, f"cut: {self.ejected}", retryable=True,
-                               endpoint_down=True) from exc
+        except asyncio.CancelledError:
+            if task in self._cut and task.uncancel() == 0:
+                raise RequestError(STALLED_KIND, f"cut: {self.ejected}", retryable=True,
+                                   endpoint_down=True) from None
+            raise
         except RequestError as exc:
             # A 4xx is the server refusing one request (a prompt over the context length): an
             # answer, and no sign of trouble.
@@ -145,8 +140,10 @@ class WatchedEndpoint(OpenAIEndpoint):
                 self._hold()
             raise
         finally:
+            self._requests.discard(task)
+            self._cut.discard(task)
             self.progress.request_ended(answered=answered)
-            if self.guard is not None and key is not None:
+            if key is not None and self.guard is not None:
                 self.guard.finished(key, answered=answered, reached=reached)
         self.needs_probe = False
         return batch
@@ -183,9 +180,9 @@ class WatchedEndpoint(OpenAIEndpoint):
         retried, on another server when there is one)."""
         self.ejected = reason
         self.needs_probe = True
-        now = asyncio.get_running_loop().time()
-        for deadline in list(self._deadlines):
-            deadline.reschedule(now)
+        for task in self._requests - self._cut:
+            self._cut.add(task)
+            task.cancel()
         echo_warning(f"ejected {self.name}: {reason}; it is re-admitted once a 1-token "
                      "generation succeeds")
 

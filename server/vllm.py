@@ -268,20 +268,38 @@ async def probe_completion(
     api_key: str | None = None,
 ) -> bool:
     """One token through the whole engine: proves the scheduler and workers run, where /health
-    only proves the API process answers. False on any failure, a timeout included."""
-    body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+    only proves the API process answers. False on any failure, a timeout included. A server that
+    refuses plain completions (4xx: a chat-only server) is asked through chat completions."""
+    base = {"model": model, "max_tokens": 1, "temperature": 0}
+    status = await _probe(session, f"{root_url}/v1/completions", {**base, "prompt": "Hello"},
+                          timeout_s, api_key)
+    if status is not None and 400 <= status < 500:
+        messages = [{"role": "user", "content": "Hello"}]
+        status = await _probe(session, f"{root_url}/v1/chat/completions",
+                              {**base, "messages": messages}, timeout_s, api_key)
+    return status == 200
+
+
+async def _probe(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    timeout_s: float,
+    api_key: str | None,
+) -> int | None:
+    """The status of one probe request (200 only with choices in the answer); None when it
+    could not be made or read."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     try:
         async with session.post(
-            f"{root_url}/v1/completions", json=body, headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
         ) as resp:
             if resp.status != 200:
-                return False
+                return resp.status
             data = await resp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ConnectionError, ValueError):
-        return False
-    return isinstance(data, dict) and bool(data.get("choices"))
+        return None
+    return 200 if isinstance(data, dict) and data.get("choices") else None
 
 
 class ManagedServer:

@@ -7,6 +7,7 @@ a server ejected for failing requests comes back only after a real 1-token gener
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -17,12 +18,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
+import yaml
 
 import rollouts.client as client
+from rollouts.client import RequestError
+from rollouts.runconfig import load_plan
+from rollouts.types import SamplingParams
+from rollouts.watchdog import WatchedEndpoint
 from server.process import pick_free_port
 from tests.fake_vllm import FAKE_VLLM_COMMAND
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
+from tests.openai_server import FakeOpenAIServer, Fault
 
 
 @pytest.fixture(autouse=True)
@@ -131,3 +139,55 @@ def test_a_server_failing_every_completion_is_not_readmitted_on_health_alone(
     stats = endpoint_stats(out)[failing]
     assert stats["ejections"] == 1 and stats["requests"] <= 4
     assert f"re-admitted {failing}" not in result.output
+
+
+def test_an_ejection_cuts_requests_in_flight_and_frees_their_connections() -> None:
+    """Two hung requests hold both connections of a pool of two; ejecting cuts them (retryable,
+    the server marked down), a real cancellation still cancels, and after re-admission by a
+    1-token generation a request gets a connection: none leaked."""
+
+    async def scenario(server: FakeOpenAIServer) -> None:
+        params = SamplingParams(max_tokens=4)
+        connector = aiohttp.TCPConnector(limit=2)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            endpoint = WatchedEndpoint(server.url, server.model, session)
+            hung = [
+                asyncio.ensure_future(endpoint.complete("hang", n=1, params=params, seed=None))
+                for _ in range(2)
+            ]
+            while server.in_flight < 2:
+                await asyncio.sleep(0.01)
+            endpoint.eject("a test stall")
+            for task in hung:
+                with pytest.raises(RequestError) as cut:
+                    await task
+                assert cut.value.kind == "stalled" and cut.value.endpoint_down
+            assert endpoint.progress.in_flight == 0
+            assert await endpoint.healthy() and endpoint.ejected is None
+            batch = await asyncio.wait_for(
+                endpoint.complete("fine", n=1, params=params, seed=None), timeout=60
+            )
+            assert batch.completions[0].text
+            cancelled = asyncio.ensure_future(endpoint.complete("hang", n=1, params=params,
+                                                                seed=None))
+            await asyncio.sleep(0.2)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+
+    with FakeOpenAIServer(faults=[Fault("hang", times=None, match="hang")]) as server:
+        asyncio.run(scenario(server))
+
+
+def test_the_stall_limit_is_checked_and_read_from_a_run_config(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(1))
+    result = run_generate(source, "-o", tmp_path / "o.parquet", "--base-url",
+                          "http://127.0.0.1:9/v1", "--model", "m", "--stall-timeout", "-1",
+                          expect=1)
+    assert "--stall-timeout must be >= 0 seconds (0 turns the watchdog off)" in result.output
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": "m", "base_urls": ["http://127.0.0.1:9/v1"], "stall_timeout": 30,
+        "datasets": [{"path": str(source)}],
+    }))
+    assert load_plan(config).jobs[0].stall_timeout_s == 30.0
