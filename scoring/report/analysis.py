@@ -10,12 +10,15 @@
 - Comparison: every model against the baseline per task, on the prompts both have (paired bootstrap
   interval, exact McNemar or sign-flip p-value), Holm-corrected across each model's tasks.
 
-Each (model, task) draws from its own generator seeded by (seed, model, task), so a number does not
-change when other models or tasks are added to the report.
+Resampling is shared where the prompts are: every model scored on the same prompts of a task uses
+the same bootstrap draws of them (and every sign-flip test on n prompts the same sign patterns),
+seeded by (seed, task, the prompt ids). A number therefore does not change when other models or
+tasks are added to the report, and the work is one draw per task rather than per model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +37,8 @@ from scoring.report.stats import (
     holm,
     paired_test,
     percentile_interval,
+    random_signs,
+    resample_counts,
 )
 
 ALPHA = 0.05
@@ -76,6 +81,29 @@ class Analysis:
 
 def rng_for(seed: int, *names: str) -> np.random.Generator:
     return np.random.default_rng([seed, *(zlib.crc32(name.encode()) for name in names)])
+
+
+class Resampler:
+    """Bootstrap counts per (task, prompt set) and sign patterns per size, drawn once each."""
+
+    def __init__(self, options: ReportOptions) -> None:
+        self.options = options
+        self._counts: dict[tuple[str, str], np.ndarray] = {}
+        self._signs: dict[int, np.ndarray] = {}
+
+    def counts(self, task: str, prompt_ids: np.ndarray) -> np.ndarray:
+        digest = hashlib.sha1("\x00".join(map(str, prompt_ids)).encode()).hexdigest()
+        key = (task, digest)
+        if key not in self._counts:
+            rng = rng_for(self.options.seed, "bootstrap", task, digest)
+            self._counts[key] = resample_counts(rng, len(prompt_ids), self.options.bootstrap)
+        return self._counts[key]
+
+    def signs(self, n: int) -> np.ndarray:
+        if n not in self._signs:
+            rng = rng_for(self.options.seed, "signs", str(n))
+            self._signs[n] = random_signs(rng, self.options.permutations, n)
+        return self._signs[n]
 
 
 def analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
@@ -176,9 +204,11 @@ def summary_rows(
 ) -> pd.DataFrame:
     """Tidy rows (level task/domain/overall) of every metric, or only `only`."""
     replicates = _Replicates()
+    resampler = Resampler(options)
     rows: list[dict[str, Any]] = []
-    for (label, task), scores in sorted(cells.items()):
-        rows += task_rows(label, task, domains[task], scores, options, replicates, only)
+    for (label, task), scores in sorted(cells.items(), key=lambda item: (item[0][1], item[0][0])):
+        counts = resampler.counts(task, scores.prompt_ids)
+        rows += task_rows(label, task, domains[task], scores, counts, replicates, only)
     groups = {domain: [t for t, d in domains.items() if d == domain] for domain in sorted(set(domains.values()))}
     groups[OVERALL] = sorted(domains)
     for label in labels:
@@ -195,7 +225,7 @@ def task_rows(
     task: str,
     domain: str,
     scores: PromptScores,
-    options: ReportOptions,
+    counts: np.ndarray,
     replicates: _Replicates,
     only: Metric | None,
 ) -> list[dict[str, Any]]:
@@ -206,7 +236,7 @@ def task_rows(
         if column is None or np.all(np.isnan(column)):
             return []
         metrics, values = [only], column[:, None]
-    draws = bootstrap_means(values, rng_for(options.seed, label, task), options.bootstrap)
+    draws = bootstrap_means(values, None, counts=counts)
     low, high = percentile_interval(draws)
     defined = (~np.isnan(values)).sum(axis=0)
     rows = []
@@ -323,6 +353,7 @@ def compare(
 ) -> pd.DataFrame:
     """Each label minus the baseline on every task both have; Holm across each label's tasks."""
     assert options.baseline is not None
+    resampler = Resampler(options)
     rows = []
     for label in labels:
         if label == options.baseline:
@@ -332,7 +363,7 @@ def compare(
             base, other = cells.get((options.baseline, task)), cells.get((label, task))
             if base is None or other is None:
                 continue
-            row = compare_task(base, other, options, rng_for(options.seed, "compare", label, task))
+            row = compare_task(task, base, other, options, resampler)
             if row is not None:
                 found.append({"label": label, "baseline": options.baseline, "domain": domains[task], "task": task, **row})
         adjusted = holm(np.array([r["p_value"] for r in found], dtype=float))
@@ -344,7 +375,7 @@ def compare(
 
 
 def compare_task(
-    base: PromptScores, other: PromptScores, options: ReportOptions, rng: np.random.Generator
+    task: str, base: PromptScores, other: PromptScores, options: ReportOptions, resampler: Resampler
 ) -> dict[str, Any] | None:
     """The paired difference on the prompts both sides have (and the metric is defined on)."""
     base_values, other_values = metric_values(base, options.metric), metric_values(other, options.metric)
@@ -353,9 +384,12 @@ def compare_task(
     common, in_base, in_other = np.intersect1d(base.prompt_ids, other.prompt_ids, return_indices=True)
     a, b = base_values[in_base], other_values[in_other]
     usable = ~(np.isnan(a) | np.isnan(b))
+    pairs = int(usable.sum())
     test = paired_test(
-        a[usable], b[usable], base.n[in_base][usable], other.n[in_other][usable], rng,
-        options.bootstrap, options.permutations,
+        a[usable], b[usable], base.n[in_base][usable], other.n[in_other][usable],
+        rng_for(options.seed, "compare", task), options.bootstrap, options.permutations,
+        counts=resampler.counts(task, common[usable]) if pairs else None,
+        signs=resampler.signs(pairs) if 2**min(pairs, 64) > options.permutations else None,
     )
     return {
         "metric": options.metric.name, "delta": test.delta, "ci_low": test.ci_low, "ci_high": test.ci_high,

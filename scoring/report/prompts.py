@@ -173,9 +173,12 @@ def _scores(frame: _PromptFrame, members: np.ndarray) -> PromptScores:
 
 def pass_values(scores: PromptScores, k: int) -> np.ndarray:
     """pass@k of every prompt (scoring.metrics.pass_at_k), NaN where the prompt has fewer than k."""
-    pairs, inverse = np.unique(np.stack([scores.n, scores.passes]), axis=1, return_inverse=True)
-    table = np.array([pass_at_k(int(n), int(c), k) if n >= k else np.nan for n, c in pairs.T])
-    return table[inverse.ravel()] if len(table) else np.array([], dtype=float)
+    if not len(scores):
+        return np.array([], dtype=float)
+    width = int(scores.n.max()) + 1
+    keys, inverse = np.unique(scores.n.astype(np.int64) * width + scores.passes, return_inverse=True)
+    table = np.array([pass_at_k(n, c, k) if n >= k else np.nan for n, c in (divmod(int(key), width) for key in keys)])
+    return table[inverse.ravel()]
 
 
 def majority_values(scores: PromptScores, k: int) -> np.ndarray | None:

@@ -27,14 +27,24 @@ def resample_counts(rng: np.random.Generator, n_prompts: int, reps: int) -> np.n
     return flat.reshape(reps, n_prompts).astype(np.float64)
 
 
-def bootstrap_means(values: np.ndarray, rng: np.random.Generator, reps: int = BOOTSTRAP_REPS) -> np.ndarray:
+def bootstrap_means(
+    values: np.ndarray,
+    rng: np.random.Generator | None,
+    reps: int = BOOTSTRAP_REPS,
+    counts: np.ndarray | None = None,
+) -> np.ndarray:
     """Bootstrap replicates of the column means of `values` (prompts x metrics, NaN = undefined).
 
     Returns (reps, metrics); a replicate that drew no prompt with the metric defined is NaN.
+    `counts` (from resample_counts) replaces the draw, so several models scored on the same
+    prompts can share one resampling of them.
     """
     matrix = values.reshape(len(values), -1)
     defined = ~np.isnan(matrix)
-    counts = resample_counts(rng, len(matrix), reps)
+    if counts is None:
+        if rng is None:
+            raise ValueError("bootstrap_means needs a generator or counts")
+        counts = resample_counts(rng, len(matrix), reps)
     totals = counts @ np.where(defined, matrix, 0.0)
     drawn = counts @ defined.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -45,6 +55,9 @@ def percentile_interval(replicates: np.ndarray, confidence: float = CONFIDENCE) 
     """Percentile interval of each column of `replicates` (NaN replicates ignored)."""
     tail = (1.0 - confidence) / 2.0
     matrix = replicates.reshape(len(replicates), -1)
+    if not np.isnan(matrix).any():
+        low, high = np.quantile(matrix, [tail, 1.0 - tail], axis=0)
+        return low, high
     low = np.full(matrix.shape[1], np.nan)
     high = np.full(matrix.shape[1], np.nan)
     for column in range(matrix.shape[1]):
@@ -83,11 +96,22 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
     return float(binomtest(only_b, only_a + only_b, 0.5).pvalue)
 
 
-def sign_flip_p_value(diffs: np.ndarray, rng: np.random.Generator, flips: int = PERMUTATIONS) -> float:
+def random_signs(rng: np.random.Generator, flips: int, n: int) -> np.ndarray:
+    """(flips, n) random +-1 patterns for the sign-flip test."""
+    return np.where(rng.random((flips, n)) < 0.5, -1.0, 1.0)
+
+
+def sign_flip_p_value(
+    diffs: np.ndarray,
+    rng: np.random.Generator,
+    flips: int = PERMUTATIONS,
+    signs: np.ndarray | None = None,
+) -> float:
     """Two-sided p-value of mean(diffs) = 0 by flipping the sign of each prompt's difference.
 
     Every sign pattern is enumerated when there are at most `flips` of them (an exact test);
-    otherwise `flips` random patterns are drawn and the observed one counts as one of them.
+    otherwise `flips` random patterns are drawn (or `signs` from random_signs used) and the
+    observed one counts as one of them.
     """
     n = len(diffs)
     if n == 0 or not np.any(diffs):
@@ -98,9 +122,10 @@ def sign_flip_p_value(diffs: np.ndarray, rng: np.random.Generator, flips: int = 
         patterns = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
         statistics = np.abs((1 - 2 * patterns) @ diffs) / n
         return float(np.mean(statistics >= observed - tolerance))
-    signs = np.where(rng.random((flips, n)) < 0.5, -1.0, 1.0)
+    if signs is None:
+        signs = random_signs(rng, flips, n)
     statistics = np.abs(signs @ diffs) / n
-    return float((1 + np.sum(statistics >= observed - tolerance)) / (flips + 1))
+    return float((1 + np.sum(statistics >= observed - tolerance)) / (len(signs) + 1))
 
 
 def paired_test(
@@ -111,19 +136,22 @@ def paired_test(
     rng: np.random.Generator,
     reps: int = BOOTSTRAP_REPS,
     flips: int = PERMUTATIONS,
+    counts: np.ndarray | None = None,
+    signs: np.ndarray | None = None,
 ) -> PairedTest:
     """B - A on aligned per-prompt values (NaN-free), with a paired-bootstrap interval.
 
-    a_n and b_n are the samples per prompt on each side, which choose the test.
+    a_n and b_n are the samples per prompt on each side, which choose the test; `counts` and
+    `signs` (for these prompts) may be shared with other comparisons on the same prompts.
     """
     if len(a) == 0:
         return PairedTest(0, np.nan, np.nan, np.nan, np.nan, "none")
     diffs = b - a
-    low, high = percentile_interval(bootstrap_means(diffs, rng, reps))
+    low, high = percentile_interval(bootstrap_means(diffs, rng, reps, counts))
     if is_single_binary(a, b, a_n, b_n):
         p_value, test = mcnemar_exact(a, b), "mcnemar"
     else:
-        p_value, test = sign_flip_p_value(diffs, rng, flips), "sign-flip"
+        p_value, test = sign_flip_p_value(diffs, rng, flips, signs), "sign-flip"
     return PairedTest(len(a), float(diffs.mean()), float(low[0]), float(high[0]), p_value, test)
 
 
