@@ -29,6 +29,7 @@ from slurm.units import DatasetEntry, Unit, WorkTable, done_ids, read_done, unit
 
 MERGED_FILE = "merged.json"
 MISSING_LISTED = 10
+ROWS_PER_WRITE = 65536
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def _merge_job(run_dir: Path, table: WorkTable, entries: list[int]) -> MergedOut
     units.sort(key=lambda u: (entries.index(u.dataset), u.start))
     schema = output_schema(pq.read_schema(unit_output(run_dir, u.id)) for u in _firsts(units))
     errors: Counter[str] = Counter()
-    tables = _unit_tables(run_dir, units, table, schema, errors)
+    tables = _batched(_unit_tables(run_dir, units, table, schema, errors))
     fmt = table_format(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(output)
@@ -129,6 +130,21 @@ def _unit_tables(
             for item in pc.value_counts(kinds).to_pylist():
                 errors[item["values"]] += item["counts"]
         yield data
+
+
+def _batched(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """Units joined into tables of about ROWS_PER_WRITE rows: row groups of a useful size in the
+    output, while memory stays at one batch."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for data in tables:
+        pending.append(data)
+        rows += data.num_rows
+        if rows >= ROWS_PER_WRITE:
+            yield pa.concat_tables(pending).combine_chunks()
+            pending, rows = [], 0
+    if pending:
+        yield pa.concat_tables(pending).combine_chunks()
 
 
 def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:

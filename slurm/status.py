@@ -105,9 +105,13 @@ def format_status(status: RunStatus) -> str:
     ]
     if status.tasks:
         lines.append("tasks:")
+        now = time.time()
         for task in status.tasks:
+            state = str(task.get("state"))
+            if state == "running":
+                state += f" (updated {now - float(task.get('updated', now)):.0f}s ago)"
             lines.append(
-                f"  {task.get('task')} {task.get('state')} on {task.get('host')}: "
+                f"  {task.get('task')} {state} on {task.get('host')}: "
                 f"{task.get('units_done', 0)} units, {task.get('samples', 0)} samples, "
                 f"{float(task.get('samples_per_s', 0)):.1f} samples/s, "
                 f"{float(task.get('completion_tokens_per_s', 0)):.0f} tokens/s"

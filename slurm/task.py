@@ -132,6 +132,7 @@ class Task:
         self.requeue = False
         self.running: dict[str, asyncio.Task[None]] = {}
         self.first: Unit | None = None
+        self._body: asyncio.Task[None] | None = None
 
     # -- the task's life --------------------------------------------------------------------
 
@@ -146,12 +147,12 @@ class Task:
         loop.add_signal_handler(signal.SIGUSR1, self._stop, True)
         loop.add_signal_handler(signal.SIGTERM, self._stop, False)
         heartbeat = asyncio.create_task(self._heartbeat())
+        self._body = asyncio.create_task(self._serve_and_work())
         try:
-            async with self._connection() as connection:
-                self.stats.state = "running"
-                await run_until_first_failure(
-                    self._work(connection), *(watch() for watch in connection.watchers)
-                )
+            await self._body
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise  # not our own stop (a signal while the servers were starting)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -160,6 +161,13 @@ class Task:
             loop.remove_signal_handler(signal.SIGUSR1)
             loop.remove_signal_handler(signal.SIGTERM)
         return self._finish()
+
+    async def _serve_and_work(self) -> None:
+        async with self._connection() as connection:
+            self.stats.state = "running"
+            await run_until_first_failure(
+                self._work(connection), *(watch() for watch in connection.watchers)
+            )
 
     def _finish(self) -> str:
         if self.requeue:
@@ -175,6 +183,8 @@ class Task:
         log("USR1: stopping to requeue" if requeue else "TERM: stopping")
         self.requeue = self.requeue or requeue
         self.stopping.set()
+        if self.stats.state != "running" and self._body is not None:
+            self._body.cancel()  # still starting the servers: stop that now
         for unit_task in self.running.values():
             unit_task.cancel()
 
@@ -203,14 +213,15 @@ class Task:
             if plan.base_urls:
                 async with connect_servers(
                     session, plan.base_urls, plan.jobs[0].model, plan.api_key,
-                    plan.jobs[0].request_timeout_s,
+                    plan.jobs[0].request_timeout_s, plan.jobs[0].stall_timeout_s,
                 ) as connection:
                     yield connection
                 return
             async with contextlib.AsyncExitStack() as stack:
                 connections = [
                     await stack.enter_async_context(connect_managed(
-                        config, session, plan.max_restarts, plan.jobs[0].request_timeout_s
+                        config, session, plan.max_restarts, plan.jobs[0].request_timeout_s,
+                        plan.jobs[0].stall_timeout_s,
                     ))
                     for config in self._server_configs(count)
                 ]

@@ -164,6 +164,11 @@ def test_array_survives_a_requeue_and_a_sigkill_and_merges_complete(
     log = (run_dir / "logs" / f"rollouts-run-{array}_1.log").read_text()
     assert "(restart 1)" in log
     assert merge_run(run_dir) == merged  # idempotent
+    status = CliRunner().invoke(main, ["slurm", "status", str(run_dir)])
+    assert "units: 5 done, 0 leased, 0 pending of 5" in status.output
+    assert "samples: 52 of 52 done (100.0%), 0 error rows" in status.output
+    assert all(f"  {array}_{i} " in status.output for i in range(3))  # a line per task
+    assert "samples/s" in status.output and "tokens/s" in status.output
     again = submit_run(config)  # nothing left: nothing submitted
     assert again.tasks == 0 and again.array_job_id is None
 
@@ -214,6 +219,10 @@ def test_bad_input_is_one_line_before_anything_is_submitted(
                                "{tensor_parallel_size: 4}"))
     assert "needs 4 GPUs" in cli_error("submit", str(config))
     config.write_text(text)
+    dry = CliRunner().invoke(main, ["slurm", "submit", str(config), "--dry-run"])
+    assert dry.exit_code == 0 and "#SBATCH --array=0-0" in dry.output  # 1 unit: 1 task
+    assert "delta: 4 prompts x 1 = 4 samples, units 0/1 done" in dry.output
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
     with monkeypatch.context() as patched:
         patched.setenv("PATH", str(tmp_path))
         assert "SLURM is needed: no `sbatch` on PATH" in cli_error("submit", str(config))
