@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from rollouts.cli import main
 from slurm.merge import merge_run
 from slurm.submit import SubmitResult, submit_run
+from slurm.task import has_work, run_task
 from slurm.units import done_ids
 from tests.fake_vllm import FAKE_VLLM_COMMAND
 from tests.generate_helpers import verl_rows, write_jsonl
@@ -171,6 +172,12 @@ def test_array_survives_a_requeue_and_a_sigkill_and_merges_complete(
     assert "samples/s" in status.output and "tokens/s" in status.output
     again = submit_run(config)  # nothing left: nothing submitted
     assert again.tasks == 0 and again.array_job_id is None
+    # A task started now finds nothing to claim and ends before starting any server.
+    assert not has_work(run_dir)
+    served = len(stand_in.read_text().splitlines())
+    assert run_task(run_dir) == "idle"
+    assert len(stand_in.read_text().splitlines()) == served
+    assert not list((run_dir / "logs").glob("server-local-*"))
 
 
 def test_preemption_signal_requeues_and_the_merge_job_completes_the_run(
