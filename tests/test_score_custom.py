@@ -1,0 +1,102 @@
+"""User reward functions: called as verl calls them, loaded by module path or file (packages with
+relative imports), errors by the user's file and line, versions that follow local imports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from rollouts.errors import UserInputError
+from scoring.rewards.custom import CustomReward
+
+KEYWORD_REWARD = """
+def compute_score(solution_str, ground_truth, data_source=None, extra_info=None):
+    # verl calls by keyword; a positional call would put data_source into solution_str.
+    assert isinstance(extra_info, dict), extra_info
+    return float(solution_str == ground_truth and data_source == "src")
+"""
+
+
+def test_custom_function_is_called_by_keyword_like_verl(tmp_path: Path) -> None:
+    path = tmp_path / "kw.py"
+    path.write_text(KEYWORD_REWARD)
+    reward = CustomReward(f"{path}:compute_score")
+    assert reward.judge("42", "42", "src", None).score == 1.0
+    assert reward.judge("41", "42", "src", {"split": "test"}).score == 0.0
+
+
+def make_package(root: Path, name: str = "myrewards") -> Path:
+    package = root / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("def normalise(text):\n    return text.strip().lower()\n")
+    (package / "reward.py").write_text(
+        "from .helpers import normalise\n\n"
+        "def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
+        "    return float(normalise(solution_str) == normalise(ground_truth))\n"
+    )
+    return package
+
+
+def test_file_inside_a_package_is_imported_with_its_package(tmp_path: Path) -> None:
+    package = make_package(tmp_path, "pkg_by_file")
+    reward = CustomReward(f"{package / 'reward.py'}:compute_score")
+    assert reward.judge(" Paris ", "paris", "t", None).score == 1.0
+
+
+def test_module_path_spec_loads_an_importable_function(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    make_package(tmp_path, "pkg_by_module")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reward = CustomReward("pkg_by_module.reward:compute_score")
+    assert reward.judge("A", "a", "t", None).score == 1.0
+    assert reward.name == "pkg_by_module.reward:compute_score"
+    with pytest.raises(UserInputError, match="no module named 'no_such_pkg'"):
+        CustomReward("no_such_pkg.reward:compute_score")
+    with pytest.raises(UserInputError, match="defines no function 'missing'"):
+        CustomReward("pkg_by_module.reward:missing")
+
+
+def test_load_errors_name_the_users_file_and_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("import os\n\nvalue = 1 / 0\n")
+    with pytest.raises(UserInputError) as caught:
+        CustomReward(f"{broken}:compute_score")
+    assert f"{broken}:3" in str(caught.value)
+    assert "ZeroDivisionError" in str(caught.value)
+    assert "rollouts_custom_reward" not in str(caught.value)
+    bad_syntax = tmp_path / "syntax.py"
+    bad_syntax.write_text("def compute_score(:\n")
+    with pytest.raises(UserInputError, match=f"{bad_syntax}:1"):
+        CustomReward(f"{bad_syntax}:compute_score")
+
+
+def test_version_follows_the_modules_it_imports(tmp_path: Path) -> None:
+    package = make_package(tmp_path, "pkg_versioned")
+    spec = f"{package / 'reward.py'}:compute_score"
+    before = CustomReward(spec).version
+    (package / "helpers.py").write_text("def normalise(text):\n    return text\n")
+    assert CustomReward(spec).version != before
+    # A lone file: its neighbours count too (it may import them).
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "util.py").write_text("X = 1\n")
+    (lone / "r.py").write_text("import util\n\ndef compute_score(**kw):\n    return util.X\n")
+    first = CustomReward(f"{lone / 'r.py'}:compute_score")
+    assert first.judge("a", "b", "t", None).score == 1.0
+    (lone / "util.py").write_text("X = 0\n")
+    assert CustomReward(f"{lone / 'r.py'}:compute_score").version != first.version
+
+
+def test_verl_default_compute_score_by_module_path_when_installed() -> None:
+    if "verl" not in sys.modules:
+        try:
+            import verl  # noqa: F401
+        except ImportError:
+            with pytest.raises(UserInputError, match="no module named 'verl'"):
+                CustomReward("verl.utils.reward_score:default_compute_score")
+            return
+    reward = CustomReward("verl.utils.reward_score:default_compute_score")
+    assert reward.judge("#### 72", "72", "openai/gsm8k", None).score == 1.0
