@@ -6,8 +6,13 @@ The instant server runs pinned to the other core.
 
 Memory: peak RSS of a run of --memory-samples samples (prompts x n, n per request).
 
+Streaming: client CPU per generated token reading whole answers (before) and server-sent
+events (after, the default: one event per choice per token, as vLLM streams), through
+rollouts.client on one core, as a ratio.
+
     python benchmarks/bench_generate.py                      # overhead, 30,000 requests
     python benchmarks/bench_generate.py --memory-samples 1000000
+    python benchmarks/bench_generate.py --stream-cpu         # streaming's CPU per token
 """
 
 from __future__ import annotations
@@ -52,6 +57,36 @@ async def main(url, total, concurrency):
 
 elapsed = asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 print(json.dumps({"elapsed": elapsed}))
+'''
+
+
+STREAM_LOOP = r'''
+import asyncio, json, sys, time
+import aiohttp
+from rollouts.client import OpenAIEndpoint
+from rollouts.types import SamplingParams
+
+async def main(url, stream, requests, n, tokens, concurrency):
+    connector = aiohttp.TCPConnector(limit=concurrency + 16, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        endpoint = OpenAIEndpoint(url, "instant", session, stream=stream)
+        params = SamplingParams(max_tokens=tokens)
+        left = list(range(requests))
+        generated = 0
+        async def worker():
+            nonlocal generated
+            while left:
+                i = left.pop()
+                batch = await endpoint.complete([{"role": "user", "content": f"q {i}"}], n=n,
+                                                params=params, seed=None)
+                assert len(batch.completions) == n
+                generated += batch.completion_tokens_total
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return generated
+
+cpu = time.process_time()
+generated = asyncio.run(main(sys.argv[1], sys.argv[2] == "stream", *map(int, sys.argv[3:7])))
+print(json.dumps({"tokens": generated, "cpu_s": time.process_time() - cpu}))
 '''
 
 
@@ -140,6 +175,33 @@ def overhead(url: str, requests: int, concurrency: int, repeat: int, workdir: Pa
     print(f"ratio rollouts / bare: {ours_rps / bare_rps:.2f}")
 
 
+def stream_cpu(url: str, requests: int, n: int, tokens: int, concurrency: int, repeat: int,
+               workdir: Path) -> None:
+    """Client CPU per generated token, whole answers against streamed ones, alternated."""
+    loop_file = workdir / "stream_loop.py"
+    loop_file.write_text(STREAM_LOOP)
+    per_token: dict[str, list[float]] = {"whole": [], "stream": []}
+    for round_no in range(repeat):
+        for mode in ("whole", "stream"):
+            out = subprocess.run(
+                [*pinned(CLIENT_CORE), sys.executable, str(loop_file), url, mode, str(requests),
+                 str(n), str(tokens), str(concurrency)],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            result = json.loads(out)
+            per_token[mode].append(result["cpu_s"] / result["tokens"] * 1e6)
+        print(f"round {round_no}: whole answers {per_token['whole'][-1]:.2f} us/token, "
+              f"streamed {per_token['stream'][-1]:.2f} us/token")
+    whole, streamed = statistics.median(per_token["whole"]), statistics.median(per_token["stream"])
+    print(f"{requests} requests x n={n} x {tokens} tokens, {concurrency} in flight, "
+          f"client pinned to core {CLIENT_CORE}")
+    print(f"client CPU per generated token: whole answers {whole:.2f} us, streamed {streamed:.2f} us "
+          f"(ratio streamed / whole {streamed / whole:.1f})")
+    for rate in (25_000, 100_000):
+        print(f"  at {rate:,} tok/s streaming takes {streamed * rate / 1e4:.1f}% of one core "
+              f"(whole answers {whole * rate / 1e4:.1f}%)")
+
+
 def memory(url: str, samples: int, n: int, concurrency: int, workdir: Path) -> None:
     prompts = samples // n
     source = workdir / "memory.jsonl"
@@ -160,11 +222,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory-samples", type=int, default=0)
     parser.add_argument("--memory-n", type=int, default=8)
+    parser.add_argument("--stream-cpu", action="store_true",
+                        help="measure client CPU per token, whole answers vs streamed")
+    parser.add_argument("--stream-requests", type=int, default=600)
+    parser.add_argument("--stream-n", type=int, default=8)
+    parser.add_argument("--stream-tokens", type=int, default=256)
     args = parser.parse_args()
     server, url = start_server()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            if args.memory_samples:
+            if args.stream_cpu:
+                stream_cpu(url, args.stream_requests, args.stream_n, args.stream_tokens,
+                           min(args.concurrency, 64), args.repeat, Path(tmp))
+            elif args.memory_samples:
                 memory(url, args.memory_samples, args.memory_n, args.concurrency, Path(tmp))
             else:
                 overhead(url, args.requests, args.concurrency, args.repeat, Path(tmp))

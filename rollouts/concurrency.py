@@ -5,11 +5,13 @@ gives each server its own limit, counted in sequences (a request with n=16 is 16
 `ServerLimit` (a weighted semaphore) and set every POLL_INTERVAL_S by an AIMD rule on the server's
 vLLM `/metrics` (rollouts.vllm_metrics):
 
-- new preemptions, or the KV cache all but full: multiply the limit by BACKOFF;
+- new preemptions: multiply the limit by BACKOFF (the server took more than its KV cache holds);
 - more sequences waiting than a small target: trim the limit toward running + target;
-- waiting under the target while the limit is in use: grow it (by half while still probing
-  from the start, then by a small step), so the scheduler never runs out of work;
-- otherwise hold.
+- waiting under the target while the limit is in use and the KV cache not all but full: grow it
+  (by half while still probing from the start, then by a small step), so the scheduler never
+  runs out of work;
+- otherwise hold. A full KV cache alone is no reason to back off: a server bound by its cache
+  runs best with it full; more sequences would only wait, which the waiting rule catches.
 The start is the server's max_num_seqs when known (a managed server knows its flags), else
 FALLBACK_REQUESTS requests' worth. A server without a readable /metrics keeps that fixed start,
 said once. Every change is kept with its time, for the progress bar and the summary.
@@ -165,13 +167,17 @@ class Aimd:
         waiting = metrics.num_requests_waiting
         target = self.target_waiting(metrics.num_requests_running)
         kv_full = (metrics.kv_cache_usage_perc or 0.0) >= KV_NEAR_FULL
-        if preempted > 0 or kv_full:
+        if preempted > 0:
             self.probing = False
             new = int(self.limit * BACKOFF)
         elif waiting > target + self.step():
             self.probing = False
             new = self.limit - max(self.sequences_per_request, (waiting - target) // 2)
-        elif waiting < target and in_flight + self.sequences_per_request > self.limit:
+        elif (
+            waiting < target
+            and not kv_full
+            and in_flight + self.sequences_per_request > self.limit
+        ):
             growth = int(self.limit * PROBE_GROWTH) if self.probing else self.step()
             new = self.limit + max(growth, self.sequences_per_request)
         else:

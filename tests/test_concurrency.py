@@ -18,13 +18,14 @@ from rollouts.client import OpenAIEndpoint
 from rollouts.concurrency import (
     FALLBACK_REQUESTS,
     AdaptiveLimits,
+    Aimd,
     ServerLimit,
     max_num_seqs_from_args,
     parse_max_concurrent,
 )
 from rollouts.errors import UserInputError
 from rollouts.types import SamplingParams
-from rollouts.vllm_metrics import fetch_metrics
+from rollouts.vllm_metrics import VllmMetrics, fetch_metrics
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
 from tests.vllm_scheduler import SchedulerServer
 
@@ -179,3 +180,26 @@ def test_a_given_number_stays_fixed(tmp_path: Path, emulated: SchedulerServer) -
     assert time.monotonic() - started < 120
     summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
     assert summary["concurrency"] == {"max_concurrent": 3, "workers": 3, "servers": []}
+
+
+def reading(running: int, waiting: int, preemptions: int = 0, kv: float = 0.5) -> VllmMetrics:
+    return VllmMetrics(num_requests_running=running, num_requests_waiting=waiting,
+                       kv_cache_usage_perc=kv, num_preemptions_total=preemptions,
+                       generation_tokens_total=0)
+
+
+@pytest.mark.parametrize(
+    ("probing", "metrics", "in_flight", "expected"),
+    [
+        (False, reading(200, 0, preemptions=5), 200, 140),  # new preemptions: x0.7
+        (False, reading(200, 0, kv=0.995), 200, 200),  # KV all but full: hold, do not grow
+        (False, reading(150, 50), 200, 176),  # 50 waiting for a target of 2: trim half the excess
+        (False, reading(200, 3), 200, 200),  # within the band: hold
+        (False, reading(200, 0), 200, 202),  # starving while in use: one step
+        (True, reading(200, 0), 200, 300),  # probing from the start: by half
+        (False, reading(100, 0), 100, 200),  # not using the limit (little work left): hold
+    ],
+)
+def test_aimd_rule(probing: bool, metrics: VllmMetrics, in_flight: int, expected: int) -> None:
+    rule = Aimd(limit=200, sequences_per_request=2, probing=probing, last_preemptions=1)
+    assert rule.update(metrics, in_flight) == expected
