@@ -149,22 +149,23 @@ def test_learning_curves_best_checkpoint_and_significant_changes(tmp_path: Path)
     rates = {"math__a": [0.3, 0.5, 0.8], "math__b": [0.4, 0.5, 0.7], "logic__z": [0.6, 0.6, 0.3]}
     checkpoint_tables(tmp_path / "scored", rates)
     out = tmp_path / "report"
+    # Models are shown by the shortest unique end of their path; the full path names them too.
     result = run(tmp_path / "scored", "-o", out, "--baseline", "ckpts/global_step_100", "--metric", "pass@1")
     assert result.exit_code == 0, result.output
-    assert "best math: ckpts/global_step_300" in result.output
-    assert "best logic: ckpts/global_step_" in result.output
+    assert "best math: global_step_300" in result.output
+    assert "best logic: global_step_" in result.output
     assert {p.name for p in out.glob("*.png")} == {"curves_all.png", "curve_math.png", "curve_logic.png", "curve_overall.png"}
     assert (out / "curves_all.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.md").read_text()
     assert "![learning curves of every domain](curves_all.png)" in page
     improvements = page.split("### Improvements that survive correction")[1].split("###")[0]
     regressions = page.split("### Regressions that survive correction")[1].split("##")[0]
-    assert "| ckpts/global_step_300 | math__a |" in improvements
-    assert "| ckpts/global_step_300 | logic__z |" in regressions
+    assert "| global_step_300 | math__a |" in improvements
+    assert "| global_step_300 | logic__z |" in regressions
     assert "logic__z" not in improvements
     tidy = pd.read_parquet(out / "metrics.parquet")
     steps = tidy[tidy["level"] == "domain"].groupby("label")["step"].first().to_dict()
-    assert steps == {"ckpts/global_step_100": 100, "ckpts/global_step_200": 200, "ckpts/global_step_300": 300}
+    assert steps == {"global_step_100": 100, "global_step_200": 200, "global_step_300": 300}
 
 
 def test_same_seed_same_numbers(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ tasks are added to the report, and the work is one draw per task rather than per
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zlib
 from dataclasses import dataclass, field
@@ -107,6 +108,8 @@ class Resampler:
 
 
 def analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
+    if options.baseline in loaded.aliases:  # the full path of a model shown by a shorter name
+        options = dataclasses.replace(options, baseline=loaded.aliases[options.baseline])
     labels, tasks = loaded.labels, loaded.tasks
     domains = {task: domain_of(task, options.domains) for task in tasks}
     notes = list(loaded.notes)

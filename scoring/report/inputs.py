@@ -53,6 +53,7 @@ class Loaded:
     steps: dict[str, int | None]
     series: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # full model name -> its label
 
     @property
     def labels(self) -> list[str]:
@@ -222,13 +223,16 @@ def load(sources: Sequence[Source], notes: list[str], want_split: bool = False) 
         for key, scores in summarise(rows, str(source.path)).items():
             parts.setdefault(key, []).append(scores)
         del rows
-    cells = {key: merge(found, f"{key[0]} / {key[1]}") for key, found in parts.items()}
-    labels = sorted({label for label, _ in cells})
+    # Model paths are shown by the fewest trailing parts that tell them apart.
+    short = short_names(sorted({label for label, _ in parts}))
+    cells = {(short[label], task): merge(found, f"{label} / {task}") for (label, task), found in parts.items()}
+    labels = sorted(set(short.values()))
     return Loaded(
         cells=cells,
         steps={label: step_of(label) for label in labels},
         series={label: series_of(label) for label in labels},
         notes=notes,
+        aliases={full: label for full, label in short.items() if full != label},
     )
 
 
