@@ -129,6 +129,7 @@ class Task:
         self.leases = Leases(run_dir, timeout=run.slurm.lease_timeout, owner=self.task_id)
         self.stats = TaskStats(self.task_id)
         self.stopping = asyncio.Event()
+        self.changed = asyncio.Event()  # a unit of this task ended, or a stop was asked
         self.requeue = False
         self.running: dict[str, asyncio.Task[None]] = {}
         self.first: Unit | None = None
@@ -183,6 +184,7 @@ class Task:
         log("USR1: stopping to requeue" if requeue else "TERM: stopping")
         self.requeue = self.requeue or requeue
         self.stopping.set()
+        self.changed.set()
         if self.stats.state != "running" and self._body is not None:
             self._body.cancel()  # still starting the servers: stop that now
         for unit_task in self.running.values():
@@ -292,6 +294,7 @@ class Task:
                 self.leases.release(unit.id)
             finally:
                 self.running.pop(unit.id, None)
+                self.changed.set()
 
     def _next_unit(self) -> Unit | None:
         if self.first is not None:
@@ -306,11 +309,13 @@ class Task:
             pending = pending_units(self.run.table, self.run_dir)
             if not pending:
                 return False
-            self.leases.offer(pending)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), IDLE_POLL_S)
             if any(not live for live in self._leases_of(pending).values()):
+                self.leases.offer(pending)
                 return True
+            # Look again when one of our units ends, on a stop, or after a while (other tasks).
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), IDLE_POLL_S)
         return False
 
     def _leases_of(self, pending: list[Unit]) -> dict[str, bool]:

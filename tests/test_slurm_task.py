@@ -1,0 +1,57 @@
+"""An array task's own work, run in this process (no scheduler needed): several servers per node,
+each on its own GPUs, behind one router; units spread over them; the merge gives every sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from slurm.merge import merge_run
+from slurm.submit import load_run, write_run_dir
+from slurm.task import Task, run_task
+from slurm.units import done_ids
+from tests.fake_vllm import FAKE_VLLM_COMMAND
+from tests.generate_helpers import verl_rows, write_jsonl
+
+
+def write_config(tmp_path: Path, gpus_per_node: int, tensor_parallel: int) -> Path:
+    write_jsonl(tmp_path / "d.jsonl", verl_rows(12))
+    config = {
+        "model": "tiny-model", "max_concurrent": 4, "output_dir": "out",
+        "server": {"tensor_parallel_size": tensor_parallel},
+        "defaults": {"n": 2, "max_tokens": 8}, "datasets": [{"path": "d.jsonl"}],
+        "slurm": {"array_size": 1, "gpus_per_node": gpus_per_node, "unit_prompts": 3,
+                  "heartbeat": 1, "lease_timeout": 10},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_servers_per_node_each_get_their_own_gpus(tmp_path: Path) -> None:
+    run = load_run(write_config(tmp_path, gpus_per_node=8, tensor_parallel=2))
+    configs = Task(run, run.slurm.run_dir)._server_configs(4)
+    assert [c.env["CUDA_VISIBLE_DEVICES"] for c in configs] == ["0,1", "2,3", "4,5", "6,7"]
+    assert all(c.tensor_parallel_size == 2 for c in configs)
+    assert len({c.log_file for c in configs}) == 4
+
+
+def test_a_task_serves_two_servers_and_finishes_every_unit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "0.05")
+    run = load_run(write_config(tmp_path, gpus_per_node=2, tensor_parallel=1))
+    run_dir = run.slurm.run_dir
+    write_run_dir(run, run_dir)
+    assert run_task(run_dir) == "done"
+    assert len(done_ids(run_dir)) == 4
+    assert len(list((run_dir / "logs").glob("server-*-*.log"))) == 2
+    [merged] = merge_run(run_dir)
+    rows = pd.read_parquet(merged.output)
+    assert len(rows) == 24 and rows["error"].isna().all()
+    assert rows["data_idx"].tolist() == sorted(rows["data_idx"].tolist())  # input order
+    assert rows["endpoint"].nunique() == 2  # both servers served
