@@ -154,7 +154,8 @@ def _parse_dict(gt: dict[str, Any], extra_info: dict[str, Any]) -> TestSuite:
         if len(inputs) != len(outputs) or not inputs:
             raise ValueError(f"{len(inputs)} inputs for {len(outputs)} outputs")
         if gt.get("fn_name"):
-            return FunctionTests(str(gt["fn_name"]), [_as_args(i) for i in inputs], outputs)
+            return FunctionTests(str(gt["fn_name"]), [_as_args(i) for i in inputs],
+                                 [_as_output(i, o) for i, o in zip(inputs, outputs, strict=True)])
         return StdioTests([_as_text(i) for i in inputs], [_as_text(o) for o in outputs])
     if "test_list" in gt:
         setup = gt.get("test_setup_code") or extra_info.get("test_setup_code") or ""
@@ -176,20 +177,32 @@ def _parse_list(items: list[Any], extra_info: dict[str, Any]) -> TestSuite:
 
 
 def _as_text(value: Any) -> str:
-    """stdin/stdout given as a string, or as a list of lines."""
+    """stdin/stdout given as a string, or as a list of lines; null is empty."""
+    if value is None:
+        return ""
     if isinstance(value, (list, tuple)):
         return "\n".join(str(v) for v in value) + "\n"
     return str(value)
 
 
 def _as_args(value: Any) -> list[Any]:
-    """Function inputs are JSON lists of arguments; a JSON string of one is decoded first."""
+    """A list is the arguments; a string is verl/PRIME's form: one JSON value per line, one line
+    per argument (`"[1, 2, 3]"` is one list argument, `"[1, 2]\n3"` two arguments)."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return [value]
+        return [_json_or_text(line) for line in value.splitlines() if line.strip()]
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _as_output(test_input: Any, output: Any) -> Any:
+    """In the string (PRIME) form the expected return value is JSON text too."""
+    return _json_or_text(output) if isinstance(test_input, str) and isinstance(output, str) else output
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 # ------------------------------------------------------------------------------ output checks
@@ -260,9 +273,33 @@ def _short(value: Any) -> str:
 # ---------------------------------------------------------------------------- stdin/stdout runs
 
 
+# What verl's prime_code puts before every program: solutions may use these without importing them.
+USUAL_IMPORTS = (
+    "from typing import *\n"
+    "import bisect, collections, copy, datetime, functools, heapq, itertools, math, operator, "
+    "random, re, string, sys\n"
+    "from collections import Counter, OrderedDict, defaultdict, deque\n"
+    "from functools import lru_cache, reduce\n"
+    "from heapq import heapify, heappop, heappush\n"
+    "from bisect import bisect_left, bisect_right\n"
+    "from itertools import accumulate, combinations, permutations, product\n"
+    "from math import ceil, floor, gcd, inf, log, sqrt\n"
+)
+
+
+def with_usual_imports(code: str) -> str:
+    """The program with USUAL_IMPORTS first (after any `from __future__` lines, which must lead)."""
+    lines = code.splitlines(keepends=True)
+    future = 0
+    while future < len(lines) and lines[future].startswith("from __future__"):
+        future += 1
+    return "".join(lines[:future]) + USUAL_IMPORTS + "".join(lines[future:])
+
+
 def run_stdio_tests(backend: Backend, code: str, suite: StdioTests, limits: SandboxLimits,
                     tolerance: float | None) -> list[TestOutcome]:
     """Each test in a fresh sandbox: the program with the test's stdin, stdout compared here."""
+    code = with_usual_imports(code)
     outcomes = []
     for index, (stdin, expected) in enumerate(zip(suite.inputs, suite.outputs, strict=True)):
         run = sandbox.execute(backend, {"solution.py": code}, "solution.py",
@@ -354,7 +391,8 @@ def _main():
 
     namespace = {"__name__": "solution"}
     try:
-        for name, source in (("<setup>", job["setup"]), ("solution.py", solution),
+        for name, source in (("<imports>", job["imports"]), ("<setup>", job["setup"]),
+                             ("solution.py", solution),
                              ("<tests>", job["after"])):
             exec_(compile_(source, name, "exec"), namespace)
         target = None
@@ -537,6 +575,7 @@ def _harness_run(backend: Backend, code: str, suite: FunctionTests | AssertTests
         tests, after = _judged_sources(suite)
         job = {"mode": "assert", "tests": tests, "setup": suite.setup, "after": after}
     job["start"] = start
+    job["imports"] = USUAL_IMPORTS
     remaining = len(job["tests"]) - start
     # One process runs every remaining test: its CPU-time bound covers them all.
     run_limits = replace(limits, cpu_s=limits.cpu_s * remaining)

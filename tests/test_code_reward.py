@@ -92,8 +92,10 @@ def test_parse_prime_forms() -> None:
     assert parse_tests(PRIME_FN) == FunctionTests("add", [[1, 2], [5, 5], [0, 0]], [3, [10], 0])
     stdio = parse_tests({"inputs": ["1\n", ["2", "3"]], "outputs": ["1", ["5"]]})
     assert stdio == StdioTests(["1\n", "2\n3\n"], ["1", "5\n"])
-    assert parse_tests({"inputs": ["[1, 2]"], "outputs": [3], "fn_name": "f"}) == \
-        FunctionTests("f", [[1, 2]], [3])
+    # verl/PRIME's string form: one JSON value per line, one line per argument; outputs JSON text.
+    assert parse_tests({"inputs": ["[1, 2, 3]", "[1, 2]\n3"], "outputs": ["6", "[1]"],
+                        "fn_name": "f"}) == FunctionTests("f", [[[1, 2, 3]], [[1, 2], 3]], [6, [1]])
+    assert parse_tests({"inputs": [None], "outputs": ["ok\n"]}) == StdioTests([""], ["ok\n"])
 
 
 def test_parse_assert_and_check_forms() -> None:
@@ -169,6 +171,23 @@ def test_prime_function_correct_and_wrong() -> None:
     wrong = score_code(fenced("def add(a, b):\n    return a * b\n"), PRIME_FN, FAST)
     assert wrong.score == 0.0 and wrong.extra["tests_passed"] == 1
     assert wrong.extra["first_failure"] == "test 0: wrong answer: expected 3, got 2"
+
+
+def test_prime_call_based_json_lines_with_the_usual_imports() -> None:
+    # verl/PRIME: each input is JSON values one per line (one per argument), outputs JSON text.
+    truth = json.dumps({"fn_name": "total", "inputs": ["[1, 2, 3]", "[4]\n2"],
+                        "outputs": ["6", "8"]})
+    code = ("class Solution:\n"
+            "    def total(self, nums: List[int], times: int = 1) -> int:\n"
+            "        return sum(deque(nums)) * times\n")  # List and deque without imports
+    result = score_code(fenced(code), truth, FAST)
+    assert (result.score, result.extra["tests_passed"]) == (1.0, 2), result.extra
+
+
+def test_null_stdin_is_empty_input_and_stdio_has_the_usual_imports() -> None:
+    truth = {"inputs": [None], "outputs": ["0 3\n"]}
+    code = "import sys\nprint(len(sys.stdin.read()), gcd(6, 9))\n"  # gcd without an import
+    assert score_code(fenced(code), truth, FAST).score == 1.0
 
 
 def test_function_as_method_of_solution_class() -> None:
