@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,8 @@ class OpenAIEndpoint:
     # Stream the answer (SSE): the read limit is then real silence between chunks, so a long
     # generation the server is still working on is never cut and resubmitted.
     stream: bool = True
+    # Called on each piece of a streamed answer: the progress watchdog counts it as progress.
+    on_stream_data: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -135,7 +138,9 @@ class OpenAIEndpoint:
             ) as response:
                 status = response.status
                 if status == 200 and self.stream:
-                    return await read_stream(response.content, n=n, chat=chat)
+                    return await read_stream(
+                        response.content, n=n, chat=chat, on_data=self.on_stream_data
+                    )
                 body = await response.read()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
@@ -215,7 +220,10 @@ def parse_response(body: bytes, *, n: int, chat: bool) -> CompletionBatch:
     )
 
 
-async def read_stream(content: aiohttp.StreamReader, *, n: int, chat: bool) -> CompletionBatch:
+async def read_stream(
+    content: aiohttp.StreamReader, *, n: int, chat: bool,
+    on_data: Callable[[], None] | None = None,
+) -> CompletionBatch:
     """Read an OpenAI server-sent-event stream (`stream: true` with usage) into one batch.
 
     Events are read in whatever pieces the socket delivers and split on blank lines, which costs
@@ -226,6 +234,8 @@ async def read_stream(content: aiohttp.StreamReader, *, n: int, chat: bool) -> C
     usage: dict[str, Any] = {}
     pending = b""
     async for data in content.iter_any():
+        if on_data is not None:
+            on_data()
         events = (pending + data).split(b"\n\n")
         pending = events.pop()
         for event in events:

@@ -5,7 +5,8 @@ their retries go to the same hung engine. So each server's progress is watched w
 in flight there:
 
 - progress is vLLM's generation-token counter (`vllm:generation_tokens_total` on `/metrics`)
-  moving, when the server exports it; otherwise (and also) a request finishing with an answer;
+  moving, when the server exports it; otherwise (and also) a request finishing with an answer, or
+  a piece of a streamed answer arriving;
 - no progress for the stall limit (`--stall-timeout`, default 120 s) with requests in flight is a
   stall: a managed server is restarted (its requests are retried), an external one is ejected
   (its requests in flight are cut and retried elsewhere) and a warning says why.
@@ -64,6 +65,9 @@ class Progress:
         if answered:
             self.last_progress = self.clock()
 
+    def saw_stream_data(self) -> None:
+        self.last_progress = self.clock()
+
     def saw_generation_tokens(self, total: int) -> None:
         # Any change counts: a restarted server counts from zero again.
         if self.generation_tokens is not None and total != self.generation_tokens:
@@ -81,7 +85,7 @@ class Progress:
     def signal(self) -> str:
         if self.metrics:
             return "vllm:generation_tokens_total did not move and no request finished"
-        return "no request finished; the server exports no vLLM /metrics"
+        return "no request finished or streamed; the server exports no vLLM /metrics"
 
 
 @dataclass(eq=False)
@@ -98,6 +102,7 @@ class WatchedEndpoint(OpenAIEndpoint):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.progress = Progress()
+        self.on_stream_data = self.progress.saw_stream_data
         self.ejected: str | None = None  # why, while out of rotation after a stall
         self.needs_probe = False  # the last request failed: /health alone cannot re-admit
         self._available = asyncio.Event()

@@ -191,3 +191,15 @@ def test_the_stall_limit_is_checked_and_read_from_a_run_config(tmp_path: Path) -
         "datasets": [{"path": str(source)}],
     }))
     assert load_plan(config).jobs[0].stall_timeout_s == 30.0
+
+
+def test_a_streaming_server_without_metrics_makes_progress_by_its_chunks(tmp_path: Path) -> None:
+    """No /metrics, answers taking 4 s, one event a second, against a 2 s stall limit: the events
+    are progress, so nothing is ejected (judged on finished requests alone, it would be)."""
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(2))
+    out = tmp_path / "o.parquet"
+    with FakeOpenAIServer(faults=[Fault("trickle", delay=1.0, times=None)]) as server:
+        result = run_generate(source, "-o", out, "--base-url", server.url, "--n", "2",
+                              "--stall-timeout", "2", "--max-attempts", "1")
+    assert "ejected" not in result.output
+    assert read_rows(out)["error"].isna().all()
