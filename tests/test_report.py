@@ -193,6 +193,10 @@ def test_select_on_chooses_on_one_split_and_reports_on_the_others(tmp_path: Path
     assert not any("optimistic" in note for note in result.analysis.notes)
     with pytest.raises(UserInputError, match=r"--select-on 'dev': no such split; the splits are test, val"):
         build_report([path], tmp_path / "r2", ReportOptions(select_on="dev"))
+    # verl keeps the split in extra_info.
+    nested = [{**{k: v for k, v in r.items() if k != "split"}, "extra_info": {"split": r["split"], "index": 0}} for r in rows]
+    result = build_report([write(nested, tmp_path / "e.scored.parquet")], tmp_path / "r3", ReportOptions(select_on="val"))
+    assert next(b for b in result.analysis.best if b["domain"] == "overall")["label"] == "A"
 
 
 def test_wide_rows_give_the_same_numbers_as_long_rows(tmp_path: Path) -> None:
