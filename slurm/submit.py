@@ -130,6 +130,7 @@ def load_run(config_path: Path) -> LoadedRun:
     table = WorkTable(tuple(entries), tuple(units))
     identity = {
         "model": plan.model,
+        "unit_prompts": slurm.unit_prompts,  # other units would not match the finished ones
         "datasets": [
             {"name": e.name, "path": e.path, "output": e.output, "config_hash": e.config_hash}
             for e in entries
@@ -157,7 +158,7 @@ def check_run_dir(run_dir: Path, identity: dict[str, Any]) -> None:
 
 
 def _flat(identity: dict[str, Any]) -> dict[str, Any]:
-    flat = {"model": identity.get("model")}
+    flat = {"model": identity.get("model"), "unit_prompts": identity.get("unit_prompts")}
     for index, entry in enumerate(identity.get("datasets", [])):
         for key, value in entry.items():
             flat[f"datasets[{index}].{key}"] = value

@@ -238,6 +238,8 @@ def test_bad_input_is_one_line_before_anything_is_submitted(
     config.write_text(text.replace("tiny-model", "other-model"))
     message = cli_error("submit", str(config))
     assert "holds another run (" in message and "model: 'tiny-model' -> 'other-model'" in message
+    config.write_text(text.replace("unit_prompts: 4", "unit_prompts: 2"))
+    assert "holds another run (unit_prompts: 4 -> 2)" in cli_error("submit", str(config))
     run_dir = tmp_path / "out" / "slurm-run"
     assert json.loads((run_dir / "jobs.json").read_text() if (run_dir / "jobs.json").exists()
                       else "[]") == []
