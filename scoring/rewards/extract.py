@@ -17,6 +17,17 @@ BOXED_COMMANDS = ("\\boxed", "\\fbox")
 _ANSWER_LINE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is)?\s*[:：]\s*\**\s*(?P<answer>[^\n]*)", re.IGNORECASE
 )
+# "The answer is X" / "the final answer is X", without a colon: the statement ends at the end of
+# its sentence or at a reason ("because ...").
+_ANSWER_IS = re.compile(r"\banswer\s+is\s+\**\s*(?P<answer>[^\n]*)", re.IGNORECASE)
+_STATEMENT_END = re.compile(r"\.\s|\s+(?:because|since|as|which|so)\s", re.IGNORECASE)
+# A number followed by unit words (`34 dollars`, `12 cm`, `5 apples`, `34\text{ dollars}`).
+_NUMBER_WITH_UNITS = re.compile(
+    r"(?P<number>-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mbox|mathrm)\{\s*)?"
+    r"(?P<words>[A-Za-z]{2,}\.?(?:\s+[A-Za-z]{2,}\.?){0,2})\s*\}?"
+)
+# Words after a number that are mathematics, not units.
+_NOT_UNITS = {"pi", "sqrt", "times", "cdot", "frac", "or", "and", "to", "mod", "pmod", "le", "ge"}
 
 
 @dataclass(frozen=True)
@@ -126,12 +137,31 @@ def strip_math_delimiters(answer: str) -> str:
 
 
 def last_answer_line(text: str) -> str | None:
-    """The rest of the line after the last `Answer:` (or `final answer is:`), delimiters removed."""
-    matches = list(_ANSWER_LINE.finditer(text))
-    if not matches:
+    """The answer of the last answer statement, delimiters removed: the rest of the line after
+    `Answer:` (or `final answer is:`), or the rest of the sentence after `the answer is`."""
+    lines = list(_ANSWER_LINE.finditer(text))
+    statements = list(_ANSWER_IS.finditer(text))
+    line = lines[-1] if lines else None
+    statement = statements[-1] if statements else None
+    if line is None and statement is None:
         return None
-    answer = strip_math_delimiters(matches[-1].group("answer"))
-    return collapse_whitespace(answer) or None
+    if statement is not None and (line is None or statement.start() > line.start()):
+        # "the answer is: X" is an answer line; "the answer is X." ends with its sentence.
+        answer = _STATEMENT_END.split(statement.group("answer") + " ", maxsplit=1)[0]
+    else:
+        assert line is not None
+        answer = line.group("answer")
+    return collapse_whitespace(strip_math_delimiters(answer)) or None
+
+
+def clean_math_answer(answer: str) -> str:
+    """`\\$` is a dollar sign, not a delimiter (`\\$12` is 12); a number followed by unit words
+    is the number (`34 dollars`, `12 cm`)."""
+    text = answer.replace("\\$", "").strip()
+    match = _NUMBER_WITH_UNITS.fullmatch(text)
+    if match and not {w.rstrip(".").lower() for w in match.group("words").split()} & _NOT_UNITS:
+        return match.group("number")
+    return text
 
 
 def final_text(response: str) -> Extraction | str:
@@ -149,16 +179,16 @@ def boxed_then_answer_line(response: str) -> Extraction:
         return text
     boxed = last_boxed(text)
     if boxed is not None and boxed.answer is not None:
-        return _checked(boxed)
+        return _checked(Extraction(clean_math_answer(boxed.answer), boxed.source))
     line = last_answer_line(text)
     if line is not None:
-        return _checked(Extraction(line, "answer_line"))
+        return _checked(Extraction(clean_math_answer(line), "answer_line"))
     if boxed is not None:
         return boxed
     return Extraction(None, "none")
 
 
 def _checked(extraction: Extraction) -> Extraction:
-    if extraction.answer is None or looks_truncated(extraction.answer):
+    if not extraction.answer or looks_truncated(extraction.answer):
         return Extraction(None, "truncated")
     return extraction

@@ -10,7 +10,9 @@ from scoring.rewards.base import NO_ANSWER, binary
 from scoring.rewards.extract import Extraction, final_text, last_boxed
 from scoring.types import RewardResult
 
-_HASH_MARK = re.compile(r"####\s*(?P<answer>[^\n]*)")
+HASH_MARK = "####"
+# The number right after the mark (past spaces, `$`, `\$` and bold markers), nothing later.
+_AFTER_MARK = re.compile(r"(?:\s|\*\*|\\?\$)*(?P<number>-?\d[\d,]*(?:\.\d+)?)")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -32,16 +34,15 @@ class Gsm8kReward:
     """Numeric exact match on the final answer."""
 
     name = "gsm8k"
-    version = "1"
+    version = "2"
     uses_context = False
 
     def extract(self, response: str) -> Extraction:
         text = final_text(response)
         if isinstance(text, Extraction):
             return text
-        marks = _HASH_MARK.findall(text)
-        if marks:
-            number = normalize_number(marks[-1])
+        if HASH_MARK in text:
+            number = number_after_mark(text)
             return Extraction(number, "hash_mark") if number else Extraction(None, "none")
         boxed = last_boxed(text)
         if boxed is not None and boxed.answer is not None:
@@ -62,5 +63,10 @@ class Gsm8kReward:
 def gold_number(ground_truth: Any) -> str | None:
     """GSM8K golds come as `72` or as a worked solution ending in `#### 72`."""
     text = str(ground_truth)
-    marks = _HASH_MARK.findall(text)
-    return normalize_number(marks[-1] if marks else text)
+    return number_after_mark(text) if HASH_MARK in text else normalize_number(text)
+
+
+def number_after_mark(text: str) -> str | None:
+    """The number right after the last `####` (`#### 72`, `#### $1,200`), else None."""
+    match = _AFTER_MARK.match(text, text.rfind(HASH_MARK) + len(HASH_MARK))
+    return normalize_number(match.group("number")) if match else None

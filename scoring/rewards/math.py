@@ -23,7 +23,12 @@ from math_verify import parse, verify
 
 from scoring.rewards.base import NO_ANSWER, binary
 from scoring.rewards.exact import exact_verdict, parse_surd
-from scoring.rewards.extract import Extraction, boxed_then_answer_line, collapse_whitespace
+from scoring.rewards.extract import (
+    Extraction,
+    boxed_then_answer_line,
+    clean_math_answer,
+    collapse_whitespace,
+)
 from scoring.types import RewardResult
 
 # Digits used to decide that two exact numbers are equal (1/2004! and 1/2006! differ at the 7th).
@@ -46,7 +51,7 @@ class MathReward:
     """Math-Verify with answer extraction and false-positive guards."""
 
     name = "math"
-    version = "1"
+    version = "2"
     uses_context = False
 
     def extract(self, response: str) -> Extraction:
@@ -55,7 +60,7 @@ class MathReward:
     def judge(
         self, answer: str, ground_truth: Any, data_source: str, extra_info: dict[str, Any] | None
     ) -> RewardResult:
-        golds = gold_list(ground_truth)
+        golds = [clean_math_answer(str(g)) for g in gold_list(ground_truth)]
         exact = [exact_verdict(str(g), answer) for g in golds]
         if all(v is not None for v in exact):
             correct = any(exact)

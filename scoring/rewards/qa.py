@@ -6,6 +6,7 @@ import collections
 import json
 import re
 import string
+import unicodedata
 from typing import Any
 
 from scoring.rewards.base import NO_ANSWER, binary
@@ -24,8 +25,9 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = text.lower().translate(_PUNCTUATION)
+    """SQuAD's normalisation after Unicode NFKC (H₂O is H2O): lower case, no punctuation, no
+    articles, single spaces."""
+    text = unicodedata.normalize("NFKC", text).lower().translate(_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -67,7 +69,7 @@ class QaReward:
     """Exact match after normalisation; the best token F1 over the golds is recorded as `f1`."""
 
     name = "qa"
-    version = "1"
+    version = "2"
     uses_context = False
 
     def extract(self, response: str) -> Extraction:
