@@ -124,6 +124,8 @@ def test_every_number_of_one_task_by_hand(tmp_path: Path) -> None:
     assert "| math__t | 0.375 [0.250, 0.500] | 0.625 [0.500, 0.750] |" in page
     assert "| tuned | code__c | 1 | 1 | 2 |" in page  # prompts present on one side only
     assert "code__c: samples per prompt vary (1, 2)" in page
+    assert "| code__c | base | k=1: 3, k=2: 2 |" in page and "| code__c | tuned | k=1: 3, k=2: 3 |" in page
+    assert "| math__t | base |" not in page.split("prompts with at least k samples")[1]
     document = json.loads((tmp_path / "report" / "report.json").read_text())
     assert document["options"]["baseline"] == "base"
     assert {m["label"] for m in document["models"]} == {"base", "tuned"}

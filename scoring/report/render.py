@@ -101,6 +101,9 @@ def blocks(analysis: Analysis, figures: dict[str, Path], inputs: list[str]) -> l
         page.append(Heading("Learning curves per domain"))
         page += [Image(path, f"{domain} learning curve") for domain, path in domain_figures]
     page += [Heading("Task details"), detail_table(analysis)]
+    coverage = coverage_table(analysis)
+    if coverage.rows:
+        page += [Heading("Samples per prompt vary: prompts with at least k samples", 3), coverage]
     if analysis.notes:
         page += [Heading("Notes"), Bullets(analysis.notes)]
     page += [Heading("Inputs"), Bullets(inputs)]
@@ -201,6 +204,22 @@ def detail_table(analysis: Analysis) -> Table:
             rows.append([task, label, str(mean["n_prompts"]), str(top),
                          *(with_interval(c["value"], c["ci_low"], c["ci_high"]) if c else MISSING for c in cells)])
     return Table(["task", "model", "prompts", "n", "mean@n", "pass@1", "pass@n", "maj@n"], rows)
+
+
+def coverage_table(analysis: Analysis) -> Table:
+    """For tasks whose prompts or models have different sample counts: prompts covered per k
+    (what `score` reports as prompts_at_k), since pass@k and maj@k average only those."""
+    passes = analysis.metrics[(analysis.metrics["level"] == "task") & analysis.metrics["metric"].str.startswith("pass@")]
+    rows = []
+    for task, group in passes.groupby("task", sort=True):
+        by_label = {label: dict(zip(part["k"].astype(int), part["n_prompts"], strict=True)) for label, part in group.groupby("label")}
+        ks = {tuple(sorted(counts)) for counts in by_label.values()}
+        if len(ks) == 1 and all(len(set(counts.values())) == 1 for counts in by_label.values()):
+            continue
+        for label in analysis.labels:
+            if label in by_label:
+                rows.append([str(task), label, ", ".join(f"k={k}: {n}" for k, n in sorted(by_label[label].items()))])
+    return Table(["task", "model", "prompts with at least k samples"], rows)
 
 
 # ---------------------------------------------------------------- formats
