@@ -13,7 +13,7 @@ vLLM `/metrics` (rollouts.vllm_metrics):
 - otherwise hold. A full KV cache alone is no reason to back off: a server bound by its cache
   runs best with it full; more sequences would only wait, which the waiting rule catches.
 The start is the server's max_num_seqs when known (a managed server knows its flags), else
-FALLBACK_REQUESTS requests' worth. A server without a readable /metrics keeps that fixed start,
+UNKNOWN_START_SEQUENCES or FALLBACK_REQUESTS requests' worth, whichever is more. A server without a readable /metrics keeps that fixed start,
 said once. Every change is kept with its time, for the progress bar and the summary.
 """
 
@@ -34,15 +34,18 @@ from rollouts.vllm_metrics import MetricsUnavailable, VllmMetrics
 AUTO: Literal["auto"] = "auto"
 MaxConcurrent = int | Literal["auto"]
 
-POLL_INTERVAL_S = 1.5
+POLL_INTERVAL_S = 1.0
 FALLBACK_REQUESTS = 64  # requests in flight when a server's load cannot be read (the old default)
+# Where to start when max_num_seqs is unknown, in sequences (or FALLBACK_REQUESTS requests if more):
+# vLLM's own default max_num_seqs on smaller GPUs; on larger ones probing doubles it in a second.
+UNKNOWN_START_SEQUENCES = 256
 MIN_SEQUENCES = 1
 MAX_SEQUENCES = 8192  # per server: far above any max_num_seqs in use
 BACKOFF = 0.7
 KV_NEAR_FULL = 0.99
 WAITING_TARGET_FRACTION = 0.01  # of running sequences: keep this many queued, at least a request
 GROWTH_STEP_FRACTION = 0.01
-PROBE_GROWTH = 0.5
+PROBE_GROWTH = 1.0  # double per reading until the first sign of a full server
 
 
 def parse_max_concurrent(value: object, where: str = "--max-concurrent") -> MaxConcurrent:
@@ -172,7 +175,9 @@ class Aimd:
             new = int(self.limit * BACKOFF)
         elif waiting > target + self.step():
             self.probing = False
-            new = self.limit - max(self.sequences_per_request, (waiting - target) // 2)
+            # What runs plus the target: measured against what we hold now, so readings taken
+            # before earlier cuts took effect (requests still finishing) do not cut again.
+            new = min(self.limit - self.sequences_per_request, in_flight - (waiting - target))
         elif (
             waiting < target
             and not kv_full
@@ -202,7 +207,9 @@ class AdaptiveLimits:
     started: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        start = self.max_num_seqs or FALLBACK_REQUESTS * self.sequences_per_request
+        start = self.max_num_seqs or max(
+            UNKNOWN_START_SEQUENCES, FALLBACK_REQUESTS * self.sequences_per_request
+        )
         self.limits = {name: ServerLimit(name, start, adaptive=True) for name in self.readers}
         self._rules = {name: Aimd(start, self.sequences_per_request) for name in self.readers}
 

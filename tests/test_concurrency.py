@@ -168,7 +168,7 @@ def test_generate_defaults_to_auto_and_records_the_limit_per_server(
     assert concurrency["max_concurrent"] == "auto"
     [server] = concurrency["servers"]
     assert server["mode"] == "auto"
-    assert server["history"][0] == [0.0, FALLBACK_REQUESTS * N]
+    assert server["history"][0] == [0.0, 256]
 
 
 def test_a_given_number_stays_fixed(tmp_path: Path, emulated: SchedulerServer) -> None:
@@ -193,10 +193,11 @@ def reading(running: int, waiting: int, preemptions: int = 0, kv: float = 0.5) -
     [
         (False, reading(200, 0, preemptions=5), 200, 140),  # new preemptions: x0.7
         (False, reading(200, 0, kv=0.995), 200, 200),  # KV all but full: hold, do not grow
-        (False, reading(150, 50), 200, 176),  # 50 waiting for a target of 2: trim half the excess
+        (False, reading(150, 50), 200, 152),  # 50 waiting for a target of 2: to running + 2
+        (False, reading(150, 50), 180, 132),  # fewer held than the limit: cut from what is held
         (False, reading(200, 3), 200, 200),  # within the band: hold
         (False, reading(200, 0), 200, 202),  # starving while in use: one step
-        (True, reading(200, 0), 200, 300),  # probing from the start: by half
+        (True, reading(200, 0), 200, 400),  # probing from the start: doubling
         (False, reading(100, 0), 100, 200),  # not using the limit (little work left): hold
     ],
 )
