@@ -40,7 +40,8 @@ FALLBACK_REQUESTS = 64  # requests in flight when a server's load cannot be read
 # vLLM's own default max_num_seqs on smaller GPUs; on larger ones probing doubles it in a second.
 UNKNOWN_START_SEQUENCES = 256
 MIN_SEQUENCES = 1
-MAX_SEQUENCES = 8192  # per server: far above any max_num_seqs in use
+MAX_SEQUENCES = 4096  # per server: far above any max_num_seqs in use
+MAX_WORKERS = 16384  # across servers: idle workers cost memory, not time
 BACKOFF = 0.7
 KV_NEAR_FULL = 0.99
 WAITING_TARGET_FRACTION = 0.01  # of running sequences: keep this many queued, at least a request
@@ -254,4 +255,4 @@ class AdaptiveLimits:
 
 def auto_workers(servers: int, sequences_per_request: int) -> int:
     """Workers for `auto`: enough to fill every server's highest possible limit."""
-    return servers * max(1, math.ceil(MAX_SEQUENCES / sequences_per_request))
+    return min(MAX_WORKERS, servers * max(1, math.ceil(MAX_SEQUENCES / sequences_per_request)))

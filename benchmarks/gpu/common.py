@@ -93,7 +93,7 @@ class Monitor(threading.Thread):
         self._stop_event.set()
         self.join()
 
-    def summary(self, max_num_seqs: int) -> dict[str, Any]:
+    def summary(self, max_num_seqs: int | None) -> dict[str, Any]:
         """Batch occupancy over the samples taken while sequences were running or waiting."""
         busy = [
             (t, s) for t, s in self.samples
@@ -112,7 +112,7 @@ class Monitor(threading.Thread):
             "mean_running": round(sum(running) / len(running), 1),
             "full_batch_fraction": round(
                 sum(r >= max_num_seqs for r in running) / len(running), 3
-            ),
+            ) if max_num_seqs else None,
             "mean_waiting": round(sum(waiting) / len(waiting), 1),
             "busy_span_s": round(t1 - t0, 1),
             "engine_tokens_per_s_busy": round(generated / max(t1 - t0, 1e-9), 1),

@@ -26,8 +26,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-num-seqs", type=int, default=256)
-    parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    parser.add_argument("--max-num-seqs", type=int, default=256, help="0: the engine's default")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=16384,
+                        help="0: the engine's default")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
@@ -39,14 +40,16 @@ def main() -> None:
     with open(args.prompts, encoding="utf-8") as handle:
         prompts = [json.loads(line)["prompt"] for line in handle if line.strip()]
     engine_args = {
-        "max_num_seqs": args.max_num_seqs,
-        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "max_num_seqs": args.max_num_seqs or None,
+        "max_num_batched_tokens": args.max_num_batched_tokens or None,
         "gpu_memory_utilization": args.gpu_memory_utilization,
         "max_model_len": args.max_model_len,
         "seed": args.seed,
     }
     started = time.perf_counter()
-    llm = LLM(model=args.model, generation_config="vllm", **engine_args)
+    # A None (0 on the command line) leaves that argument to the engine's own default.
+    given = {k: v for k, v in engine_args.items() if v is not None}
+    llm = LLM(model=args.model, generation_config="vllm", **given)
     load_s = time.perf_counter() - started
     # Warm-up, as the server's readiness probe is: the first step pays one-off costs.
     llm.generate(prompts[:8], SamplingParams(max_tokens=16, ignore_eos=True), use_tqdm=False)

@@ -48,10 +48,38 @@ def main() -> None:
             ratios.append(f"{rate / ref['tokens_per_s']:.3f}" if ref else "-")
         print(f"| {model} | {mns} | {how} | {r['seeds']} | {rate:,.0f} | {ratios[0]} | "
               f"{ratios[1]} | {ok} | {running} | {cpu} |")
+    print_targets(results)
     for r in results:
         if r["kind"] == "kill_restart":
             print(f"\nkill/restart: ok={r['ok']} killed={r['killed']} restarts={r['restarts_logged']} "
                   f"check={r['check']} retries={r['retries']} wall={r['wall_s']}s")
+
+
+def print_targets(results: list[dict[str, Any]]) -> None:
+    """Per workload label (benchmarks/gpu/workload.py): rollouts with its defaults against the
+    best fixed setting (target >= 0.95) and the offline engine (target >= 1.0)."""
+    labels = sorted({r.get("label") for r in results if r.get("label")})
+    for label in labels:
+        mine = [r for r in results if r.get("label") == label and r["tokens_per_s"]]
+        offline = [r for r in mine if r["kind"] == "offline"]
+        served = [r for r in mine if r["kind"] == "rollouts" and r["check"].get("ok")]
+        auto = [r for r in served if r["max_concurrent"] in ("default", "auto")]
+        fixed = [r for r in served if isinstance(r["max_concurrent"], int)]
+        if not auto:
+            continue
+        rate = auto[-1]["tokens_per_s"]
+        line = f"{label}: defaults {rate:,.0f} tok/s"
+        if fixed:
+            best = max(fixed, key=lambda r: r["tokens_per_s"])
+            line += (f"; best fixed ({best['max_concurrent']}) {best['tokens_per_s']:,.0f}, "
+                     f"ratio {rate / best['tokens_per_s']:.3f}")
+        if offline:
+            line += (f"; offline {offline[-1]['tokens_per_s']:,.0f}, "
+                     f"ratio {rate / offline[-1]['tokens_per_s']:.3f}")
+        history = (auto[-1].get("concurrency") or {}).get("servers") or []
+        if history:
+            line += f"; limit over time (s, sequences) {history[0]['history']}"
+        print(line)
 
 
 if __name__ == "__main__":

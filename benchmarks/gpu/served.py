@@ -6,7 +6,8 @@
 
 Starts one `rollouts serve` (in its own session, waits for its info file), then for each --run
 C[:noseed] runs `rollouts generate` with N samples per prompt in one request (--samples-per-request
-n), C requests in flight, ignore_eos, and checks the output: exactly prompts x N rows, unique
+n), C requests in flight (`auto`: adaptive; `default`: --max-concurrent not given), ignore_eos,
+and checks the output: exactly prompts x N rows, unique
 (prompt_id, sample_idx), no error rows. `noseed` sends "seed": null whatever rollouts would send
 (before commit a855749 it sent a seed with every request; since, none in this mode); the result
 records whether the rows carry a seed. While it runs, the server's /metrics (running/waiting sequences, generated
@@ -38,8 +39,7 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
         "--info-file", str(info_file), "--log-file", str(workdir / "vllm.log"),
         "--gpu-memory-utilization", str(args.gpu_memory_utilization),
         "--max-model-len", str(args.max_model_len), "--seed", str(args.seed), "--",
-        "--max-num-seqs", str(args.max_num_seqs),
-        "--max-num-batched-tokens", str(args.max_num_batched_tokens), *args.vllm_flag,
+        *engine_flags(args), *args.vllm_flag,
     ]
     print("+", " ".join(command), flush=True)
     with open(workdir / "serve.out", "wb") as out:
@@ -55,6 +55,16 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
     info = json.loads(info_file.read_text())
     print(f"server ready after {time.monotonic() - started:.0f}s: {info['base_url']}", flush=True)
     return proc, info
+
+
+def engine_flags(args: argparse.Namespace) -> list[str]:
+    """--max-num-seqs / --max-num-batched-tokens when set; 0 leaves them to the server."""
+    flags = []
+    if args.max_num_seqs:
+        flags += ["--max-num-seqs", str(args.max_num_seqs)]
+    if args.max_num_batched_tokens:
+        flags += ["--max-num-batched-tokens", str(args.max_num_batched_tokens)]
+    return flags
 
 
 def stop_server(proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
@@ -84,9 +94,11 @@ def run_generate(
         sys.executable, "-m", "rollouts.cli", "generate", args.prompts, "-o", str(output),
         "--server-info", str(workdir / "server.json"), "--n", str(args.n),
         "--max-tokens", str(args.max_tokens), "--temperature", "1.0",
-        "--extra-body", json.dumps(extra), "--max-concurrent", concurrency,
-        "--samples-per-request", "n", "--overwrite", "--no-progress",
+        "--extra-body", json.dumps(extra), "--samples-per-request", "n", "--overwrite",
+        "--no-progress",
     ]
+    if concurrency != "default":  # default: rollouts' own (auto), the option not given at all
+        command += ["--max-concurrent", concurrency]
     print("+", " ".join(command), flush=True)
     root_url = info["base_url"].removesuffix("/v1")
     monitor = Monitor(root_url)
@@ -118,8 +130,8 @@ def run_generate(
         "label": args.label,
         "model": args.model,
         "engine_args": {
-            "max_num_seqs": args.max_num_seqs,
-            "max_num_batched_tokens": args.max_num_batched_tokens,
+            "max_num_seqs": args.max_num_seqs or None,
+            "max_num_batched_tokens": args.max_num_batched_tokens or None,
             "gpu_memory_utilization": args.gpu_memory_utilization,
             "max_model_len": args.max_model_len,
             "seed": args.seed,
@@ -127,7 +139,9 @@ def run_generate(
         "vllm_flags": args.vllm_flag,
         # What the requests carried, read back from the output's seed column.
         "seeds": "per-request" if check.get("seeded_rows") else "none",
-        "max_concurrent": int(concurrency),
+        "max_concurrent": int(concurrency) if concurrency.isdigit() else concurrency,
+        # The limit in force per server over time (auto): [seconds, sequences] at each change.
+        "concurrency": summary.get("concurrency"),
         "n": args.n,
         "max_tokens": args.max_tokens,
         "returncode": returncode,
@@ -139,7 +153,7 @@ def run_generate(
         "retries": this_run.get("retries"),
         "cpu_seconds": cpu,
         "cpu_utilization": {k: round(v / max(elapsed, 1e-9), 2) for k, v in cpu.items()},
-        "engine": monitor.summary(args.max_num_seqs),
+        "engine": monitor.summary(args.max_num_seqs or None),
         "command": " ".join(command),
     }
 
@@ -151,11 +165,13 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--results", required=True)
     parser.add_argument("--label", default="")
-    parser.add_argument("--run", action="append", required=True, help="C or C:noseed")
+    parser.add_argument("--run", action="append", required=True,
+                        help="C, auto or default (no --max-concurrent), optionally :noseed")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=512)
-    parser.add_argument("--max-num-seqs", type=int, default=256)
-    parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    parser.add_argument("--max-num-seqs", type=int, default=256, help="0: the server's default")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=16384,
+                        help="0: the server's default")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
