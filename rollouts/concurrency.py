@@ -6,15 +6,16 @@ gives each server its own limit, counted in sequences (a request with n=16 is 16
 vLLM `/metrics` (rollouts.vllm_metrics):
 
 - new preemptions: multiply the limit by BACKOFF (the server took more than its KV cache holds);
-- more sequences waiting than a small target: trim the limit toward running + target;
+- more sequences waiting than a small target (plus a step): cut the limit to running + target;
 - waiting under the target while the limit is in use and the KV cache not all but full: grow it
-  (by half while still probing from the start, then by a small step), so the scheduler never
+  (doubling while still probing from the start, then by a small step), so the scheduler never
   runs out of work;
 - otherwise hold. A full KV cache alone is no reason to back off: a server bound by its cache
   runs best with it full; more sequences would only wait, which the waiting rule catches.
 The start is the server's max_num_seqs when known (a managed server knows its flags), else
-UNKNOWN_START_SEQUENCES or FALLBACK_REQUESTS requests' worth, whichever is more. A server without a readable /metrics keeps that fixed start,
-said once. Every change is kept with its time, for the progress bar and the summary.
+UNKNOWN_START_SEQUENCES or FALLBACK_REQUESTS requests' worth, whichever is more. A server without
+a readable /metrics gets a fixed FALLBACK_REQUESTS requests, said once. Every change is kept with
+its time, for the progress bar and the summary.
 """
 
 from __future__ import annotations
