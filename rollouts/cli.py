@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -155,7 +156,11 @@ def exit_interrupted(outputs: list[Path]) -> NoReturn:
 
     saved = ", ".join(f"{saved_rows(out)} samples saved in {state_dir_for(out)}" for out in outputs)
     echo_err(f"interrupted: {saved}; rerun the same command to resume")
-    sys.exit(EXIT_INTERRUPTED)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every row is on disk and every server stopped by now; the interpreter's own teardown takes
+    # seconds once torch is loaded, and Ctrl-C must be prompt.
+    os._exit(EXIT_INTERRUPTED)
 
 
 def seed_was_given() -> bool:

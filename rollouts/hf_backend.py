@@ -7,12 +7,14 @@ cut the text and finish with "stop", EOS is "stop", reaching max_tokens is "leng
 
 A generation runs in a worker thread, which asyncio cannot interrupt; a cancelled call (Ctrl-C, a
 failed run) sets the call's stop event, which ends its generation at the next token, so the
-process exits at once instead of finishing up to max_tokens for every queued request.
+process exits at once instead of finishing up to max_tokens for every queued request. The model
+loads in a thread too (`load_hf_backend`), so Ctrl-C during a load is prompt as well.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 from dataclasses import dataclass
@@ -47,6 +49,34 @@ def _is_local_path(model: str) -> bool:
         or model.startswith(("/", ".", "~"))
         or model.count("/") > 1
     )
+
+
+async def load_hf_backend(model: str, *, device: str | None = None) -> HFBackend:
+    """Load a model without holding the event loop, so Ctrl-C during a long load is prompt.
+
+    The load runs in a daemon thread of its own, not the loop's default executor, whose threads
+    asyncio waits for at exit: a cancelled load is left to die with the process."""
+    loop = asyncio.get_running_loop()
+    loaded: asyncio.Future[HFBackend] = loop.create_future()
+
+    def deliver(result: HFBackend | None, error: BaseException | None) -> None:
+        if loaded.done():
+            return  # cancelled meanwhile
+        if error is not None:
+            loaded.set_exception(error)
+        else:
+            loaded.set_result(result)  # type: ignore[arg-type]
+
+    def load() -> None:
+        try:
+            backend, error = HFBackend(model, device=device), None
+        except BaseException as exc:  # delivered to the awaiting coroutine
+            backend, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(deliver, backend, error)
+
+    threading.Thread(target=load, name="hf-model-load", daemon=True).start()
+    return await loaded
 
 
 class _Cancelled(Exception):

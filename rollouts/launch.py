@@ -185,12 +185,13 @@ async def connect_managed(
 @asynccontextmanager
 async def connect_in_process(model_path: str) -> AsyncIterator[Connection]:
     """transformers in this process: no server (CPU demos, small jobs)."""
-    from rollouts.hf_backend import HFBackend
+    from rollouts.hf_backend import load_hf_backend
 
     async def always_healthy(_: Backend) -> bool:
         return True
 
-    yield Connection([HFBackend(model_path)], always_healthy, model_label=model_path)
+    backend = await load_hf_backend(model_path)
+    yield Connection([backend], always_healthy, model_label=model_path)
 
 
 class Supervisor:
