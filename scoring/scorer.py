@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import pyarrow as pa
 
@@ -38,6 +39,7 @@ from scoring.journal import VerdictJournal
 from scoring.metrics import metrics_by_source, status_counts
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
+from scoring.rewards.ifeval import has_instruction_columns, instruction_ground_truths
 from scoring.rewards.registry import (
     AUTO,
     canonical_spec,
@@ -118,7 +120,7 @@ def prepare_frame(frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
             f"{source}: no '{RESPONSE}' (or wide '{WIDE_RESPONSES}') column; "
             f"columns are {sorted(map(str, frame.columns))}"
         )
-    if ground_truth_column(frame) is None:
+    if ground_truth_column(frame) is None and not has_instruction_columns(frame):
         raise UserInputError(
             f"{source}: no ground truth; expected a 'reward_model' column with 'ground_truth' "
             f"or a 'ground_truth' column"
@@ -169,6 +171,8 @@ def ground_truth_column(frame: pd.DataFrame) -> str | None:
 
 def ground_truths(frame: pd.DataFrame, source: str) -> list[Any]:
     column = ground_truth_column(frame)
+    if column is None:  # IFEval rows: instruction_id_list and kwargs columns
+        return instruction_ground_truths(frame)
     if column == "ground_truth":
         return [to_python(g) for g in frame["ground_truth"]]
     values = []
@@ -207,6 +211,17 @@ def reward_specs(frame: pd.DataFrame, reward_fn: str) -> list[str]:
     return [mapping[str(s)] for s in frame["data_source"]]
 
 
+def check_rows(frame: pd.DataFrame, specs: list[str], options: RewardOptions, source: str) -> None:
+    """Reward functions that can check their ground truths up front (ifeval) do it here."""
+    golds = ground_truths(frame, source)
+    extras = frame["extra_info"].tolist() if "extra_info" in frame.columns else [None] * len(frame)
+    for spec in sorted(set(specs)):
+        check = getattr(get_reward_fn(spec, options), "check_rows", None)
+        if check is not None:
+            rows = [i for i, s in enumerate(specs) if s == spec]
+            check([golds[i] for i in rows], [to_python(extras[i]) for i in rows])
+
+
 # ---------------------------------------------------------------- scoring
 
 
@@ -216,15 +231,26 @@ def item_key(reward: RewardFn, answer: str, ground_truth: Any, data_source: str,
         # The common case without JSON; the "s"/"j" tag keeps it apart from the general form.
         text = "\x00".join(("s", reward.name, reward.version, answer, ground_truth))
     else:
-        parts: list[Any] = [reward.name, reward.version, answer, ground_truth]
-        if reward.uses_context:
-            parts += [data_source, extra_info]
-        text = "j" + json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(_context_blob(reward, answer, ground_truth, data_source, extra_info)).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+def _context_blob(
+    reward: RewardFn, answer: str, ground_truth: Any, data_source: str, extra_info: Any
+) -> bytes:
+    """Everything a verdict depends on, as canonical JSON bytes (the general form of item_key)."""
+    parts: list[Any] = [reward.name, reward.version, answer, ground_truth]
+    if reward.uses_context:
+        parts += [data_source, extra_info]
+    return b"j" + _json(parts)
+
+
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def _json(value: Any) -> bytes:
+    """Canonical JSON (sorted keys); orjson: this runs once per row."""
+    return orjson.dumps(value, option=_JSON_OPTIONS, default=str)
 
 
 def _identity(spec: str, answer: str, gold: Any) -> tuple[Any, ...]:
@@ -426,17 +452,26 @@ class _Planner:
 
     def _key(self, i: int, spec: str, reward: RewardFn, answer: str, new: list[WorkItem]) -> str:
         gold, data_source = self.golds[i], self.data_sources[i]
-        extra_info = to_python(self.extras[i]) if reward.uses_context else None
+        if reward.uses_context:  # whole responses, mostly distinct: hash once, no identity map
+            extra_info = to_python(self.extras[i])
+            blob = _context_blob(reward, answer, gold, data_source, extra_info)
+            key = hashlib.sha256(blob).hexdigest()
+            if key not in self.items:
+                self._add(key, spec, answer, gold, data_source, extra_info, new)
+            return key
         identity = _identity(spec, answer, gold)
-        if reward.uses_context:
-            identity += (data_source, _json(extra_info))
-        key = self._keys.get(identity)
-        if key is None:
-            key = item_key(reward, answer, gold, data_source, extra_info)
-            self._keys[identity] = key
-            self.items[key] = WorkItem(key, spec, answer, gold, data_source, extra_info)
-            new.append(self.items[key])
+        known = self._keys.get(identity)
+        if known is not None:
+            return known
+        key = item_key(reward, answer, gold, data_source, None)
+        self._keys[identity] = key
+        self._add(key, spec, answer, gold, data_source, None, new)
         return key
+
+    def _add(self, key: str, spec: str, answer: str, gold: Any, data_source: str,
+             extra_info: Any, new: list[WorkItem]) -> None:
+        self.items[key] = WorkItem(key, spec, answer, gold, data_source, extra_info)
+        new.append(self.items[key])
 
 
 class _Progress:
@@ -675,6 +710,8 @@ def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig) -> list[_Prepare
     specs = {spec for frame in frames for spec in reward_specs(frame, config.reward_fn)}
     if "code" in specs:
         check_sandbox(config.options)
+    for job, frame in zip(jobs, frames, strict=True):
+        check_rows(frame, reward_specs(frame, config.reward_fn), config.options, str(job.input))
     prepared: list[_Prepared] = []
     try:
         for job, frame in zip(jobs, frames, strict=True):

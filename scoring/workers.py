@@ -32,8 +32,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from scoring.processes import Reaper, kill_tree, leash_worker
 from scoring.rewards.base import RewardOptions
@@ -62,9 +61,9 @@ else:
 OnResults = Callable[[dict[str, "RewardResult"]], None]
 
 
-@dataclass(frozen=True)
-class WorkItem:
-    """One distinct thing to judge; `key` identifies its verdict (see scoring.scorer.item_key)."""
+class WorkItem(NamedTuple):
+    """One distinct thing to judge; `key` identifies its verdict (see scoring.scorer.item_key).
+    A tuple: batches of them cross the pipe as plain tuples, which pickle several times faster."""
 
     key: str
     reward_fn: str
@@ -112,24 +111,34 @@ def _worker_main(
         if batch is None:
             return
         results = []
-        for index, item in enumerate(batch):
+        for index, fields in enumerate(batch):
             progress[_STARTED] = time.monotonic()
             progress[_INDEX] = index
-            results.append((item.key, judge_item(item, options)))
+            results.append(_as_tuple(fields[0], judge_item(WorkItem(*fields), options)))
         try:
             conn.send(results)
         except Exception:  # an unpicklable extra from user code: send what can be sent
-            conn.send([_picklable(key, result) for key, result in results])
+            conn.send([_picklable(result) for result in results])
 
 
-def _picklable(key: str, result: RewardResult) -> tuple[str, RewardResult]:
+def _as_tuple(key: str, result: RewardResult) -> tuple[Any, ...]:
+    return (key, result.score, result.acc, result.pred, result.status, result.extra,
+            result.answer_class)
+
+
+def _from_tuple(fields: tuple[Any, ...]) -> tuple[str, RewardResult]:
+    key, score, acc, pred, status, extra, answer_class = fields
+    return key, RewardResult(score, acc, pred, status, extra, answer_class)
+
+
+def _picklable(fields: tuple[Any, ...]) -> tuple[Any, ...]:
     import pickle
 
     try:
-        pickle.dumps(result)
+        pickle.dumps(fields)
     except Exception as exc:
-        return key, error_result(f"cannot return verdict: {exc}")
-    return key, result
+        return _as_tuple(fields[0], error_result(f"cannot return verdict: {exc}"))
+    return fields
 
 
 class _Worker:
@@ -162,7 +171,7 @@ class _Worker:
         # The clock starts now: worker start-up and unpickling count towards the first item.
         self.progress[_INDEX] = 0
         self.progress[_STARTED] = self.assigned_at = time.monotonic()
-        self.conn.send(batch)
+        self.conn.send([tuple(item) for item in batch])
 
     def current(self) -> tuple[int, float]:
         return int(self.progress[_INDEX]), float(self.progress[_STARTED])
@@ -299,7 +308,7 @@ class WorkerPool:
         for conn in multiprocessing.connection.wait(list(busy), timeout=wait_s):
             worker = busy[conn]
             try:
-                finished = dict(worker.conn.recv())
+                finished = dict(map(_from_tuple, worker.conn.recv()))
             except (EOFError, OSError):
                 arrived.append(self._replace(worker, queue, "error", "worker process died"))
                 continue

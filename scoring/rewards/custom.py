@@ -198,12 +198,11 @@ def _python_files(root: Path) -> Iterator[Path | None]:
 def _loaded_under(root: Path) -> set[Path]:
     """Source files of the modules loaded so far from under root."""
     found = set()
+    prefix = str(root) + os.sep
     for module in list(sys.modules.values()):
         where = getattr(module, "__file__", None)
-        if where and where.endswith(".py"):
-            path = Path(where).resolve()
-            if path.is_relative_to(root):
-                found.add(path)
+        if where and where.endswith(".py") and os.path.realpath(where).startswith(prefix):
+            found.add(Path(os.path.realpath(where)))
     return found
 
 
@@ -231,7 +230,7 @@ def dependency_version(module: ModuleType) -> tuple[str, str | None]:
     for path in sorted(files | everything):
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
-    distribution = _distribution_version(module.__name__.split(".")[0])
+    distribution = _distribution_version(module.__name__.split(".")[0]) if top is not None else None
     if distribution:
         digest.update(distribution.encode())
     return digest.hexdigest()[:12], note
