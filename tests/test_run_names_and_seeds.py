@@ -35,24 +35,28 @@ def run_config(tmp_path: Path, config: dict[str, object], expect: int = 0) -> Re
 
 def test_a_dataset_name_labels_rows_log_and_summaries(tmp_path: Path, server: FakeOpenAIServer) -> None:
     source = write_jsonl(tmp_path / "test-00000-of-00001.jsonl", verl_rows(3))
-    result = run_config(tmp_path, {
+    config: dict[str, object] = {
         "base_urls": [server.url],
         "output_dir": "out",
         "defaults": {"n": 2},
-        "datasets": [{"path": source.name, "name": "gsm8k"}],
-    })
-    out = tmp_path / "out" / "gsm8k.parquet"
+        "datasets": [{"path": source.name, "name": "gsm8k", "output": "out/o.parquet"}],
+    }
+    result = run_config(tmp_path, config)
+    out = tmp_path / "out" / "o.parquet"
     rows = read_rows(out)
     assert set(rows["dataset"]) == {"gsm8k"}
     assert f"gsm8k: generated -> {out}" in result.stderr
     run_summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
     assert [d["name"] for d in run_summary["datasets"]] == ["gsm8k"]
-    summary = json.loads((tmp_path / "out" / "gsm8k.parquet.summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "o.parquet.summary.json").read_text())
     assert [d["name"] for d in summary["datasets"]] == ["gsm8k"]
     # Prompt ids stay those of the file, so naming a dataset never orphans rows already made.
     first = rows[rows["data_idx"] == 0].iloc[0]
     prompt = [dict(m) for m in first["prompt"]]
     assert first["prompt_id"] == prompt_id_for("test-00000-of-00001", prompt)
+    # Another name into the same output would label its rows twice: refused like another input.
+    config["datasets"] = [{"path": source.name, "name": "gsm", "output": "out/o.parquet"}]
+    assert "other inputs (gsm added, gsm8k missing)" in run_config(tmp_path, config, 1).stderr
 
 
 def test_a_name_for_a_glob_of_several_files_is_refused(tmp_path: Path) -> None:
