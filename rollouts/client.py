@@ -137,7 +137,8 @@ class OpenAIEndpoint:
                 url, data=orjson.dumps(payload), headers=self._headers, timeout=timeout
             ) as response:
                 status = response.status
-                if status == 200 and self.stream:
+                # A server that ignores `stream` answers whole JSON: read it as such.
+                if status == 200 and response.content_type == "text/event-stream":
                     return await read_stream(
                         response.content, n=n, chat=chat, on_data=self.on_stream_data
                     )

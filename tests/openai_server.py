@@ -91,6 +91,7 @@ class FakeOpenAIServer:
     arrivals: list[float] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    streams: bool = True  # False: whole JSON answers even when a stream is asked for
 
     def __post_init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -211,7 +212,7 @@ class FakeOpenAIServer:
         body = self._body(payload, text, n, chat)
         if payload.get("stream") and fault is not None and fault.kind in ("trickle", "stall"):
             return await self._slow_stream(request, sse_body(body, chat), fault)
-        if payload.get("stream"):
+        if payload.get("stream") and self.streams:
             return web.Response(body=sse_body(body, chat), content_type="text/event-stream")
         return web.json_response(body)
 

@@ -62,3 +62,10 @@ def test_streamed_text_and_usage_match_the_answer(
         assert row.response == response_text(text, None, row.sample_idx)
     assert (rows["finish_reason"] == "stop").all()
     assert rows["prompt_tokens"].notna().all()
+
+
+def test_a_server_that_does_not_stream_is_read_whole(tmp_path: Path) -> None:
+    with FakeOpenAIServer(streams=False) as plain:
+        rows = read_rows(generate(tmp_path, plain))
+    assert len(rows) == 6 and rows["error"].isna().all()
+    assert (rows["attempts"] == 1).all()
