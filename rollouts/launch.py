@@ -34,6 +34,7 @@ from rollouts.io import write_json_atomic
 from rollouts.quarantine import PromptGuard
 from rollouts.router import HealthCheck
 from rollouts.runconfig import RunPlan, server_extra_args
+from rollouts.store import storage_errors
 from rollouts.types import Backend
 from rollouts.vllm_metrics import fetch_metrics
 from rollouts.watchdog import (
@@ -406,7 +407,8 @@ async def run_plan(plan: RunPlan) -> dict[str, Any]:
         "elapsed_s": round(time.monotonic() - started, 3),
         "datasets": [_dataset_entry(run, by_output.get(run.config.output)) for run in runs],
     }
-    write_json_atomic(summary, plan.summary_path)
+    with storage_errors(plan.summary_path.parent):
+        write_json_atomic(summary, plan.summary_path)
     return summary
 
 
