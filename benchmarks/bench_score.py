@@ -1,11 +1,17 @@
 """Benchmark: `score`'s scorer against the naive way, on a synthetic math rollout set.
 
+Two ratios, each against a reference measured in the same run:
+  1. cheap custom function: a verl-style string-compare math reward (last \\boxed, strip, compare)
+     through the scorer (workers, per-item timeouts) against a plain in-process loop calling it,
+     on 20,000 rows (target: within 2x);
+  2. Math-Verify: the scorer against the naive loop below on repeated answers (target: >= 20x).
+
 The naive way (as the seed scripts do it): `for _, row in df.iterrows()` calling a compute_score
 that runs Math-Verify on the whole response, row by row, in one process. The scorer extracts
 answers, dedupes (reward fn, answer, ground truth), and judges the distinct items in batches on a
 worker pool. Verdicts must be identical; the script exits 1 if any differ.
 
-    python3 benchmarks/bench_score.py            # 300 prompts x 16 samples
+    python3 benchmarks/bench_score.py            # 300 prompts x 16 samples (+ 20,000 cheap rows)
     python3 benchmarks/bench_score.py --full     # 2,000 prompts x 16 samples
 """
 
@@ -118,6 +124,63 @@ def run_scorer(frame: pd.DataFrame, workers: int, cache_dir: Path | None) -> tup
     return scored["score"].tolist(), stats
 
 
+CHEAP_REWARD = r'''
+def last_boxed_only_string(string):
+    idx = string.rfind("\\boxed")
+    if idx < 0:
+        return None
+    depth = 0
+    for i in range(idx, len(string)):
+        if string[i] == "{":
+            depth += 1
+        elif string[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return string[idx:i + 1]
+    return None
+
+
+def strip_string(text):
+    return text.replace(" ", "").replace("\\!", "").replace("$", "").replace("\\dfrac", "\\frac")
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    boxed = last_boxed_only_string(solution_str)
+    if boxed is None:
+        return 0.0
+    return float(strip_string(boxed[len("\\boxed{"):-1]) == strip_string(ground_truth))
+'''
+CHEAP_ROWS = 20_000
+
+
+def cheap_function_ratio(workers: int) -> tuple[float, float, bool]:
+    """(plain loop seconds, scorer seconds, same verdicts) for the cheap custom reward."""
+    frame = synthetic_rollouts(CHEAP_ROWS // 16, 16, seed=1)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "cheap_reward.py"
+        path.write_text(CHEAP_REWARD)
+        namespace: dict[str, Any] = {}
+        exec(compile(CHEAP_REWARD, str(path), "exec"), namespace)
+        function = namespace["compute_score"]
+        golds = [r["ground_truth"] for r in frame["reward_model"]]
+
+        def plain_loop() -> list[float]:
+            return [
+                function(data_source=d, solution_str=s, ground_truth=g, extra_info={})
+                for d, s, g in zip(frame["data_source"], frame["response"], golds, strict=True)
+            ]
+
+        def through_scorer() -> list[float]:
+            config = ScoreConfig(reward_fn=f"{path}:compute_score", workers=workers, cache_dir=None)
+            with Scorer(config) as scorer:
+                scored, _ = scorer.score(frame)
+            return [float(x) for x in scored["score"]]
+
+        loop, loop_s = timed(plain_loop)
+        scored, scorer_s = timed(through_scorer)
+    return loop_s, scorer_s, loop == scored
+
+
 def timed(func: Any, *args: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     value = func(*args)
@@ -156,7 +219,14 @@ def main() -> int:
         row = frame.iloc[i]
         print(f"  row {i}: naive={naive[i]} score={cold[i]} gold={row['reward_model']['ground_truth']!r} "
               f"tail={row['response'][-60:]!r}")
-    return 1 if mismatches else 0
+
+    loop_s, scorer_s, same = cheap_function_ratio(args.workers)
+    print(f"\ncheap custom function, {CHEAP_ROWS} rows: plain loop {loop_s:.2f} s, "
+          f"score {scorer_s:.2f} s, same verdicts: {same}")
+    print(f"RATIO cheap custom fn, score / plain loop: {scorer_s / loop_s:.2f}x (target <= 2x)")
+    print(f"RATIO Math-Verify, naive loop / score (empty cache): {naive_s / cold_s:.1f}x "
+          f"(target >= 20x)")
+    return 1 if mismatches or not same else 0
 
 
 if __name__ == "__main__":
