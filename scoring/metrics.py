@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scoring.rewards.ifeval import instruction_metrics
 from scoring.types import SCORE_STATUSES
 
 EVERY_K_UP_TO = 32
@@ -133,6 +134,7 @@ def source_metrics(frame: pd.DataFrame) -> dict[str, Any]:
     if min(ns, default=0) != max(ns, default=0):
         result["prompts_at_k"] = {str(k): sum(n >= k for n in ns) for k in ks}
     result["status_counts"] = status_counts(frame)
+    result.update(instruction_metrics(frame))  # IFEval's four, for rows scored by ifeval
     return result
 
 

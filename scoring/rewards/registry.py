@@ -15,6 +15,7 @@ from scoring.rewards.code import CodeReward
 from scoring.rewards.custom import SPEC_FORMS, CustomReward, looks_custom
 from scoring.rewards.custom import canonical_spec as custom_canonical_spec
 from scoring.rewards.gsm8k import Gsm8kReward
+from scoring.rewards.ifeval import IfevalReward
 from scoring.rewards.math import MathReward
 from scoring.rewards.mcq import McqReward
 from scoring.rewards.qa import QaReward
@@ -27,6 +28,7 @@ BUILTINS: dict[str, Callable[[RewardOptions], RewardFn]] = {
     "qa": lambda options: QaReward(),
     "mcq": lambda options: McqReward(),
     "code": CodeReward,
+    "ifeval": lambda options: IfevalReward(),
 }
 
 # Dataset names (the part after the last `/`, lower case) and the reward that scores them.
@@ -62,12 +64,17 @@ DATASETS: dict[str, str] = {
         ],
         "qa",
     ),
+    **dict.fromkeys(["ifeval", "ifbench", "ifbench_test", "ifeval-like-data"], "ifeval"),
 }
 
 # `domain__dataset` prefixes; a domain left out here is dispatched by its dataset name.
-DOMAINS: dict[str, str] = {"math": "math", "codegen": "code", "qa": "qa", "mcq": "mcq"}
+DOMAINS: dict[str, str] = {
+    "math": "math", "codegen": "code", "qa": "qa", "mcq": "mcq", "instruction_following": "ifeval"
+}
 # Dataset-name prefixes of families with many members (numina_olympiads, numina_amc_aime, ...).
-PREFIXES: dict[str, str] = {"numina_": "math", "gsm8k": "gsm8k", "aime": "math"}
+PREFIXES: dict[str, str] = {
+    "numina_": "math", "gsm8k": "gsm8k", "aime": "math", "ifeval": "ifeval", "ifbench": "ifeval"
+}
 
 
 def dispatch(data_source: str) -> str | None:

