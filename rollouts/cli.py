@@ -21,7 +21,9 @@ from rollouts.clitools import echo_err, handle_errors
 from rollouts.concurrency import parse_max_concurrent
 from rollouts.engine import GenerateConfig, GenerateResult, unseeded_notice
 from rollouts.errors import UserInputError
+from rollouts.inspect_cli import show_command, status_command
 from rollouts.sweep_cli import sweep_command
+from rollouts.tiny_model import DEFAULT_TRAIN_STEPS
 from rollouts.types import SamplingParams
 from scoring.prepare_cli import prepare_group
 from scoring.report_cli import report as report_command
@@ -363,15 +365,25 @@ def run_command(config_file: Path, overwrite: bool, progress: bool) -> None:
 
 @main.command("make-tiny-model", context_settings=CONTEXT)
 @click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--train-steps", type=click.IntRange(min=0), default=DEFAULT_TRAIN_STEPS, show_default=True,
+              help="Steps of training on additions (the demo's task; about a minute on 2 CPU "
+                   "cores). 0: random weights.")
 @handle_errors
-def make_tiny_model(out_dir: Path) -> None:
-    """Build a tiny random-weight chat model in OUT_DIR (no download), for demos and tests."""
+def make_tiny_model(out_dir: Path, train_steps: int) -> None:
+    """Build a tiny chat model in OUT_DIR (no download) for demos and tests, trained on CPU to
+    add numbers: sums of one to three digits, some of the time."""
+    import time
+
     from rollouts.tiny_model import build_tiny_model
 
-    click.echo(str(build_tiny_model(out_dir)))
+    started = time.monotonic()
+    click.echo(str(build_tiny_model(out_dir, train_steps=train_steps)))
+    echo_err(f"built in {time.monotonic() - started:.0f}s ({train_steps} training steps)")
 
 
 main.add_command(serve)
+main.add_command(show_command)
+main.add_command(status_command)
 main.add_command(convert_checkpoint_command)
 main.add_command(sweep_command)
 main.add_command(slurm_command)

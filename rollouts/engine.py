@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -48,6 +50,9 @@ OutputFormat = Literal["long", "wide"]
 MAX_SAMPLES_PER_PROMPT = 4096
 PROGRESS_INTERVAL_S = 0.5
 LOG_PROGRESS_INTERVAL_S = 30.0
+# The summary file is rewritten this often while running, with the last PROGRESS_HISTORY counts.
+SUMMARY_REFRESH_S = float(os.environ.get("ROLLOUTS_SUMMARY_REFRESH_S", "10"))
+PROGRESS_HISTORY = 13
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,12 +234,14 @@ class Generator:
             total, already, self.config.progress, label, self.progress_position
         ) as bar:
             ticker = asyncio.create_task(self._tick(bar, already))
+            refresher = asyncio.create_task(self._keep_summary_fresh(already))
             try:
                 await self._run_workers(done)
             finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+                for task in (ticker, refresher):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 self._refresh(bar, already)
 
     async def _run_workers(self, done: DoneIndex) -> None:
@@ -249,8 +256,6 @@ class Generator:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._commit()  # finished rows still waiting for their group commit
-        if self._commit_error is not None:
-            raise self._commit_error  # a group commit that failed after the last worker ended
         if self._commit_error is not None:
             raise self._commit_error  # a group commit that failed after the last worker ended
 
@@ -423,6 +428,22 @@ class Generator:
             )
             rows.append(row)
         return rows
+
+    async def _keep_summary_fresh(self, already: int) -> None:
+        """Rewrite the summary beside the output while running, so that `rollouts status` can
+        tell progress, rate and liveness from another shell (rollouts.status)."""
+        history: list[tuple[float, int]] = []
+        while True:
+            done = already + self.stats.samples
+            history = [*history, (round(time.time(), 3), done)][-PROGRESS_HISTORY:]
+            summary = _summary(self.config, self.datasets, self, self.router, done,
+                               dict(self.stats.errors_by_kind))
+            del summary["finished_at"]
+            summary.update(state="running", progress={
+                "pid": os.getpid(), "host": socket.gethostname(), "history": history})
+            with contextlib.suppress(OSError):  # a progress report never stops the run
+                write_json_atomic(summary, summary_path_for(self.config.output))
+            await asyncio.sleep(SUMMARY_REFRESH_S)
 
     async def _tick(self, bar: tqdm, already: int) -> None:
         # A terminal gets a live bar; a log file (SLURM, nohup) a line every so often.
@@ -606,5 +627,6 @@ def _summary(
             }
             for e in router.endpoints
         ],
+        "state": "finished",
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
