@@ -958,7 +958,8 @@ def plot_pass_rates(frame: pd.DataFrame, path: Path, details: dict[str, Any]) ->
         if n_max <= 64
         else np.linspace(0.0, 1.0, 21)
     )
-    cutoffs = details.get("cutoffs", [])
+    cutoffs = details.get("cutoffs", details.get("edges", []))  # quantile cutoffs, or bins' edges
+    figure.suptitle("Prompts by pass rate" + (" (dashed: bucket edges)" if cutoffs else ""))
     for i, source in enumerate(sources):
         axes = figure.add_subplot(nrows, ncols, i + 1)
         part = frame[frame["data_source"].astype(str) == source]
@@ -967,7 +968,7 @@ def plot_pass_rates(frame: pd.DataFrame, path: Path, details: dict[str, Any]) ->
         for cut in cutoffs:
             axes.axvline(cut, color="#C44E52", linestyle="--", linewidth=1)
         axes.set_title(f"{source} ({len(part)} prompts)", fontsize=9)
-        axes.set_xlabel("pass rate")
+        axes.set_xlabel("pass rate (passed / scored samples)")
         axes.set_ylabel("prompts")
         axes.set_xlim(-0.05, 1.05)
     path.parent.mkdir(parents=True, exist_ok=True)

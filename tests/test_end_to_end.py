@@ -40,7 +40,7 @@ def test_bundled_dataset_generate_score_filter(tmp_path: Path) -> None:
     assert set(frame["reward_fn"]) == {"math", "gsm8k"}
     assert frame["score_status"].isin(["ok", "no_answer"]).all()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert "openai/gsm8k" in json.dumps(summary) and "lighteval/MATH" in json.dumps(summary)
+    assert "gsm8k_additions" in json.dumps(summary) and "math__additions" in json.dumps(summary)
     invoke(filter_main, [str(scored), "-o", str(tmp_path / "buckets"), "--strategy", "bins"])
     buckets = json.loads((tmp_path / "buckets" / "summary.json").read_text())
     assert "impossible" in json.dumps(buckets)
