@@ -13,7 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
+from rollouts.cli import main
 from rollouts.client import OpenAIEndpoint
 from rollouts.concurrency import (
     FALLBACK_REQUESTS,
@@ -26,6 +28,7 @@ from rollouts.concurrency import (
 from rollouts.errors import UserInputError
 from rollouts.types import SamplingParams
 from rollouts.vllm_metrics import VllmMetrics, fetch_metrics
+from tests.fake_vllm import FAKE_VLLM_COMMAND
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
 from tests.vllm_scheduler import SchedulerServer
 
@@ -204,3 +207,28 @@ def reading(running: int, waiting: int, preemptions: int = 0, kv: float = 0.5) -
 def test_aimd_rule(probing: bool, metrics: VllmMetrics, in_flight: int, expected: int) -> None:
     rule = Aimd(limit=200, sequences_per_request=2, probing=probing, last_preemptions=1)
     assert rule.update(metrics, in_flight) == expected
+
+
+def test_a_managed_server_starts_at_its_own_max_num_seqs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(6))
+    out = tmp_path / "o.parquet"
+    run_generate(source, "-o", out, "--model", "tiny-model", "--n", str(N),
+                 "--vllm-arg=--max-num-seqs 96")
+    assert len(read_rows(out)) == 6 * N
+    summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
+    [server] = summary["concurrency"]["servers"]
+    assert server["mode"] == "auto"  # the stand-in serves vLLM's gauges
+    assert server["history"][0] == [0.0, 96]
+
+
+def test_the_progress_bar_shows_the_limit_per_server(
+    tmp_path: Path, emulated: SchedulerServer
+) -> None:
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(10))
+    result = CliRunner().invoke(main, ["generate", str(source), "-o", str(tmp_path / "o.parquet"),
+                                       "--base-url", emulated.url, "--model", "sched"])
+    assert result.exit_code == 0, result.output
+    assert "limit_seqs=256" in result.stderr
