@@ -8,6 +8,7 @@ majority-vote curve are known, so inputs are reduced to this form file by file (
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,6 +171,8 @@ def _scores(frame: _PromptFrame, members: np.ndarray) -> PromptScores:
 
 # ---------------------------------------------------------------- per-prompt metric values
 
+_pass_at_k = functools.lru_cache(maxsize=65536)(pass_at_k)  # the same (n, c, k) recur in every cell
+
 
 def pass_values(scores: PromptScores, k: int) -> np.ndarray:
     """pass@k of every prompt (scoring.metrics.pass_at_k), NaN where the prompt has fewer than k."""
@@ -177,7 +180,7 @@ def pass_values(scores: PromptScores, k: int) -> np.ndarray:
         return np.array([], dtype=float)
     width = int(scores.n.max()) + 1
     keys, inverse = np.unique(scores.n.astype(np.int64) * width + scores.passes, return_inverse=True)
-    table = np.array([pass_at_k(n, c, k) if n >= k else np.nan for n, c in (divmod(int(key), width) for key in keys)])
+    table = np.array([_pass_at_k(n, c, k) if n >= k else np.nan for n, c in (divmod(int(key), width) for key in keys)])
     return table[inverse.ravel()]
 
 

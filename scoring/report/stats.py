@@ -24,7 +24,7 @@ def resample_counts(rng: np.random.Generator, n_prompts: int, reps: int) -> np.n
     draws = rng.integers(0, n_prompts, size=(reps, n_prompts))
     offsets = np.arange(reps)[:, None] * n_prompts
     flat = np.bincount((draws + offsets).ravel(), minlength=reps * n_prompts)
-    return flat.reshape(reps, n_prompts).astype(np.float64)
+    return flat.reshape(reps, n_prompts).astype(np.float32)
 
 
 def bootstrap_means(
@@ -45,8 +45,14 @@ def bootstrap_means(
         if rng is None:
             raise ValueError("bootstrap_means needs a generator or counts")
         counts = resample_counts(rng, len(matrix), reps)
-    totals = counts @ np.where(defined, matrix, 0.0)
-    drawn = counts @ defined.astype(np.float64)
+    # float32 halves the work of the one large product; counts are small integers and the values
+    # lie in [0, 1], so the means keep about 7 significant digits.
+    weights = counts.astype(np.float32, copy=False)
+    totals = (weights @ np.where(defined, matrix, 0.0).astype(np.float32)).astype(np.float64)
+    drawn = np.repeat(weights.sum(axis=1, dtype=np.float64)[:, None], matrix.shape[1], axis=1)
+    partial = ~defined.all(axis=0)
+    if partial.any():  # only metrics some prompts lack (pass@k with fewer than k samples)
+        drawn[:, partial] = weights @ defined[:, partial].astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(drawn > 0, totals / np.where(drawn > 0, drawn, 1.0), np.nan)
 
@@ -97,8 +103,8 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def random_signs(rng: np.random.Generator, flips: int, n: int) -> np.ndarray:
-    """(flips, n) random +-1 patterns for the sign-flip test."""
-    return np.where(rng.random((flips, n)) < 0.5, -1.0, 1.0)
+    """(flips, n) random +-1 patterns for the sign-flip test (float32: exact, and half the memory)."""
+    return np.where(rng.random((flips, n)) < 0.5, -1.0, 1.0).astype(np.float32)
 
 
 def sign_flip_p_value(
@@ -124,7 +130,8 @@ def sign_flip_p_value(
         return float(np.mean(statistics >= observed - tolerance))
     if signs is None:
         signs = random_signs(rng, flips, n)
-    statistics = np.abs(signs @ diffs) / n
+    statistics = np.abs(signs @ diffs.astype(np.float32)).astype(np.float64) / n
+    tolerance = max(tolerance, 1e-6 * float(np.abs(diffs).sum()) / n)  # float32 rounding
     return float((1 + np.sum(statistics >= observed - tolerance)) / (len(signs) + 1))
 
 
