@@ -100,6 +100,9 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
     maj = metrics.get("maj@k", {})
     if top in maj:
         parts.append(f"maj@{top}={maj[top]:.4f}")
+    for name in ("prompt_level_strict_acc", "inst_level_strict_acc"):  # ifeval rows
+        if name in metrics:
+            parts.append(f"{name.removesuffix('_acc')}={metrics[name]:.4f}")
     problems = {k: v for k, v in metrics["status_counts"].items() if k != "ok" and v}
     if problems:
         parts.append(" ".join(f"{k}={v}" for k, v in problems.items()))

@@ -81,6 +81,7 @@ def test_score_ifeval_rows_and_metrics(tmp_path: Path) -> None:
 
     result = run(source, "--workers", "1", "--no-cache")
     assert result.exit_code == 0, result.output
+    assert "prompt_level_strict=0.3333 inst_level_strict=0.6250" in result.output
 
     scored = pd.read_parquet(tmp_path / "ifeval.scored.parquet")
     assert scored["reward_fn"].tolist() == ["ifeval"] * 6
