@@ -23,6 +23,8 @@ needs an `if __name__ == "__main__":` guard.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.sharedctypes
@@ -90,7 +92,8 @@ def judge_item(item: WorkItem, options: RewardOptions) -> RewardResult:
 
 
 def _worker_main(
-    conn: multiprocessing.connection.Connection,
+    batches: multiprocessing.connection.Connection,
+    verdicts: multiprocessing.connection.Connection,
     progress: Any,
     options: RewardOptions,
     environ: dict[str, str],
@@ -105,7 +108,7 @@ def _worker_main(
     os.chdir(cwd)
     while True:
         try:
-            batch = conn.recv()
+            batch = batches.recv()
         except EOFError:
             return
         if batch is None:
@@ -116,9 +119,9 @@ def _worker_main(
             progress[_INDEX] = index
             results.append(_as_tuple(fields[0], judge_item(WorkItem(*fields), options)))
         try:
-            conn.send(results)
+            verdicts.send(results)
         except Exception:  # an unpicklable extra from user code: send what can be sent
-            conn.send([_picklable(result) for result in results])
+            verdicts.send([_picklable(result) for result in results])
 
 
 def _as_tuple(key: str, result: RewardResult) -> tuple[Any, ...]:
@@ -141,19 +144,46 @@ def _picklable(fields: tuple[Any, ...]) -> tuple[Any, ...]:
     return fields
 
 
+# Bytes of answers per batch: a batch fits the enlarged pipe, so handing it over does not block.
+MAX_BATCH_BYTES = 768 * 1024
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031  # Linux fcntl
+
+
+def _enlarge(conn: multiprocessing.connection.Connection) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(conn.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+
+
+def _take_batch(queue: deque[WorkItem], size: int) -> list[WorkItem]:
+    """Up to `size` items from the front of the queue, at most MAX_BATCH_BYTES of answers."""
+    batch: list[WorkItem] = []
+    total = 0
+    while queue and len(batch) < size:
+        total += len(queue[0].answer)
+        if batch and total > MAX_BATCH_BYTES:
+            break
+        batch.append(queue.popleft())
+    return batch
+
+
 class _Worker:
     """One process, its pipe, its shared progress slots, and the batch it is working through."""
 
     def __init__(self, options: RewardOptions) -> None:
-        self.conn, child = _CONTEXT.Pipe(duplex=True)
+        # One pipe each way, enlarged so that a batch is written without waiting for the worker.
+        batches_in, self.outbox = _CONTEXT.Pipe(duplex=False)
+        self.conn, verdicts_out = _CONTEXT.Pipe(duplex=False)
+        _enlarge(self.outbox)
         self.progress = multiprocessing.sharedctypes.RawArray("d", 2)
         self.process = _CONTEXT.Process(
             target=_worker_main,
-            args=(child, self.progress, options, dict(os.environ), os.getcwd(), os.getpid()),
+            args=(batches_in, verdicts_out, self.progress, options, dict(os.environ), os.getcwd(), os.getpid()),
             daemon=False,  # reward code may start processes of its own
         )
         self.process.start()
-        child.close()
+        batches_in.close()
+        verdicts_out.close()
         self.batch: list[WorkItem] = []
         self.assigned_at = 0.0
 
@@ -171,7 +201,7 @@ class _Worker:
         # The clock starts now: worker start-up and unpickling count towards the first item.
         self.progress[_INDEX] = 0
         self.progress[_STARTED] = self.assigned_at = time.monotonic()
-        self.conn.send([tuple(item) for item in batch])
+        self.outbox.send([tuple(item) for item in batch])
 
     def current(self) -> tuple[int, float]:
         return int(self.progress[_INDEX]), float(self.progress[_STARTED])
@@ -182,6 +212,7 @@ class _Worker:
             kill_tree(self.pid)
         self.process.join()
         self.conn.close()
+        self.outbox.close()
 
 
 class _BatchSizer:
@@ -267,8 +298,7 @@ class WorkerPool:
                 self._ensure_workers(self.size)
             for index, worker in enumerate(self._workers):
                 if not worker.busy and queue:
-                    size = self.sizer.size(len(queue))
-                    self._assign(index, worker, [queue.popleft() for _ in range(min(size, len(queue)))])
+                    self._assign(index, worker, _take_batch(queue, self.sizer.size(len(queue))))
             if not any(w.busy for w in self._workers):
                 if not more and not queue:
                     return results

@@ -100,3 +100,19 @@ def test_verl_default_compute_score_by_module_path_when_installed() -> None:
             return
     reward = CustomReward("verl.utils.reward_score:default_compute_score")
     assert reward.judge("#### 72", "72", "openai/gsm8k", None).score == 1.0
+
+
+def test_version_says_when_it_cannot_know_the_dependencies(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from scoring.rewards import custom
+
+    monkeypatch.setattr(custom, "MAX_DEPENDENCY_FILES", 3)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for n in range(5):
+        (folder / f"mod{n}.py").write_text(f"X = {n}\n")
+    (folder / "r.py").write_text("def compute_score(**kw):\n    return 1.0\n")
+    reward = CustomReward(f"{folder / 'r.py'}:compute_score")
+    assert reward.cache_note is not None and "pass --no-cache" in reward.cache_note
+    small = make_package(tmp_path, "pkg_small")
+    assert CustomReward(f"{small / 'reward.py'}:compute_score").cache_note is None
