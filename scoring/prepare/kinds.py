@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scoring.rewards.extract import last_boxed
-
 LETTERS = string.ascii_uppercase
 
 
@@ -91,6 +89,8 @@ def math_ground_truth(row: dict[str, Any]) -> str:
     answer = first(row, "answer", "final_answer", "expected_answer")
     if answer is not None and str(answer).strip():
         return str(answer).strip()
+    from scoring.rewards.extract import last_boxed  # imports every reward: only when needed
+
     solution = first(row, "solution")
     boxed = last_boxed(str(solution)) if solution is not None else None
     if boxed is None or boxed.answer is None:
