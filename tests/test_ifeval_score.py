@@ -106,15 +106,21 @@ def test_score_ifeval_rows_and_metrics(tmp_path: Path) -> None:
     assert ifeval["inst_level_loose_acc"] == pytest.approx(6 / 8)
 
 
-def test_verl_rows_with_ground_truth(tmp_path: Path) -> None:
-    ground_truth = json.dumps({"instruction_id_list": [LOWER], "kwargs": [{}]})
+@pytest.mark.parametrize("form", ["json text in jsonl", "struct in parquet"])
+def test_verl_rows_with_ground_truth(tmp_path: Path, form: str) -> None:
+    truth = {"instruction_id_list": [LOWER, NO_COMMA], "kwargs": [{"num_words": None}, {}]}
+    ground_truth: Any = json.dumps(truth) if form.startswith("json") else truth
     rows = [
         {"prompt": "p", "response": text, "data_source": "instruction_following__tulu",
          "reward_model": {"style": "rule", "ground_truth": ground_truth}}
         for text in ("this sentence is written in plain english", "This Is Not Lower Case English")
     ]
-    source = tmp_path / "verl.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if form.startswith("json"):
+        source = tmp_path / "verl.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        source = tmp_path / "verl.parquet"
+        pd.DataFrame(rows).to_parquet(source)
     run_summary = score_files([source], ScoreConfig(workers=1))
     assert run_summary["inputs"][0]["data_sources"]["instruction_following__tulu"][
         "prompt_level_strict_acc"
