@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from threadpoolctl import threadpool_limits
-
 from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import temp_path, write_json_atomic, write_table_atomic
 from scoring.report.analysis import Analysis, ReportOptions, analyse
@@ -65,11 +63,8 @@ def build_report(
     """Read the scored inputs, analyse them and write the report; every check runs first."""
     check_output(output_dir, fmt, overwrite)
     sources, notes = resolve_inputs(inputs)
-    # The products here are small: one BLAS thread is as fast on a quiet machine and many times
-    # faster on a busy one, where threads spin waiting for each other.
-    with threadpool_limits(limits=1, user_api="blas"):
-        loaded = load(sources, notes, want_split=options.select_on is not None)
-        analysis = analyse(loaded, options)
+    loaded = load(sources, notes, want_split=options.select_on is not None)
+    analysis = analyse(loaded, options)
     output_dir.mkdir(parents=True, exist_ok=True)
     figures = plot_learning_curves(analysis, output_dir)
     names = [str(source.path) + (f" ({source.label})" if source.label else "") for source in sources]

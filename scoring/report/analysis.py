@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from rollouts.errors import UserInputError
 from scoring.report.inputs import Loaded
@@ -108,6 +109,13 @@ class Resampler:
 
 
 def analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
+    # The products here are small: one BLAS thread is as fast on a quiet machine and many times
+    # faster on a busy one, where threads spin waiting for each other.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _analyse(loaded, options)
+
+
+def _analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
     if options.baseline in loaded.aliases:  # the full path of a model shown by a shorter name
         options = dataclasses.replace(options, baseline=loaded.aliases[options.baseline])
     labels, tasks = loaded.labels, loaded.tasks
@@ -120,9 +128,10 @@ def analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
         selection_cells = split_cells(cells, options.select_on, keep=True)
         cells = split_cells(cells, options.select_on, keep=False)
     notes += availability_notes(cells, tasks, options.metric)
-    metrics = summary_rows(cells, labels, domains, options, notes)
+    resampler = Resampler(options)  # the comparisons reuse the draws of the same prompts
+    metrics = summary_rows(cells, labels, domains, options, notes, resampler=resampler)
     best = best_models(metrics, selection_cells, labels, domains, options, notes)
-    comparisons = compare(cells, labels, tasks, domains, options) if options.baseline else empty_comparisons()
+    comparisons = compare(cells, labels, tasks, domains, options, resampler) if options.baseline else empty_comparisons()
     return Analysis(
         labels=labels,
         tasks=tasks,
@@ -204,10 +213,11 @@ def summary_rows(
     options: ReportOptions,
     notes: list[str] | None = None,
     only: Metric | None = None,
+    resampler: Resampler | None = None,
 ) -> pd.DataFrame:
     """Tidy rows (level task/domain/overall) of every metric, or only `only`."""
     replicates = _Replicates()
-    resampler = Resampler(options)
+    resampler = resampler or Resampler(options)
     rows: list[dict[str, Any]] = []
     for (label, task), scores in sorted(cells.items(), key=lambda item: (item[0][1], item[0][0])):
         counts = resampler.counts(task, scores.prompt_ids)
@@ -353,10 +363,11 @@ def compare(
     tasks: list[str],
     domains: dict[str, str],
     options: ReportOptions,
+    resampler: Resampler | None = None,
 ) -> pd.DataFrame:
     """Each label minus the baseline on every task both have; Holm across each label's tasks."""
     assert options.baseline is not None
-    resampler = Resampler(options)
+    resampler = resampler or Resampler(options)
     rows = []
     for label in labels:
         if label == options.baseline:
