@@ -183,7 +183,7 @@ def build_payload(
     return payload
 
 
-def _error_message(body: bytes) -> str:
+def _error_message(body: bytes | bytearray) -> str:
     text = body.decode("utf-8", "replace")
     try:
         data = json.loads(text)
@@ -228,16 +228,21 @@ async def read_stream(
     """Read an OpenAI server-sent-event stream (`stream: true` with usage) into one batch.
 
     Events are read in whatever pieces the socket delivers and split on blank lines, which costs
-    less per token than reading line by line. A stream that ends before `[DONE]`, or with
-    fewer choices than n, is a retryable error."""
+    less per token than reading line by line. A piece that ends no event is only appended (an
+    event of 50 MB arrives in hundreds of pieces: rescanning them all each time is quadratic).
+    A stream that ends before `[DONE]`, or with fewer choices than n, is a retryable error."""
     pieces: list[list[str]] = [[] for _ in range(n)]
     finish: list[str | None] = [None] * n
     usage: dict[str, Any] = {}
-    pending = b""
+    pending = bytearray()
     async for data in content.iter_any():
         if on_data is not None:
             on_data()
-        events = (pending + data).split(b"\n\n")
+        scan_from = max(len(pending) - 1, 0)  # a blank line may straddle two pieces
+        pending += data
+        if pending.find(b"\n\n", scan_from) < 0:
+            continue
+        events = pending.split(b"\n\n")
         pending = events.pop()
         for event in events:
             if not event.startswith(b"data:"):
@@ -250,7 +255,7 @@ async def read_stream(
 
 
 def _read_event(
-    body: bytes, pieces: list[list[str]], finish: list[str | None], chat: bool
+    body: bytes | bytearray, pieces: list[list[str]], finish: list[str | None], chat: bool
 ) -> dict[str, Any] | None:
     """Add one event's text to `pieces`; return its usage when it carries one."""
     try:
