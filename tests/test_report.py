@@ -336,3 +336,19 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (2400, 1200)
     assert len(np.unique(pixels.reshape(-1, pixels.shape[-1])[::97], axis=0)) > 20  # tables and plots drawn
+
+
+def test_domains_mapping_and_json_lines_input(tmp_path: Path) -> None:
+    rows = [r for task in ("aime", "gsm8k", "mbpp") for r in prompt_rows("m", task, f"{task}-1", [1, 0], None)]
+    scored = tmp_path / "m.scored.jsonl"
+    scored.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    mapping = tmp_path / "domains.yaml"
+    mapping.write_text("math: [aime, gsm8k]\nmbpp: code\n")
+    result = run(scored, "-o", tmp_path / "r", "--domains", mapping)
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert {t["task"]: t["domain"] for t in document["tasks"]} == {"aime": "math", "gsm8k": "math", "mbpp": "code"}
+    mapping.write_text("math: 3\n")
+    result = run(scored, "-o", tmp_path / "r2", "--domains", mapping)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: --domains {mapping}: 'math' maps to 3; use a domain name or a list of tasks")
