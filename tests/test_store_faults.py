@@ -127,30 +127,22 @@ def test_disk_full_while_appending_to_the_write_ahead_log_then_resume(
     assert_complete(tmp_path)
 
 
-def test_read_only_output_folder_for_a_new_run(
+def test_read_only_output_folder_for_a_new_run_and_on_resume(
     tmp_path: Path, source: Path, server: FakeOpenAIServer
 ) -> None:
     results = in_private_mount(tmp_path, (
-        'mount -t tmpfs -o ro,size=1m tmpfs "$MNT"\n'
-        "gen readonly\n"
-    ), env_for(source, server))
-    assert_one_line_error(results["readonly"], "Read-only file system")
-    assert server.requests == []
-
-
-def test_read_only_output_folder_on_resume_then_writable_again(
-    tmp_path: Path, source: Path, server: FakeOpenAIServer
-) -> None:
-    results = in_private_mount(tmp_path, (
-        'mount -t tmpfs -o size=16m tmpfs "$MNT"\n'
+        'mount -t tmpfs -o ro,size=16m tmpfs "$MNT"\n'
+        "gen new_run\n"  # EROFS creating the state folder
+        'mount -o remount,rw "$MNT"\n'
         "gen first\n"
         'mount -o remount,ro "$MNT"\n'
-        "gen readonly\n"
+        "gen resume\n"  # EROFS taking the lock of the existing run
         'mount -o remount,rw "$MNT"\n'
         "gen resumed\n"
     ), env_for(source, server))
+    assert_one_line_error(results["new_run"], "Read-only file system")
     assert results["first"][0] == 0, results["first"][1]
-    assert_one_line_error(results["readonly"], "Read-only file system")
+    assert_one_line_error(results["resume"], "Read-only file system")
     assert results["resumed"][0] == 0, results["resumed"][1]
     assert len(server.requests) == PROMPTS
     assert_complete(tmp_path)
