@@ -252,10 +252,10 @@ def test_sweep_root_through_its_manifest(tmp_path: Path) -> None:
 
 def test_hand_written_jsonl_manifest_skips_unfinished_combinations(tmp_path: Path) -> None:
     rows = prompt_rows("m", "math__a", "p", [1, 0], None)
-    write(rows, tmp_path / "root" / "t0.6-abc123" / "a.scored.parquet")
+    write(rows, tmp_path / "root" / "t0.6-abc123" / "a.t0.6.scored.parquet")
     lines = [
         {"combination": "t0.6-abc123", "parameters": {"model": "/ck/step_10", "temperature": 0.6},
-         "outputs": ["t0.6-abc123/a.parquet"], "status": "done"},
+         "outputs": ["t0.6-abc123/a.t0.6.jsonl"], "status": "done"},
         {"combination": "t1.0-def456", "parameters": {"model": "/ck/step_10", "temperature": 1.0},
          "outputs": ["t1.0-def456/a.parquet"], "status": "partial"},
     ]

@@ -21,7 +21,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from rollouts.errors import UserInputError
-from rollouts.io import expand_paths, read_table, to_python
+from rollouts.io import (
+    JSON_SUFFIXES,
+    JSONL_SUFFIXES,
+    PARQUET_SUFFIXES,
+    expand_paths,
+    read_table,
+    to_python,
+)
 from scoring.report.naming import series_of, step_of
 from scoring.report.prompts import LABEL, TASK, PromptScores, merge, summarise
 
@@ -189,11 +196,20 @@ def _locate(root: Path, combination: str, output: Path) -> Path:
 def _scored_sibling(path: Path) -> Path | None:
     if path.name.endswith(SCORED_SUFFIXES):
         return path if path.is_file() else None
-    stem = path.name.split(".")[0]
+    stem = table_stem(path)
     for suffix in SCORED_SUFFIXES:
         if (path.parent / f"{stem}{suffix}").is_file():
             return path.parent / f"{stem}{suffix}"
     return None
+
+
+def table_stem(path: Path) -> str:
+    """`gsm8k.t0.6` for gsm8k.t0.6.parquet and for gsm8k.t0.6.scored.parquet."""
+    name = path.name
+    for suffix in (*SCORED_SUFFIXES, *PARQUET_SUFFIXES, *JSONL_SUFFIXES, *JSON_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def scored_file_for(output: Path) -> Path:
@@ -298,11 +314,11 @@ def label_from_files(path: Path, rows: pd.DataFrame) -> str | pd.Series:
         return summary_model
     if "model" in rows.columns and rows["model"].notna().all():
         return rows["model"].astype(str)
-    return path.name.split(".")[0]
+    return table_stem(path)
 
 
 def _summary_model(path: Path) -> str | None:
-    stem = path.name.split(".")[0]
+    stem = table_stem(path)
     for name in (f"{stem}.parquet.summary.json", f"{stem}.jsonl.summary.json", f"{stem}.summary.json"):
         candidate = path.parent / name
         if candidate.is_file():
