@@ -352,3 +352,14 @@ def test_domains_mapping_and_json_lines_input(tmp_path: Path) -> None:
     result = run(scored, "-o", tmp_path / "r2", "--domains", mapping)
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: --domains {mapping}: 'math' maps to 3; use a domain name or a list of tasks")
+
+
+def test_a_model_missing_a_task_is_noted_and_its_average_says_over_how_many(tmp_path: Path) -> None:
+    rows = prompt_rows("a", "math__x", "p", [1], None) + prompt_rows("a", "math__y", "q", [0], None)
+    rows += prompt_rows("b", "math__x", "p", [1], None)
+    result = build_report([write(rows, tmp_path / "s.scored.parquet")], tmp_path / "r", ReportOptions(baseline="a"))
+    assert "b has no scores for 1 task(s) of math: its math average is over the other 1 (n_tasks)" in result.analysis.notes
+    domain = result.analysis.metrics.query("level == 'domain' and metric == 'mean@n'").set_index("label")
+    assert domain.loc["a", ["value", "n_tasks"]].tolist() == [0.5, 2]
+    assert domain.loc["b", ["value", "n_tasks"]].tolist() == [1.0, 1]
+    assert result.analysis.comparisons["task"].tolist() == ["math__x"]

@@ -276,8 +276,11 @@ def macro_rows(
     rows = []
     for name in names:
         present = [t for t in tasks if (label, t, name) in replicates.values]
-        if len(present) < len(tasks) and notes is not None and name in ("mean@n",):
-            notes.append(f"{label} has no rows for {len(tasks) - len(present)} task(s) of {domain}")
+        if len(present) < len(tasks) and notes is not None and name == "mean@n":
+            notes.append(
+                f"{label} has no scores for {len(tasks) - len(present)} task(s) of {domain}: "
+                f"its {domain} average is over the other {len(present)} (n_tasks)"
+            )
         draws = row_means(np.column_stack([replicates.values[(label, t, name)] for t in present]))
         low, high = percentile_interval(draws)
         points = [replicates.points[(label, t, name)] for t in present]
