@@ -8,9 +8,10 @@ A dataset's display name (the `dataset` column, logs, summaries) is the same fil
 run config gives it a `name:`; the prompt ids stay those of the file, so naming a dataset never
 changes the ids of rows already generated.
 
-A dataset's identity for resuming (`input_identity`) is its name and a digest of its prompt ids in
-file order: computed from what validation already holds, so it costs no extra read of a big file,
-and it changes when a prompt, the order or the file name changes (other columns are carried only).
+A dataset's identity for resuming (`input_identity`) is its name and a digest of its set of prompt
+ids: computed from what validation already holds, so it costs no extra read of a big file, and it
+changes when a prompt or the file name changes, not when rows are reordered (resuming is keyed by
+prompt id) nor when only carried columns change.
 
 Validation streams the whole file once before any request is sent, keeping only a 64-bit digest per
 prompt (for duplicate detection), so memory does not grow with the prompt text.
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -102,6 +104,13 @@ def prompt_id_for(dataset: str, prompt: PromptInput) -> str:
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 
+def input_identity(dataset: Dataset) -> dict[str, Any]:
+    """What a resume must match: the dataset's name and a digest of its set of prompt ids."""
+    ids = np.sort(np.frombuffer(dataset.digests, dtype=np.uint64))
+    digest = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+    return {"name": dataset.name, "prompts": dataset.num_prompts, "digest": digest}
+
+
 def dataset_name(path: Path) -> str:
     """The dataset's name: the file name without its table extensions."""
     name = path.name
@@ -109,12 +118,6 @@ def dataset_name(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def input_identity(dataset: Dataset) -> dict[str, Any]:
-    """What a resume must match: the dataset's name and a digest of its prompt ids in order."""
-    digest = hashlib.sha256(dataset.digests.tobytes()).hexdigest()[:16]
-    return {"name": dataset.name, "prompts": dataset.num_prompts, "digest": digest}
 
 
 def normalize_prompt(value: Any, where: str, system_prompt: str | None) -> PromptInput:

@@ -82,13 +82,16 @@ def test_a_run_recorded_before_inputs_were_kept_resumes_and_records_them(
     assert json.loads(run_file.read_text())["inputs"] == [input_identity(dataset)]
 
 
-def test_the_digest_follows_prompts_not_file_times(tmp_path: Path) -> None:
+def test_the_digest_follows_the_prompts_not_file_times_or_row_order(tmp_path: Path) -> None:
     first = write_parquet(tmp_path / "x.parquet", verl_rows(3))
     [before] = load_datasets([first])
     write_parquet(first, verl_rows(3))  # rewritten with the same prompts: a new mtime
     [after] = load_datasets([first])
     assert input_identity(after) == input_identity(before)
     assert input_identity(before)["prompts"] == 3
-    write_parquet(first, list(reversed(verl_rows(3))))  # same prompts, other order (data_idx)
+    write_parquet(first, list(reversed(verl_rows(3))))  # shuffled rows: resuming is by prompt id
     [reordered] = load_datasets([first])
-    assert input_identity(reordered)["digest"] != input_identity(before)["digest"]
+    assert input_identity(reordered) == input_identity(before)
+    write_parquet(first, verl_rows(3, tag="other"))
+    [changed] = load_datasets([first])
+    assert input_identity(changed)["digest"] != input_identity(before)["digest"]
