@@ -118,8 +118,9 @@ def test_eos_finishes_with_stop_and_is_not_in_the_text(model_dir: Path, tmp_path
     greedy = SamplingParams(temperature=0.0, max_tokens=10)
     plain = HFBackend(str(model_dir))
     sample = plain._generate(plain.prompt_ids(PROMPT), greedy, None)
-    # The first generated token that is new (not a repeat of an earlier one) becomes the EOS.
-    stop_at = next(i for i, t in enumerate(sample.token_ids) if i and t not in sample.token_ids[:i])
+    # The first generated token that is new (not a repeat of an earlier one) becomes the EOS; a
+    # random model that repeats one token throughout stops at its first.
+    stop_at = next((i for i, t in enumerate(sample.token_ids) if i and t not in sample.token_ids[:i]), 0)
     new_eos = sample.token_ids[stop_at]
 
     eos_model = tmp_path / "eos-model"
