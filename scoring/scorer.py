@@ -11,6 +11,8 @@ can. Failed generations (`error` set) are `error` rows and never reach a reward 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import math
@@ -258,7 +260,7 @@ def _identity(spec: str, answer: str, gold: Any) -> tuple[Any, ...]:
     return (spec, answer, ("s", gold) if isinstance(gold, str) else ("j", _json(gold)))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     """What the main process learns about one row before any verdict."""
 
@@ -294,9 +296,16 @@ class Scorer:
 
         With a journal, verdicts of an interrupted earlier run are reused and new ones are kept
         as they arrive. Raises RewardFunctionFailed when the reward code fails on everything."""
+        with _collector_paused():
+            return self._score(frame, source, journal)
+
+    def _score(
+        self, frame: pd.DataFrame, source: str, journal: VerdictJournal | None
+    ) -> tuple[pd.DataFrame, ScoreStats]:
         started = time.monotonic()
         frame = prepare_frame(frame, source)
-        planner = _Planner(frame, reward_specs(frame, self.config.reward_fn), self.config, source)
+        planner = _Planner(frame, reward_specs(frame, self.config.reward_fn), self.config, source,
+                           content_keys=self.cache is not None or journal is not None)
         verdicts: dict[str, RewardResult] = {}
         stats = ScoreStats(rows=len(frame))
         kept = journal.load() if journal is not None else {}
@@ -353,6 +362,20 @@ class Scorer:
             spec = planner.items[key].reward_fn
             entries[key] = (spec, get_reward_fn(spec, options).version, result)
         self.cache.put_many(entries)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector: a run makes a few objects per row and keeps them
+    all, so the collector would rescan the growing heap again and again (half of the main
+    process's time with a cheap reward). Nothing here makes cycles; it runs again afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # A reward function failing on this many items in a row, the same way, stops the run.
@@ -419,7 +442,10 @@ PLAN_CHUNK_ROWS = 2048
 class _Planner:
     """Extracts answers row by row and collects the distinct items to judge."""
 
-    def __init__(self, frame: pd.DataFrame, specs: list[str], config: ScoreConfig, source: str):
+    def __init__(self, frame: pd.DataFrame, specs: list[str], config: ScoreConfig, source: str,
+                 content_keys: bool = True):
+        # content_keys: keys are content hashes (item_key), as the cache and journal need.
+        self.content_keys = content_keys
         self.size = len(frame)
         self.specs = specs
         self.golds = ground_truths(frame, source)
@@ -451,21 +477,24 @@ class _Planner:
         return new
 
     def _key(self, i: int, spec: str, reward: RewardFn, answer: str, new: list[WorkItem]) -> str:
-        gold, data_source = self.golds[i], self.data_sources[i]
-        if reward.uses_context:  # whole responses, mostly distinct: hash once, no identity map
-            extra_info = to_python(self.extras[i])
-            blob = _context_blob(reward, answer, gold, data_source, extra_info)
-            key = hashlib.sha256(blob).hexdigest()
-            if key not in self.items:
-                self._add(key, spec, answer, gold, data_source, extra_info, new)
-            return key
-        identity = _identity(spec, answer, gold)
+        """Deduplicate on a cheap in-memory identity first; only a new item is hashed."""
+        gold = self.golds[i]
+        if reward.uses_context:
+            data_source, extra = self.data_sources[i], self.extras[i]
+            extra_info = None if extra is None else to_python(extra)
+            context = (data_source, None if extra_info is None else _json(extra_info))
+        else:
+            data_source, extra_info, context = self.data_sources[i], None, None
+        identity = (*_identity(spec, answer, gold), context)
         known = self._keys.get(identity)
         if known is not None:
             return known
-        key = item_key(reward, answer, gold, data_source, None)
+        if self.content_keys:
+            key = item_key(reward, answer, gold, data_source, extra_info)
+        else:  # nothing is stored across runs: a run-local id is enough, and no hashing
+            key = str(len(self.items))
         self._keys[identity] = key
-        self._add(key, spec, answer, gold, data_source, None, new)
+        self._add(key, spec, answer, gold, data_source, extra_info, new)
         return key
 
     def _add(self, key: str, spec: str, answer: str, gold: Any, data_source: str,

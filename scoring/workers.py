@@ -3,7 +3,8 @@
 Items travel in batches and verdicts come back one message per batch: pickling and pipe round
 trips cost more than a cheap verdict. Batch sizes adapt to how long items take (about BATCH_TARGET_S
 of work per batch), so a cheap reward pays for few round trips and a slow one still spreads over
-every worker. Each worker writes the index and start time of the item it is on into shared memory,
+every worker. Keys stay in the parent and verdicts come back in
+batch order; a plain numeric verdict travels as its bare score (see `_compact`). Each worker writes the index and start time of the item it is on into shared memory,
 so the parent knows which item hangs without a message per item. An item that runs past the limit
 has its worker killed with every process its reward code started (SIGKILL: a C extension stuck in
 a loop ignores anything softer; see scoring.processes) and replaced; the item becomes a `timeout`
@@ -114,34 +115,58 @@ def _worker_main(
         if batch is None:
             return
         results = []
-        for index, fields in enumerate(batch):
+        for index, (spec, answer, gold, data_source, extra_info) in enumerate(batch):
             progress[_STARTED] = time.monotonic()
             progress[_INDEX] = index
-            results.append(_as_tuple(fields[0], judge_item(WorkItem(*fields), options)))
+            results.append(_compact(_judge(spec, answer, gold, data_source, extra_info, options)))
         try:
             verdicts.send(results)
         except Exception:  # an unpicklable extra from user code: send what can be sent
             verdicts.send([_picklable(result) for result in results])
 
 
-def _as_tuple(key: str, result: RewardResult) -> tuple[Any, ...]:
-    return (key, result.score, result.acc, result.pred, result.status, result.extra,
-            result.answer_class)
+def _judge(spec: str, answer: str, gold: Any, data_source: str, extra_info: Any,
+           options: RewardOptions) -> RewardResult:
+    return judge_item(WorkItem("", spec, answer, gold, data_source, extra_info), options)
 
 
-def _from_tuple(fields: tuple[Any, ...]) -> tuple[str, RewardResult]:
-    key, score, acc, pred, status, extra, answer_class = fields
-    return key, RewardResult(score, acc, pred, status, extra, answer_class)
+# Verdicts travel back in the batch's order, without keys. A plain verdict (status ok, no pred,
+# extras or class; acc == score > 0: what a verl-style function returning a number gives) is
+# just its score, so a cheap reward's batch comes back as a list of floats.
+Compact = float | tuple[Any, ...]
 
 
-def _picklable(fields: tuple[Any, ...]) -> tuple[Any, ...]:
+def _compact(result: RewardResult) -> Compact:
+    if (result.status == "ok" and result.pred is None and not result.extra
+            and result.answer_class is None and result.acc == (result.score > 0)
+            and type(result.score) is float):
+        return result.score
+    return (result.score, result.acc, result.pred, result.status, result.extra, result.answer_class)
+
+
+_PLAIN: dict[float, RewardResult] = {}
+
+
+def _expand(value: Compact) -> RewardResult:
+    """The verdict of `_compact`'s value; plain verdicts are shared (verdicts are never mutated)."""
+    if isinstance(value, float):
+        plain = _PLAIN.get(value)
+        if plain is None:
+            plain = RewardResult(value, value > 0, None)
+            if len(_PLAIN) < 4096:  # a function returning many distinct scores: do not grow
+                _PLAIN[value] = plain
+        return plain
+    return RewardResult(*value)
+
+
+def _picklable(value: Compact) -> Compact:
     import pickle
 
     try:
-        pickle.dumps(fields)
+        pickle.dumps(value)
     except Exception as exc:
-        return _as_tuple(fields[0], error_result(f"cannot return verdict: {exc}"))
-    return fields
+        return _compact(error_result(f"cannot return verdict: {exc}"))
+    return value
 
 
 # Bytes of answers per batch: a batch fits the enlarged pipe, so handing it over does not block.
@@ -201,7 +226,7 @@ class _Worker:
         # The clock starts now: worker start-up and unpickling count towards the first item.
         self.progress[_INDEX] = 0
         self.progress[_STARTED] = self.assigned_at = time.monotonic()
-        self.outbox.send([tuple(item) for item in batch])
+        self.outbox.send([item[1:] for item in batch])  # keys stay here: verdicts come in order
 
     def current(self) -> tuple[int, float]:
         return int(self.progress[_INDEX]), float(self.progress[_STARTED])
@@ -338,7 +363,8 @@ class WorkerPool:
         for conn in multiprocessing.connection.wait(list(busy), timeout=wait_s):
             worker = busy[conn]
             try:
-                finished = dict(map(_from_tuple, worker.conn.recv()))
+                values = worker.conn.recv()
+                finished = {item.key: _expand(v) for item, v in zip(worker.batch, values, strict=True)}
             except (EOFError, OSError):
                 arrived.append(self._replace(worker, queue, "error", "worker process died"))
                 continue

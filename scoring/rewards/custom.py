@@ -276,6 +276,8 @@ class CustomReward:
 
 def to_result(value: Any) -> RewardResult:
     """verl's return forms: a number, or a dict with `score` whose other keys become columns."""
+    if type(value) is float and value == value:  # the common case, NaN excluded: no conversion
+        return RewardResult(score=value, acc=value > 0, pred=None)
     value = to_python(value)
     if isinstance(value, dict):
         if "score" not in value:
