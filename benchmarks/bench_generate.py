@@ -59,6 +59,44 @@ elapsed = asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 print(json.dumps({"elapsed": elapsed}))
 '''
 
+# The same loop reading the answer as server-sent events (what `rollouts generate` does by
+# default): the fair reference for a streaming client. It takes the socket's pieces as they come,
+# splits events on blank lines and parses each with orjson; no timeouts, retries or checks.
+BARE_STREAM_LOOP = r'''
+import asyncio, json, sys, time
+import aiohttp, orjson
+
+async def main(url, total, concurrency):
+    connector = aiohttp.TCPConnector(limit=concurrency + 16, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        queue = asyncio.Queue()
+        for i in range(total):
+            queue.put_nowait(i)
+        async def worker():
+            while not queue.empty():
+                i = queue.get_nowait()
+                body = {"model": "instant", "messages": [{"role": "user", "content": f"q {i}"}],
+                        "n": 1, "max_tokens": 16, "seed": i, "stream": True,
+                        "stream_options": {"include_usage": True}}
+                async with session.post(url, data=orjson.dumps(body),
+                                        headers={"Content-Type": "application/json"}) as response:
+                    text, pending = [], b""
+                    async for data in response.content.iter_any():
+                        pending += data
+                        *events, pending = pending.split(b"\n\n")
+                        for event in events:
+                            if event != b"data: [DONE]":
+                                for choice in orjson.loads(event[5:])["choices"]:
+                                    text.append(choice["delta"].get("content") or "")
+                    assert "".join(text)
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start
+
+elapsed = asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+print(json.dumps({"elapsed": elapsed}))
+'''
+
 
 STREAM_LOOP = r'''
 import asyncio, json, sys, time
@@ -144,35 +182,46 @@ def rollouts_command(source: Path, out: Path, url: str, n: int, mode: str, concu
 
 
 def overhead(url: str, requests: int, concurrency: int, repeat: int, workdir: Path) -> None:
-    """Alternate the two clients `repeat` times (the machine is shared: noise hits both)."""
-    bare_file = workdir / "bare.py"
-    bare_file.write_text(BARE_LOOP)
+    """Alternate the clients `repeat` times (the machine is shared: noise hits all of them).
+
+    Two references: the bare loop reading whole JSON answers (as `generate` did before it
+    streamed) and the bare loop reading server-sent events (as `generate` does now; the instant
+    server then writes 17 events per request, which costs any client more than one body)."""
     source = workdir / "prompts.jsonl"
     write_prompts(source, requests)
-    bare, ours, bare_cpu, ours_cpu = [], [], [], []
+    clients = {"bare": workdir / "bare.py", "bare_stream": workdir / "bare_stream.py"}
+    clients["bare"].write_text(BARE_LOOP)
+    clients["bare_stream"].write_text(BARE_STREAM_LOOP)
+    rates: dict[str, list[float]] = {"bare": [], "bare_stream": [], "rollouts": []}
+    cpu: dict[str, list[float]] = {name: [] for name in rates}
     for round_no in range(repeat):
-        cpu_before = cpu_seconds_of_children()
-        bare_s, _ = timed([*pinned(CLIENT_CORE), sys.executable, str(bare_file),
-                           f"{url}/chat/completions", str(requests), str(concurrency)])
-        cpu_middle = cpu_seconds_of_children()
+        for name, script in clients.items():
+            before = cpu_seconds_of_children()
+            elapsed, _ = timed([*pinned(CLIENT_CORE), sys.executable, str(script),
+                                f"{url}/chat/completions", str(requests), str(concurrency)])
+            rates[name].append(requests / elapsed)
+            cpu[name].append(cpu_seconds_of_children() - before)
+        before = cpu_seconds_of_children()
         out = workdir / f"out-{round_no}.parquet"
-        ours_s, _ = timed(rollouts_command(source, out, url, 1, "1", concurrency))
-        bare.append(requests / bare_s)
-        ours.append(requests / ours_s)
+        elapsed, _ = timed(rollouts_command(source, out, url, 1, "1", concurrency))
+        rates["rollouts"].append(requests / elapsed)
         # CPU seconds of the client process: less sensitive than wall time to a busy machine.
-        bare_cpu.append(cpu_middle - cpu_before)
-        ours_cpu.append(cpu_seconds_of_children() - cpu_middle)
-        print(f"round {round_no}: bare {bare[-1]:.0f} req/s ({bare_cpu[-1]:.2f} CPU s), "
-              f"rollouts {ours[-1]:.0f} req/s ({ours_cpu[-1]:.2f} CPU s), "
-              f"ratio {ours[-1] / bare[-1]:.2f}")
-    print(f"client CPU per request: bare {statistics.median(bare_cpu) / requests * 1e6:.0f} us, "
-          f"rollouts {statistics.median(ours_cpu) / requests * 1e6:.0f} us "
-          f"(CPU ratio bare/rollouts {statistics.median(bare_cpu) / statistics.median(ours_cpu):.2f})")
-    bare_rps, ours_rps = statistics.median(bare), statistics.median(ours)
+        cpu["rollouts"].append(cpu_seconds_of_children() - before)
+        print(f"round {round_no}: " + ", ".join(
+            f"{name} {rates[name][-1]:.0f} req/s ({cpu[name][-1]:.2f} CPU s)" for name in rates)
+            + f"; ratio {rates['rollouts'][-1] / rates['bare'][-1]:.2f} "
+            f"(streaming reference {rates['rollouts'][-1] / rates['bare_stream'][-1]:.2f})")
+    per_request = {name: statistics.median(cpu[name]) / requests * 1e6 for name in cpu}
+    print("client CPU per request: " + ", ".join(f"{name} {us:.0f} us" for name, us in per_request.items())
+          + f" (CPU ratio bare/rollouts {per_request['bare'] / per_request['rollouts']:.2f}, "
+          f"bare_stream/rollouts {per_request['bare_stream'] / per_request['rollouts']:.2f})")
+    median = {name: statistics.median(values) for name, values in rates.items()}
     print(f"requests: {requests}, in flight: {concurrency}, client pinned to core {CLIENT_CORE}")
-    print(f"bare aiohttp loop (requests only, timed in-process): {bare_rps:8.0f} req/s (median)")
-    print(f"rollouts generate (whole process, durable output):   {ours_rps:8.0f} req/s (median)")
-    print(f"ratio rollouts / bare: {ours_rps / bare_rps:.2f}")
+    print(f"bare aiohttp loop, whole JSON (timed in-process):  {median['bare']:8.0f} req/s (median)")
+    print(f"bare aiohttp loop, SSE stream (timed in-process):  {median['bare_stream']:8.0f} req/s (median)")
+    print(f"rollouts generate (whole process, durable output): {median['rollouts']:8.0f} req/s (median)")
+    print(f"ratio rollouts / bare: {median['rollouts'] / median['bare']:.2f}; "
+          f"rollouts / bare streaming: {median['rollouts'] / median['bare_stream']:.2f}")
 
 
 def stream_cpu(url: str, requests: int, n: int, tokens: int, concurrency: int, repeat: int,
