@@ -462,18 +462,19 @@ class _Planner:
     def plan(self, start: int, end: int) -> list[WorkItem]:
         """Rows start..end (in order); returns the items not seen in earlier rows."""
         new: list[WorkItem] = []
+        add_row = self.rows.append  # this loop runs once per row: names bound once
+        specs, rewards, errors, responses = self.specs, self.rewards, self.errors, self.responses
         for i in range(start, end):
-            spec = self.specs[i]
-            reward = self.rewards[spec]
-            if generation_failed(self.errors[i]):
-                self.rows.append(_Row(reward, None, failed=True))
+            spec = specs[i]
+            reward = rewards[spec]
+            if errors[i] is not None and generation_failed(errors[i]):
+                add_row(_Row(reward, None, None, True))
                 continue
-            response = self.responses[i] if isinstance(self.responses[i], str) else ""
+            response = responses[i] if isinstance(responses[i], str) else ""
             extraction = reward.extract(response)
-            row = _Row(reward, extraction.source)
-            if extraction.answer is not None:
-                row.key = self._key(i, spec, reward, extraction.answer, new)
-            self.rows.append(row)
+            answer = extraction.answer
+            key = None if answer is None else self._key(i, spec, reward, answer, new)
+            add_row(_Row(reward, extraction.source, key))
         return new
 
     def _key(self, i: int, spec: str, reward: RewardFn, answer: str, new: list[WorkItem]) -> str:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from scoring.processes import Reaper, kill_tree, leash_worker
-from scoring.rewards.base import RewardOptions
+from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.registry import get_reward_fn
 from scoring.tracebacks import describe_exception, traceback_tail
 from scoring.types import RewardResult
@@ -107,6 +107,7 @@ def _worker_main(
     os.environ.clear()
     os.environ.update(environ)
     os.chdir(cwd)
+    rewards: dict[str, RewardFn] = {}  # by spec: a dict lookup per item, not lru_cache's hashing
     while True:
         try:
             batch = batches.recv()
@@ -115,19 +116,20 @@ def _worker_main(
         if batch is None:
             return
         results = []
+        monotonic = time.monotonic
         for index, (spec, answer, gold, data_source, extra_info) in enumerate(batch):
-            progress[_STARTED] = time.monotonic()
+            progress[_STARTED] = monotonic()
             progress[_INDEX] = index
-            results.append(_compact(_judge(spec, answer, gold, data_source, extra_info, options)))
+            try:
+                reward = rewards.get(spec) or rewards.setdefault(spec, get_reward_fn(spec, options))
+                result = reward.judge(answer, gold, data_source, extra_info)
+            except Exception as exc:  # reward code (user files included) may raise anything
+                result = error_result(describe_exception(exc), trace=traceback_tail(exc))
+            results.append(_compact(result))
         try:
             verdicts.send(results)
         except Exception:  # an unpicklable extra from user code: send what can be sent
             verdicts.send([_picklable(result) for result in results])
-
-
-def _judge(spec: str, answer: str, gold: Any, data_source: str, extra_info: Any,
-           options: RewardOptions) -> RewardResult:
-    return judge_item(WorkItem("", spec, answer, gold, data_source, extra_info), options)
 
 
 # Verdicts travel back in the batch's order, without keys. A plain verdict (status ok, no pred,

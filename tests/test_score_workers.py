@@ -143,3 +143,34 @@ def test_stream_judges_early_chunks_while_later_ones_are_produced(tmp_path: Path
         results = pool.run_stream(chunks())
     assert judged_before_second_chunk == [True]
     assert {k: r.score for k, r in results.items()} == {"a": 1.0, "bb": 2.0, "ccc": 3.0}
+
+
+PLAIN_OR_RICH_SOURCE = """
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    if solution_str.startswith("rich"):
+        return {"score": 0.5, "pred": solution_str, "note": [1, 2]}
+    if solution_str == "zero":
+        return 0
+    return float(len(solution_str))
+"""
+
+
+def test_plain_and_rich_verdicts_come_back_in_order(tmp_path: Path) -> None:
+    """Keys stay in the parent and plain verdicts travel as bare scores: every verdict must still
+    land on its own key, whatever the mix in a batch."""
+    path = tmp_path / "mixed_reward.py"
+    path.write_text(PLAIN_OR_RICH_SOURCE)
+    spec = f"{path}:compute_score"
+    answers = [f"rich{i}" if i % 7 == 0 else ("zero" if i % 5 == 0 else "x" * (i % 4 + 1))
+               for i in range(300)]
+    with WorkerPool(workers=2, timeout_s=30.0, max_batch=64) as pool:
+        results = pool.run([item(spec, a, str(i)) for i, a in enumerate(dict.fromkeys(answers))])
+    for answer in dict.fromkeys(answers):
+        result = results[answer]
+        assert result.status == "ok"
+        if answer.startswith("rich"):
+            assert (result.score, result.pred, result.extra) == (0.5, answer, {"note": [1, 2]})
+        elif answer == "zero":
+            assert (result.score, result.acc, result.pred, result.extra) == (0.0, False, None, {})
+        else:
+            assert (result.score, result.acc, result.pred) == (float(len(answer)), True, None)

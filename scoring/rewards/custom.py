@@ -199,10 +199,19 @@ def _loaded_under(root: Path) -> set[Path]:
     """Source files of the modules loaded so far from under root."""
     found = set()
     prefix = str(root) + os.sep
+    real_dirs: dict[str, str] = {}  # resolving each folder once: a thousand modules share a few
     for module in list(sys.modules.values()):
         where = getattr(module, "__file__", None)
-        if where and where.endswith(".py") and os.path.realpath(where).startswith(prefix):
-            found.add(Path(os.path.realpath(where)))
+        if not (where and where.endswith(".py")):
+            continue
+        folder, name = os.path.split(where)
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder)
+        real = os.path.join(real_dirs[folder], name)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if real.startswith(prefix):
+            found.add(Path(real))
     return found
 
 
