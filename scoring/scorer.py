@@ -177,8 +177,12 @@ def ground_truths(frame: pd.DataFrame, source: str) -> list[Any]:
         return instruction_ground_truths(frame)
     if column == "ground_truth":
         return [to_python(g) for g in frame["ground_truth"]]
+    models = frame["reward_model"].tolist()
+    every_plain = _plain_ground_truths(models)
+    if every_plain is not None:
+        return every_plain
     values = []
-    for i, reward_model in enumerate(frame["reward_model"]):
+    for i, reward_model in enumerate(models):
         if isinstance(reward_model, str):  # written as JSON text (see json_safe_columns)
             reward_model = _decoded(reward_model)
         plain = isinstance(reward_model, dict) and isinstance(reward_model.get("ground_truth"), str)
@@ -187,6 +191,17 @@ def ground_truths(frame: pd.DataFrame, source: str) -> list[Any]:
             raise UserInputError(f"{source}: row {i}: reward_model has no 'ground_truth'")
         values.append(model["ground_truth"])
     return values
+
+
+def _plain_ground_truths(models: list[Any]) -> list[Any] | None:
+    """The common case in one pass: every reward_model a dict with a string ground truth."""
+    try:
+        golds = [model["ground_truth"] for model in models]
+    except (TypeError, KeyError, IndexError):
+        return None
+    if all(type(m) is dict for m in models) and all(type(g) is str for g in golds):
+        return golds
+    return None
 
 
 def _decoded(text: str) -> Any:
