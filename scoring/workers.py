@@ -194,13 +194,10 @@ def _enlarge(conn: multiprocessing.connection.Connection) -> None:
 def _take_batch(queue: deque[WorkItem], size: int) -> list[WorkItem]:
     """Up to `size` items from the front of the queue, at most MAX_BATCH_BYTES of answers (at
     least one item). Sized with C-level map/accumulate: this runs for every item."""
-    batch = [queue.popleft() for _ in range(min(size, len(queue)))]
-    ends = list(itertools.accumulate(map(len, map(_ANSWER, batch))))
+    front = itertools.islice(queue, min(size, len(queue)))
+    ends = list(itertools.accumulate(map(len, map(_ANSWER, front))))
     keep = max(1, bisect.bisect_right(ends, MAX_BATCH_BYTES))
-    if keep < len(batch):
-        queue.extendleft(reversed(batch[keep:]))
-        del batch[keep:]
-    return batch
+    return [queue.popleft() for _ in range(min(keep, len(queue)))]
 
 
 _ANSWER = operator.itemgetter(2)
