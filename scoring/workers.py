@@ -3,9 +3,10 @@
 Items travel in batches and verdicts come back one message per batch: pickling and pipe round
 trips cost more than a cheap verdict. Batch sizes adapt to how long items take (about BATCH_TARGET_S
 of work per batch), so a cheap reward pays for few round trips and a slow one still spreads over
-every worker. Keys stay in the parent and verdicts come back in
-batch order; a plain numeric verdict travels as its bare score (see `_compact`). Each worker writes the index and start time of the item it is on into shared memory,
-so the parent knows which item hangs without a message per item. An item that runs past the limit
+every worker. A batch crosses the pipe as one list per field; keys stay in the parent and verdicts
+come back in batch order, a plain numeric verdict as its bare score (see `_compact`). Each worker
+writes the index and start time of the item it is on into shared memory, so the parent knows which
+item hangs without a message per item. An item that runs past the limit
 has its worker killed with every process its reward code started (SIGKILL: a C extension stuck in
 a loop ignores anything softer; see scoring.processes) and replaced; the item becomes a `timeout`
 verdict and the rest of its batch (finished items included, their verdicts died with the worker) is
