@@ -270,11 +270,6 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value, option=_JSON_OPTIONS, default=str)
 
 
-def _identity(spec: str, answer: str, gold: Any) -> tuple[Any, ...]:
-    """A hashable stand-in for item_key within one run (spec fixes the reward's version)."""
-    return (spec, answer, ("s", gold) if isinstance(gold, str) else ("j", _json(gold)))
-
-
 @dataclass(slots=True)
 class _Row:
     """What the main process learns about one row before any verdict."""
@@ -501,7 +496,9 @@ class _Planner:
             context = (data_source, None if extra_info is None else _json(extra_info))
         else:
             data_source, extra_info, context = self.data_sources[i], None, None
-        identity = (*_identity(spec, answer, gold), context)
+        # A string gold stands for itself; another gold by its JSON in a tuple (never equal to a str).
+        gold_id = gold if type(gold) is str else ("j", _json(gold))
+        identity = (spec, answer, gold_id, context)
         known = self._keys.get(identity)
         if known is not None:
             return known
@@ -515,8 +512,8 @@ class _Planner:
 
     def _add(self, key: str, spec: str, answer: str, gold: Any, data_source: str,
              extra_info: Any, new: list[WorkItem]) -> None:
-        self.items[key] = WorkItem(key, spec, answer, gold, data_source, extra_info)
-        new.append(self.items[key])
+        item = self.items[key] = WorkItem(key, spec, answer, gold, data_source, extra_info)
+        new.append(item)
 
 
 class _Progress:
@@ -544,7 +541,10 @@ def attach_results(
     frame: pd.DataFrame, rows: Sequence[_Row], verdicts: dict[str, RewardResult]
 ) -> pd.DataFrame:
     """The input columns followed by the score columns and the reward functions' extras."""
-    results = [_row_result(row, verdicts) for row in rows]
+    results = [  # this runs once per row
+        GENERATION_ERROR if row.failed else NO_ANSWER if row.key is None else verdicts[row.key]
+        for row in rows
+    ]
     columns: dict[str, list[Any]] = {
         "score": [float(r.score) for r in results],
         "acc": [bool(r.acc) for r in results],
@@ -555,7 +555,7 @@ def attach_results(
         "pred_source": [row.source for row in rows],
         "answer_class": [r.answer_class for r in results],
     }
-    extra_names = sorted({name for r in results for name in r.extra})
+    extra_names = sorted({name for r in results if r.extra for name in r.extra})
     taken = set(map(str, frame.columns)) | set(columns)
     for name in extra_names:
         column = name if name not in taken else f"reward_{name}"
@@ -568,14 +568,6 @@ GENERATION_ERROR = RewardResult(
     score=0.0, acc=False, pred=None, status="error", extra={"score_error": "generation failed"}
 )
 NO_ANSWER = RewardResult(score=0.0, acc=False, pred=None, status="no_answer")
-
-
-def _row_result(row: _Row, verdicts: dict[str, RewardResult]) -> RewardResult:
-    if row.failed:
-        return GENERATION_ERROR
-    if row.key is None:
-        return NO_ANSWER
-    return verdicts[row.key]
 
 
 def _column_values(values: list[Any]) -> list[Any]:
