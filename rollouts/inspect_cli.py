@@ -20,12 +20,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Samples shown per prompt [default: all].")
 @click.option("--prompt-id", default=None, help="Only this prompt (a prompt_id or its prefix).")
 @click.option("--failed", is_flag=True, help="Only failed samples: an error, or scored and not passed.")
+@click.option("--passed", is_flag=True, help="Only samples that were scored and passed.")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), default=None,
               help="Write one self-contained page to browse and filter the samples.")
 @handle_errors
 def show_command(
     file: Path, prompts: int, samples: int | None, prompt_id: str | None, failed: bool,
-    html_out: Path | None,
+    passed: bool, html_out: Path | None,
 ) -> None:
     """Print the samples of FILE (rollouts or scored rows) grouped by prompt: the prompt, each
     response, its extracted answer, score, finish reason and error.
@@ -41,7 +42,7 @@ def show_command(
     frame = load_samples(file)
     n_given = click.get_current_context().get_parameter_source("prompts")
     all_prompts = html_out is not None and n_given == click.core.ParameterSource.DEFAULT
-    chosen = select(frame, ShowFilter(None if all_prompts else prompts, prompt_id, failed, samples))
+    chosen = select(frame, ShowFilter(None if all_prompts else prompts, prompt_id, failed, samples, passed))
     if html_out is not None:
         html_out.write_text(render_html(chosen, f"{file.name}: {len(chosen)} samples"),
                             encoding="utf-8")

@@ -33,6 +33,7 @@ class ShowFilter:
     prompt_id: str | None = None  # a prompt_id or its prefix
     failed: bool = False  # only samples that failed: an error, or scored and not passed
     samples: int | None = None  # samples shown per prompt (None: all)
+    passed: bool = False  # only samples that were scored and passed
 
 
 def prompt_text(prompt: Any) -> str:
@@ -80,8 +81,12 @@ def select(frame: pd.DataFrame, chosen: ShowFilter) -> pd.DataFrame:
         frame = frame[frame["prompt_key"].str.startswith(chosen.prompt_id)]
         if frame.empty:
             raise UserInputError(f"no prompt_id starts with {chosen.prompt_id!r}")
+    if chosen.failed and chosen.passed:
+        raise UserInputError("--failed and --passed exclude each other; give one")
     if chosen.failed:
         frame = frame[failed_mask(frame)]
+    if chosen.passed:
+        frame = frame[~failed_mask(frame) & (frame["acc"].notna() | frame["score"].notna())]
     if chosen.prompts is not None:
         keep = list(dict.fromkeys(frame["prompt_key"]))[: chosen.prompts]
         frame = frame[frame["prompt_key"].isin(keep)]

@@ -44,7 +44,7 @@ filter-difficulty "$OUT/scored.parquet" -o "$OUT/buckets" --strategy bins --plot
 
 echo
 echo "== two samples (rollouts show $OUT/scored.parquet for more)"
-rollouts show "$OUT/scored.parquet" --n 1 --samples 1
+rollouts show "$OUT/scored.parquet" --passed --n 1 --samples 1
 rollouts show "$OUT/scored.parquet" --failed --n 1 --samples 1
 echo
 echo "== pass@k per data source"

@@ -64,6 +64,11 @@ def test_filters_prompts_failed_and_prompt_id(scored: Path) -> None:
     assert "\\boxed{5}" in first and "#### 42" in first and "\\boxed{6}" not in first
     only = show(scored, "--prompt-id", "p2")
     assert "#### 42" in only and "What is 2 + 3?" not in only
+    passed = show(scored, "--passed", "--n", "10")
+    assert "\\boxed{5}" in passed and "#### 42" in passed
+    assert "\\boxed{6}" not in passed and "http_500" not in passed
+    both = CliRunner().invoke(main, ["show", str(scored), "--passed", "--failed"])
+    assert both.exit_code == 1 and "--failed and --passed exclude each other" in both.output
 
 
 def test_wide_rollouts_are_shown_per_sample(tmp_path: Path) -> None:
