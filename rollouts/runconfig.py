@@ -66,16 +66,22 @@ class RunPlan:
     seed_given: bool = False  # `seed:` set in the config, not left to its default
 
 
+def read_yaml_mapping(path: Path, kind: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (run and sweep configs); one-line errors."""
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such {kind} file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: expected a mapping of options at the top level")
+    return data
+
+
 def load_plan(config_path: Path, *, overwrite: bool = False, progress: bool = True) -> RunPlan:
     """Read and check a run config; raises UserInputError naming the key and the fix."""
-    if not config_path.is_file():
-        raise UserInputError(f"{config_path}: no such config file")
-    try:
-        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{config_path}: invalid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise UserInputError(f"{config_path}: expected a mapping of options at the top level")
+    data = read_yaml_mapping(config_path, "config")
     where = str(config_path)
     _check_keys(data, TOP_LEVEL_KEYS, where)
     base = config_path.resolve().parent

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from rollouts.errors import RolloutsError, UserInputError
-from rollouts.runconfig import DEFAULT_OUTPUT, TOP_LEVEL_KEYS
+from rollouts.runconfig import DEFAULT_OUTPUT, TOP_LEVEL_KEYS, read_yaml_mapping
 
 SWEEP_ONLY_KEYS = {"grid", "zip", "checkpoints"}
 DATASET_LEVEL = ("temperature", "top_p", "n", "max_tokens", "system_prompt")
@@ -106,14 +106,7 @@ class Sweep:
 
 def load_sweep(path: Path) -> Sweep:
     """Read a sweep file and expand it; one-line UserInputError for anything wrong in it."""
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such sweep file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path}: expected a mapping of options at the top level")
+    data = read_yaml_mapping(path, "sweep")
     return expand_sweep(data, path.resolve().parent, where=str(path))
 
 
