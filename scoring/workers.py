@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
+import gc
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -39,7 +40,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from scoring.processes import Reaper, kill_tree, leash_worker
 from scoring.rewards.base import RewardFn, RewardOptions
@@ -96,11 +97,33 @@ def judge_item(item: WorkItem, options: RewardOptions) -> RewardResult:
         return error_result(describe_exception(exc), trace=traceback_tail(exc))
 
 
+class WorkerState:
+    """What a worker keeps between tasks: the run's options, its reward functions by spec (a dict
+    lookup per item, not lru_cache's hashing), and the table of rows it was forked with."""
+
+    def __init__(self, options: RewardOptions, table: Any) -> None:
+        self.options = options
+        self.table = table
+        self._rewards: dict[str, RewardFn] = {}
+
+    def reward(self, spec: str) -> RewardFn:
+        reward = self._rewards.get(spec)
+        if reward is None:
+            reward = self._rewards[spec] = get_reward_fn(spec, self.options)
+        return reward
+
+
+# A task's handler runs in a worker: handler(payload, progress, state) -> reply. It writes the
+# index of the unit it is on and when it started into `progress` (see Task).
+Handler = Callable[[Any, Any, WorkerState], Any]
+
+
 def _worker_main(
-    batches: multiprocessing.connection.Connection,
-    verdicts: multiprocessing.connection.Connection,
+    tasks: multiprocessing.connection.Connection,
+    replies: multiprocessing.connection.Connection,
     progress: Any,
     options: RewardOptions,
+    table: Any,
     environ: dict[str, str],
     cwd: str,
     parent_pid: int,
@@ -111,29 +134,51 @@ def _worker_main(
     os.environ.clear()
     os.environ.update(environ)
     os.chdir(cwd)
-    rewards: dict[str, RewardFn] = {}  # by spec: a dict lookup per item, not lru_cache's hashing
+    # The parent may pause its collector during a run; reward code needs one. What was inherited
+    # is frozen so that collections neither scan it nor copy its pages.
+    gc.freeze()
+    gc.enable()
+    state = WorkerState(options, table)
     while True:
         try:
-            batch = batches.recv()
+            message = tasks.recv()
         except EOFError:
             return
-        if batch is None:
+        if message is None:
             return
-        results = []
-        monotonic = time.monotonic
-        for index, (spec, answer, gold, data_source, extra_info) in enumerate(zip(*batch, strict=True)):
-            progress[_STARTED] = monotonic()
-            progress[_INDEX] = index
-            try:
-                reward = rewards.get(spec) or rewards.setdefault(spec, get_reward_fn(spec, options))
-                result = reward.judge(answer, gold, data_source, extra_info)
-            except Exception as exc:  # reward code (user files included) may raise anything
-                result = error_result(describe_exception(exc), trace=traceback_tail(exc))
-            results.append(_compact(result))
+        handler, payload = message
+        reply = handler(payload, progress, state)
         try:
-            verdicts.send(results)
+            replies.send(reply)
         except Exception:  # an unpicklable extra from user code: send what can be sent
-            verdicts.send([_picklable(result) for result in results])
+            replies.send([_picklable(value) for value in reply])
+
+
+def judge_columns(batch: tuple[list[Any], ...], progress: Any, state: WorkerState) -> list[Compact]:
+    """The handler of item batches: one compact verdict per item, in batch order."""
+    results = []
+    monotonic = time.monotonic
+    for index, (spec, answer, gold, data_source, extra_info) in enumerate(zip(*batch, strict=True)):
+        progress[_STARTED] = monotonic()
+        progress[_INDEX] = index
+        results.append(judge_compact(state.reward, spec, answer, gold, data_source, extra_info))
+    return results
+
+
+def judge_compact(
+    reward_of: Callable[[str], RewardFn],
+    spec: str,
+    answer: str,
+    gold: Any,
+    data_source: str,
+    extra_info: dict[str, Any] | None,
+) -> Compact:
+    """One verdict as it crosses the pipe; reward code's exceptions become `error` verdicts."""
+    try:
+        result = reward_of(spec).judge(answer, gold, data_source, extra_info)
+    except Exception as exc:  # reward code (user files included) may raise anything
+        result = error_result(describe_exception(exc), trace=traceback_tail(exc))
+    return _compact(result)
 
 
 def _columns(batch: list[WorkItem]) -> tuple[list[Any], ...]:
@@ -204,24 +249,61 @@ def _take_batch(queue: deque[WorkItem], size: int) -> list[WorkItem]:
 _ANSWER = operator.itemgetter(2)
 
 
-class _Worker:
-    """One process, its pipe, its shared progress slots, and the batch it is working through."""
+class Task(Protocol):
+    """Work for one worker: `len` units (items or rows), run by `handler` on `payload`.
 
-    def __init__(self, options: RewardOptions) -> None:
-        # One pipe each way, enlarged so that a batch is written without waiting for the worker.
-        batches_in, self.outbox = _CONTEXT.Pipe(duplex=False)
-        self.conn, verdicts_out = _CONTEXT.Pipe(duplex=False)
+    The pool calls exactly one of `finish` (with the handler's reply) or `fail` (the unit at
+    `index` hung or killed its worker: it gets `verdict`, and the task's owner queues the other
+    units again, since what was done died with the worker)."""
+
+    kind: str  # tasks of one kind share a batch sizer
+
+    def __len__(self) -> int: ...
+
+    def message(self) -> tuple[Handler, Any]: ...
+
+    def finish(self, reply: Any) -> None: ...
+
+    def fail(self, index: int, verdict: RewardResult) -> None: ...
+
+
+class Feed(Protocol):
+    """Where the pool gets its tasks."""
+
+    def refill(self) -> bool:
+        """Produce more work if some is wanted now; True while more may come without any reply
+        (the run is not over while it is)."""
+        ...
+
+    def hungry(self) -> bool:
+        """Wants to produce more right now: the pool checks its workers without waiting."""
+        ...
+
+    def take(self, size: Callable[[str, int], int]) -> Task | None:
+        """The next task (None when nothing is queued); `size(kind, queued)` is how many units
+        a task of that kind should hold."""
+        ...
+
+
+class _Worker:
+    """One process, its pipes, its shared progress slots, and the task it is working on."""
+
+    def __init__(self, options: RewardOptions, table: Any) -> None:
+        # One pipe each way, enlarged so that a task is written without waiting for the worker.
+        tasks_in, self.outbox = _CONTEXT.Pipe(duplex=False)
+        self.conn, replies_out = _CONTEXT.Pipe(duplex=False)
         _enlarge(self.outbox)
         self.progress = multiprocessing.sharedctypes.RawArray("d", 2)
         self.process = _CONTEXT.Process(
             target=_worker_main,
-            args=(batches_in, verdicts_out, self.progress, options, dict(os.environ), os.getcwd(), os.getpid()),
+            args=(tasks_in, replies_out, self.progress, options, table, dict(os.environ),
+                  os.getcwd(), os.getpid()),
             daemon=False,  # reward code may start processes of its own
         )
         self.process.start()
-        batches_in.close()
-        verdicts_out.close()
-        self.batch: list[WorkItem] = []
+        tasks_in.close()
+        replies_out.close()
+        self.task: Task | None = None
         self.assigned_at = 0.0
 
     @property
@@ -231,14 +313,14 @@ class _Worker:
 
     @property
     def busy(self) -> bool:
-        return bool(self.batch)
+        return self.task is not None
 
-    def assign(self, batch: list[WorkItem]) -> None:
-        self.batch = batch
-        # The clock starts now: worker start-up and unpickling count towards the first item.
+    def assign(self, task: Task) -> None:
+        # The clock starts now: worker start-up and unpickling count towards the first unit.
         self.progress[_INDEX] = 0
         self.progress[_STARTED] = self.assigned_at = time.monotonic()
-        self.outbox.send(_columns(batch))
+        self.outbox.send(task.message())
+        self.task = task
 
     def current(self) -> tuple[int, float]:
         return int(self.progress[_INDEX]), float(self.progress[_STARTED])
@@ -253,7 +335,7 @@ class _Worker:
 
 
 class _BatchSizer:
-    """Items per batch from the measured seconds per item (a moving average)."""
+    """Units per task from the measured seconds per unit (a moving average)."""
 
     def __init__(self, workers: int, max_batch: int) -> None:
         self.workers = workers
@@ -274,7 +356,9 @@ class _BatchSizer:
 
 
 class WorkerPool:
-    """`run(items)` -> verdict per key. Workers are reused across runs; close() stops them."""
+    """`run(items)` -> verdict per key; `run_tasks(feed)` for other kinds of work. Workers are
+    reused across runs (and forked again when `bind` gives them another table); close() stops
+    them."""
 
     def __init__(
         self,
@@ -290,7 +374,9 @@ class WorkerPool:
         self.size = workers
         self.timeout_s = timeout_s
         self.options = options or RewardOptions()
-        self.sizer = _BatchSizer(workers, max_batch)
+        self.max_batch = max_batch
+        self._sizers: dict[str, _BatchSizer] = {}
+        self._table: Any = None
         self._workers: list[_Worker] = []
         self._reaper: list[Reaper] = []  # started with the first worker
         self.replaced = 0
@@ -311,6 +397,13 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
 
+    def bind(self, table: Any) -> None:
+        """Workers forked from now on hold `table` (inherited, not copied, where there is fork);
+        workers holding another one are stopped."""
+        if table is not self._table:
+            _stop_workers(self._workers, self._reaper)
+            self._table = table
+
     def run(self, items: Sequence[WorkItem], on_results: OnResults | None = None) -> dict[str, RewardResult]:
         """Judge every item; a hung item is `timeout`, a crashed worker's item `error`."""
         return self.run_stream([list(items)], on_results)
@@ -321,94 +414,152 @@ class WorkerPool:
         """Like run, for items that arrive in chunks: the caller produces the next chunk (when
         iterated) while the workers judge earlier ones. `on_results` sees each batch's verdicts
         as they arrive (an exception it raises stops the run)."""
-        results: dict[str, RewardResult] = {}
-        report = on_results or (lambda fresh: None)
-        queue: deque[WorkItem] = deque()
-        pending = iter(chunks)
-        more = True
-        while True:
-            if more and len(queue) < self.size * MAX_BATCH:
-                chunk = next(pending, None)
-                more = chunk is not None
-                queue.extend(chunk or [])
-            if queue:
-                self._ensure_workers(self.size)
-            for index, worker in enumerate(self._workers):
-                if not worker.busy and queue:
-                    self._assign(index, worker, _take_batch(queue, self.sizer.size(len(queue))))
-            if not any(w.busy for w in self._workers):
-                if not more and not queue:
-                    return results
-                continue
-            # Wait for a worker only when no chunk is wanted from the caller right now.
-            block = not (more and len(queue) < self.size * MAX_BATCH)
-            for fresh in self._collect(queue, block):
-                results.update(fresh)
-                report(fresh)
+        feed = _ItemFeed(chunks, on_results, self.size)
+        self.run_tasks(feed)
+        return feed.results
 
-    def _assign(self, index: int, worker: _Worker, batch: list[WorkItem]) -> None:
+    def run_tasks(self, feed: Feed) -> None:
+        """Run the feed's tasks until it has none left and none is in flight."""
+        while True:
+            producing = feed.refill()
+            for index in range(self.size):
+                if index < len(self._workers) and self._workers[index].busy:
+                    continue
+                task = feed.take(self._task_size)
+                if task is None:
+                    break
+                self._assign(index, task)
+            if not any(w.busy for w in self._workers):
+                if not producing:
+                    return
+                continue
+            # Wait for a worker only when the feed has nothing to produce right now.
+            self._collect(block=not feed.hungry())
+
+    def _task_size(self, kind: str, queued: int) -> int:
+        sizer = self._sizers.get(kind)
+        if sizer is None:
+            sizer = self._sizers[kind] = _BatchSizer(self.size, self.max_batch)
+        return sizer.size(queued)
+
+    def _assign(self, index: int, task: Task) -> None:
+        if index == len(self._workers):
+            self._workers.append(self._new_worker())
         try:
-            worker.assign(batch)
-        except OSError:  # died while idle (killed from outside): a fresh worker takes the batch
-            worker.kill()
+            self._workers[index].assign(task)
+        except OSError:  # died while idle (killed from outside): a fresh worker takes the task
+            self._workers[index].kill()
             self._workers[index] = self._new_worker()
             self.replaced += 1
-            self._workers[index].assign(batch)
+            self._workers[index].assign(task)
 
     def _new_worker(self) -> _Worker:
         if not self._reaper:
             self._reaper.append(Reaper(_CONTEXT))
-        worker = _Worker(self.options)
+        worker = _Worker(self.options, self._table)
         self._reaper[0].watch(worker.pid)
         return worker
 
-    def _ensure_workers(self, count: int) -> None:
-        while len(self._workers) < count:
-            self._workers.append(self._new_worker())
-
-    def _collect(self, queue: deque[WorkItem], block: bool) -> list[dict[str, RewardResult]]:
-        """Finished batches (waiting for one only when `block`), after enforcing deadlines."""
+    def _collect(self, block: bool) -> None:
+        """Hand finished tasks their replies (waiting for one only when `block`), after enforcing
+        deadlines."""
         busy = {w.conn: w for w in self._workers if w.busy}
         deadline = min(w.current()[1] for w in busy.values()) + self.timeout_s
         wait_s = max(0.0, min(POLL_S, deadline - time.monotonic())) if block else 0.0
-        arrived: list[dict[str, RewardResult]] = []
         for conn in multiprocessing.connection.wait(list(busy), timeout=wait_s):
             worker = busy[conn]
+            task = worker.task
+            assert task is not None
             try:
-                values = worker.conn.recv()
-                finished = {item.key: _expand(v) for item, v in zip(worker.batch, values, strict=True)}
+                reply = worker.conn.recv()
             except (EOFError, OSError):
-                arrived.append(self._replace(worker, queue, "error", "worker process died"))
+                self._replace(worker, "error", "worker process died")
                 continue
-            self.sizer.record(len(finished), time.monotonic() - worker.assigned_at)
-            worker.batch = []
-            arrived.append(finished)
+            self._sizers[task.kind].record(len(task), time.monotonic() - worker.assigned_at)
+            worker.task = None
+            task.finish(reply)
         now = time.monotonic()
         for worker in busy.values():
             if worker.busy and now - worker.current()[1] > self.timeout_s:
-                message = f"no verdict within {self.timeout_s:g}s; worker killed"
-                arrived.append(self._replace(worker, queue, "timeout", message))
-        return arrived
+                self._replace(worker, "timeout", f"no verdict within {self.timeout_s:g}s; worker killed")
 
-    def _replace(
-        self, worker: _Worker, queue: deque[WorkItem], status: str, message: str
-    ) -> dict[str, RewardResult]:
-        """Kill the worker (and its processes); its current item gets `status`, the rest of its
-        batch goes back to the front of the queue."""
+    def _replace(self, worker: _Worker, status: str, message: str) -> None:
+        """Kill the worker (and its processes) and start another; its task's current unit gets
+        `status`, the task's owner queues the rest again."""
         index, _ = worker.current()
+        task = worker.task
+        assert task is not None
         worker.kill()
         self._reaper[0].forget(worker.pid)
-        batch = worker.batch
-        queue.extendleft(reversed(batch[:index] + batch[index + 1 :]))
         self._workers[self._workers.index(worker)] = self._new_worker()
         self.replaced += 1
-        return {batch[index].key: error_result(message, status)}
+        task.fail(min(index, len(task) - 1), error_result(message, status))
+
+
+class _ItemBatch:
+    """Items judged together; their verdicts go to the feed that made the batch."""
+
+    kind = "items"
+
+    def __init__(self, items: list[WorkItem], feed: _ItemFeed) -> None:
+        self.items = items
+        self.feed = feed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def message(self) -> tuple[Handler, Any]:
+        return judge_columns, _columns(self.items)
+
+    def finish(self, reply: list[Compact]) -> None:
+        self.feed.deliver({item.key: _expand(v) for item, v in zip(self.items, reply, strict=True)})
+
+    def fail(self, index: int, verdict: RewardResult) -> None:
+        self.feed.queue.extendleft(reversed(self.items[:index] + self.items[index + 1 :]))
+        self.feed.deliver({self.items[index].key: verdict})
+
+
+class _ItemFeed:
+    """Work items from the caller's chunks (pulled while the workers judge earlier ones)."""
+
+    def __init__(self, chunks: Iterable[list[WorkItem]], on_results: OnResults | None, workers: int) -> None:
+        self.pending = iter(chunks)
+        self.more = True
+        self.queue: deque[WorkItem] = deque()
+        self.results: dict[str, RewardResult] = {}
+        self.report = on_results or (lambda fresh: None)
+        self.enough = workers * MAX_BATCH
+
+    def refill(self) -> bool:
+        if self.more and len(self.queue) < self.enough:
+            chunk = next(self.pending, None)
+            self.more = chunk is not None
+            self.queue.extend(chunk or [])
+        return self.more
+
+    def hungry(self) -> bool:
+        return self.more and len(self.queue) < self.enough
+
+    def take(self, size: Callable[[str, int], int]) -> _ItemBatch | None:
+        if not self.queue:
+            return None
+        return _ItemBatch(_take_batch(self.queue, size(_ItemBatch.kind, len(self.queue))), self)
+
+    def deliver(self, fresh: dict[str, RewardResult]) -> None:
+        self.results.update(fresh)
+        self.report(fresh)
+
+
+def _stop_workers(workers: list[_Worker], reaper: list[Reaper]) -> None:
+    for worker in workers:
+        worker.kill()
+        if reaper:
+            reaper[0].forget(worker.pid)
+    workers.clear()
 
 
 def _stop_all(workers: list[_Worker], reaper: list[Reaper]) -> None:
-    for worker in workers:
-        worker.kill()
-    workers.clear()
+    _stop_workers(workers, [])
     for watcher in reaper:
         watcher.close()
     reaper.clear()
