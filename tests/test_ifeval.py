@@ -5,7 +5,10 @@ evaluation code (verbatim copies in tests/ifeval_reference/). Instruction kwargs
 check's own random `build_description()` (seeded per instruction); responses are a pool of texts
 shaped to satisfy or violate common constraints, texts built from the kwargs, and one response per
 instruction written to follow it (every instruction is seen both followed and not).
-NLTK downloads fail throughout: scoring must work from the project's installed data alone.
+NLTK downloads fail throughout: scoring must work from the project's installed data alone, plus
+the part-of-speech tagger of IFBench's `words:start_verb`, which no package ships: an NLTK
+`PerceptronTagger` trained here on a small hand-tagged corpus (tests/ifeval_tagger.py), which the
+checks and the reference both load from disk as NLTK loads `averaged_perceptron_tagger_eng`.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import pytest
 
 from scoring.rewards import ifeval_data
 from scoring.rewards.ifeval import IfevalReward, check_instructions, read_instructions
+from tests.ifeval_tagger import tagger_installed
 
 PROMPT = "Write a short note about the river Thames and its bridges for visiting students."
-UNCHECKABLE = {"words:start_verb"}  # needs NLTK's tagger, which no package installs
 
 
 def refuse_download(*args: Any, **kwargs: Any) -> bool:
@@ -42,6 +45,13 @@ def offline_nltk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     patch.undo()
     ifeval_data.ensure_nltk_data.cache_clear()
     ifeval_data.instruction_registries.cache_clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def trained_tagger(offline_nltk: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """NLTK's tagger for `words:start_verb`, trained and saved where NLTK looks, for this module."""
+    with tagger_installed(tmp_path_factory.mktemp("nltk_data")):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +225,7 @@ SATISFYING: dict[str, Any] = {
     + f" This one has {k['word']}.",
     "words:keywords_specific_position": lambda k, d: "Filler here. " * (k["n"] - 1)
     + " ".join(["w"] * (k["m"] - 1) + [k["keyword"], "end."]),
+    "words:start_verb": lambda k, d: "Describe the bridges of London.",
     "words:palindrome": lambda k, d: "level radar civic kayak refer rotor madam stats tenet racecar",
     "words:paragraph_last_first": lambda k, d: "bridge over the bridge\nriver flows by the river",
     "words:words_position": lambda k, d: f"I {k['keyword']} said {k['keyword']} .",
@@ -242,8 +253,6 @@ def cases(references: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     for benchmark, registry in registries.items():
         singles = []
         for instruction_id, cls in sorted(registry.items()):
-            if instruction_id in UNCHECKABLE:
-                continue
             kwargs = random_kwargs(instruction_id, cls)
             singles.append((instruction_id, kwargs))
             row = {"instruction_id_list": [instruction_id], "kwargs": [kwargs], "prompt": PROMPT}
@@ -311,9 +320,55 @@ def test_verdicts_equal_the_reference(references: dict[str, Any]) -> None:
     assert not mismatches, mismatches[:5]
     covered = set(outcomes)
     ifeval, ifbench = ifeval_data.instruction_registries()
-    assert covered == (set(ifeval) | set(ifbench)) - UNCHECKABLE
+    assert covered == set(ifeval) | set(ifbench)
     both = [i for i, seen in outcomes.items() if seen == {True, False}]
     assert sorted(set(outcomes) - set(both)) == []  # each seen both followed and not
+
+
+# Responses for words:start_verb, with the strict and loose verdicts a sensible tagger gives.
+START_VERB_RESPONSES = {
+    "Write a short poem about the river.": (True, True),
+    "Describe the bridges of London in three sentences.": (True, True),
+    "Go home.": (True, True),
+    "Paint the fence green.": (True, True),  # a verb the tagger never saw
+    "Don't stop.": (True, True),
+    "Let's go to the river.": (True, True),
+    "Is the river tidal?": (True, True),  # VBZ: any verb tag counts
+    "\n\nExplain why rivers flood.": (True, True),  # whitespace before the first word
+    "   Visit the museum on Monday.": (True, True),
+    "The river flows through London.": (False, False),
+    "Bridges connect the banks.": (False, False),
+    "Autumn is cold.": (False, False),  # a noun the tagger never saw
+    "I think the river is beautiful.": (False, False),
+    "They crossed the bridge.": (False, False),
+    "Please write a letter.": (False, False),  # `Please` is an interjection
+    "Can you see the bridge?": (False, False),
+    "Beautiful bridges cross the river.": (False, False),
+    "Hello world.": (False, False),
+    "": (False, False),
+    "  \n ": (False, False),
+    "**Write** a poem about bridges.": (False, True),  # loose drops the asterisks
+    "# Bridges of London\nWalk along the river.": (False, True),  # loose drops the heading
+    "Sure, here is a note.\nCross the bridge at noon.": (False, True),
+    "- Walk the dog": (False, False),
+    "1. Boil the water.": (False, False),
+    "(Read it)": (False, False),
+    '"Start now," she said.': (False, False),
+}
+
+
+def test_tagger_is_found_where_nltk_looks() -> None:
+    assert ifeval_data.has_tagger()
+    assert nltk.pos_tag(["Write", "the", "note"])[0] == ("Write", "VB")
+
+
+def test_start_verb_verdicts_equal_the_reference(references: dict[str, Any]) -> None:
+    """Both tag with the tagger trained here; the expected verdicts show it tags sensibly."""
+    row = {"instruction_id_list": ["words:start_verb"], "kwargs": [{}], "prompt": PROMPT}
+    for response, (strict, loose) in START_VERB_RESPONSES.items():
+        ours = check_instructions(response, read_instructions(row, None))
+        assert ours == reference_verdicts(references, "ifbench", row, response), response
+        assert ours == ([strict], [loose]), response
 
 
 GROUND_TRUTH = {"instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],

@@ -4,6 +4,9 @@ with NLTK downloads failing (verdicts need only the project's installed data).""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from scoring.rewards import ifeval_data
 from scoring.rewards.registry import dispatch
 from scoring.score_cli import main
 from scoring.scorer import ScoreConfig, score_files
+from tests.ifeval_tagger import tagger_installed
 
 NO_COMMA = "punctuation:no_comma"
 LOWER = "change_case:english_lowercase"
@@ -146,7 +150,9 @@ def test_bad_kwargs_fail_before_scoring(tmp_path: Path) -> None:
 
 
 def test_missing_tagger_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ifeval_data, "has_tagger", lambda: False)
+    # NLTK looks only in the project's folder, which has no tagger, even where the machine has one.
+    monkeypatch.setattr(nltk.data, "path", [])
+    monkeypatch.delenv("NLTK_DATA", raising=False)
     row = ifeval_row(1, 0, "Go home.", ["words:start_verb"], [{}])
     source = tmp_path / "verb.jsonl"
     source.write_text(json.dumps(row) + "\n")
@@ -155,6 +161,45 @@ def test_missing_tagger_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.
     assert "averaged_perceptron_tagger_eng" in result.output
     assert "NLTK_DATA" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+START_VERB = "words:start_verb"
+
+
+def test_start_verb_scored_with_a_tagger_in_nltk_data(tmp_path: Path) -> None:
+    """The `score` command in its own process finds a tagger through NLTK_DATA, as documented
+    (one trained here, tests/ifeval_tagger.py), and judges `words:start_verb` with it."""
+    nulls = dict.fromkeys(WORDS)  # the datasets' form: every key, unused ones null
+    rows = [
+        ifeval_row(1, 0, "Describe the bridges of London.", [START_VERB], [nulls]),
+        ifeval_row(1, 1, "The river flows through London.", [START_VERB], [nulls]),
+        ifeval_row(1, 2, "**Write** a poem about bridges.", [START_VERB], [nulls]),
+        ifeval_row(2, 0, "walk along the river", [START_VERB, LOWER], [nulls, nulls]),
+        ifeval_row(2, 1, "  \nGo home, then rest.", [START_VERB, NO_COMMA], [nulls, nulls]),
+    ]
+    source = tmp_path / "ifbench.jsonl"
+    lines = [json.dumps({**row, "data_source": "allenai/IFBench_test"}) + "\n" for row in rows]
+    source.write_text("".join(lines))
+    before = (ifeval_data.has_tagger(), os.environ.get("NLTK_DATA"))
+    with tagger_installed(tmp_path / "nltk_data"):
+        assert ifeval_data.has_tagger()
+        score = Path(sys.executable).with_name("score")
+        done = subprocess.run(
+            [str(score), str(source), "--workers", "2", "--no-cache"],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    # Nothing of the tagger stays for other tests.
+    assert (ifeval_data.has_tagger(), os.environ.get("NLTK_DATA")) == before
+
+    scored = pd.read_parquet(tmp_path / "ifbench.scored.parquet")
+    assert scored["score_status"].tolist() == ["ok"] * 5
+    assert scored["score"].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert scored["ifeval_followed_strict"].tolist() == [1, 0, 0, 2, 1]
+    assert scored["ifeval_followed_loose"].tolist() == [1, 0, 1, 2, 1]
+    assert json.loads(scored["ifeval_results"][2]) == [
+        {"id": START_VERB, "strict": False, "loose": True}
+    ]
 
 
 def test_punkt_data_comes_from_the_installed_package(tmp_path: Path) -> None:
