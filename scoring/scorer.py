@@ -4,9 +4,10 @@
     Scorer(config).score(frame) scored rows: the input + score, acc, pred, score_status, ...
     score_files(inputs, ...)    files in, scored files + results JSON out, one batch summary back
 
-Work per run: every row's answer is extracted here (cheap); only distinct (reward fn, version,
-answer, ground truth) items go to the worker pool, after the verdict cache has answered what it
-can. Failed generations (`error` set) are `error` rows and never reach a reward function.
+Work per run: the worker pool, forked holding the frame's columns, extracts every row's answer
+and key; only distinct (reward fn, version, answer, ground truth) items are judged, after the
+journal and the verdict cache have answered what they can (scoring.rows). Failed generations
+(`error` set) are `error` rows and never reach a reward function.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import contextlib
 import gc
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -39,7 +39,7 @@ from rollouts.io import (
 from scoring.cache import VerdictCache
 from scoring.journal import VerdictJournal
 from scoring.metrics import metrics_by_source, status_counts
-from scoring.rewards.base import RewardFn, RewardOptions
+from scoring.rewards.base import RewardOptions
 from scoring.rewards.code import check_sandbox
 from scoring.rewards.ifeval import has_instruction_columns, instruction_ground_truths
 from scoring.rewards.registry import (
@@ -49,8 +49,10 @@ from scoring.rewards.registry import (
     get_reward_fn,
     validate_spec,
 )
+from scoring.rows import FAILED_ROW, NO_ANSWER_ROW, RowFeed, RowTable
+from scoring.rows import item_key as item_key  # the verdict identity, documented here
 from scoring.types import RewardResult
-from scoring.workers import WorkerPool, WorkItem, default_workers
+from scoring.workers import WorkerPool, default_workers
 
 RESPONSE = "response"
 WIDE_RESPONSES = "responses"
@@ -211,15 +213,6 @@ def _decoded(text: str) -> Any:
         return text
 
 
-def generation_failed(value: Any) -> bool:
-    """The `error` column: null on success, a kind and message otherwise."""
-    if value is None:
-        return False
-    if isinstance(value, float) and math.isnan(value):
-        return False
-    return not (isinstance(value, str | dict | list) and len(value) == 0)
-
-
 def reward_specs(frame: pd.DataFrame, reward_fn: str) -> list[str]:
     """The reward function of every row: the one asked for, or by data_source under `auto`."""
     if reward_fn != AUTO:
@@ -240,44 +233,6 @@ def check_rows(frame: pd.DataFrame, specs: list[str], options: RewardOptions, so
 
 
 # ---------------------------------------------------------------- scoring
-
-
-def item_key(reward: RewardFn, answer: str, ground_truth: Any, data_source: str, extra_info: Any) -> str:
-    """The verdict's identity: same key, same verdict (the cache and dedupe rely on it)."""
-    if isinstance(ground_truth, str) and not reward.uses_context:
-        # The common case without JSON; the "s"/"j" tag keeps it apart from the general form.
-        text = "\x00".join(("s", reward.name, reward.version, answer, ground_truth))
-    else:
-        return hashlib.sha256(_context_blob(reward, answer, ground_truth, data_source, extra_info)).hexdigest()
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _context_blob(
-    reward: RewardFn, answer: str, ground_truth: Any, data_source: str, extra_info: Any
-) -> bytes:
-    """Everything a verdict depends on, as canonical JSON bytes (the general form of item_key)."""
-    parts: list[Any] = [reward.name, reward.version, answer, ground_truth]
-    if reward.uses_context:
-        parts += [data_source, extra_info]
-    return b"j" + _json(parts)
-
-
-_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-
-
-def _json(value: Any) -> bytes:
-    """Canonical JSON (sorted keys); orjson: this runs once per row."""
-    return orjson.dumps(value, option=_JSON_OPTIONS, default=str)
-
-
-@dataclass(slots=True)
-class _Row:
-    """What the main process learns about one row before any verdict."""
-
-    reward: RewardFn
-    source: str | None
-    key: str | None = None
-    failed: bool = False
 
 
 class Scorer:
@@ -314,64 +269,62 @@ class Scorer:
     ) -> tuple[pd.DataFrame, ScoreStats]:
         started = time.monotonic()
         frame = prepare_frame(frame, source)
-        planner = _Planner(frame, reward_specs(frame, self.config.reward_fn), self.config, source,
-                           content_keys=self.cache is not None or journal is not None)
-        verdicts: dict[str, RewardResult] = {}
-        stats = ScoreStats(rows=len(frame))
-        kept = journal.load() if journal is not None else {}
-        watch = FailureWatch(planner)
-        # Workers judge the first chunks while later rows are still being read.
-        chunks = self._uncached_chunks(planner, verdicts, stats, kept)
+        table = row_table(frame, reward_specs(frame, self.config.reward_fn), source)
+        for spec in set(table.specs):  # loaded here, so that forked workers have them
+            get_reward_fn(spec, self.config.options)
+        feed = RowFeed(table, kept=journal.load() if journal is not None else None, cache=self.cache)
+        watch = FailureWatch(feed.spec_of)
         with _Progress(self.config.progress) as advance:
 
             def arrived(fresh: dict[str, RewardResult]) -> None:
                 if journal is not None:
                     journal.append(fresh)
-                self._remember(planner, fresh)
+                self._remember(feed, fresh)
                 watch.observe(fresh)
                 advance(len(fresh))
 
-            fresh = self.pool.run_stream(chunks, arrived)
-        watch.check_all_failed(len(fresh))
-        verdicts.update(fresh)
-        stats.distinct_items = len(planner.items)
-        stats.judged = len(fresh)
-        stats.generation_errors = sum(r.failed for r in planner.rows)
-        stats.no_answer = sum(r.key is None and not r.failed for r in planner.rows)
-        scored = attach_results(frame, planner.rows, verdicts)
-        stats.elapsed_s = time.monotonic() - started
+            feed.on_fresh = arrived
+            self.pool.bind(table)
+            try:
+                self.pool.run_tasks(feed)
+            finally:
+                self.pool.bind(None)  # the workers hold this frame's rows: let them go
+        watch.check_all_failed(feed.counts.judged)
+        scored = attach_results(frame, feed, self.config.options)
+        stats = ScoreStats(
+            rows=len(frame),
+            generation_errors=feed.row_item.count(FAILED_ROW),
+            no_answer=feed.row_item.count(NO_ANSWER_ROW),
+            distinct_items=len(feed.keys),
+            resumed=feed.counts.resumed,
+            cache_hits=feed.counts.cache_hits,
+            judged=feed.counts.judged,
+            elapsed_s=time.monotonic() - started,
+        )
         return scored, stats
 
-    def _uncached_chunks(
-        self,
-        planner: _Planner,
-        verdicts: dict[str, RewardResult],
-        stats: ScoreStats,
-        kept: dict[str, RewardResult],
-    ) -> Iterator[list[WorkItem]]:
-        for start in range(0, planner.size, PLAN_CHUNK_ROWS):
-            new = planner.plan(start, min(start + PLAN_CHUNK_ROWS, planner.size))
-            if kept and new:
-                resumed = {item.key: kept[item.key] for item in new if item.key in kept}
-                verdicts.update(resumed)
-                stats.resumed += len(resumed)
-                new = [item for item in new if item.key not in resumed]
-            if self.cache is not None and new:
-                hits = self.cache.get_many(item.key for item in new)
-                verdicts.update(hits)
-                stats.cache_hits += len(hits)
-                new = [item for item in new if item.key not in hits]
-            yield new
-
-    def _remember(self, planner: _Planner, fresh: dict[str, RewardResult]) -> None:
+    def _remember(self, feed: RowFeed, fresh: dict[str, RewardResult]) -> None:
         if self.cache is None or not fresh:
             return
         options = self.config.options
         entries = {}
         for key, result in fresh.items():
-            spec = planner.items[key].reward_fn
+            spec = feed.spec_of(key)
             entries[key] = (spec, get_reward_fn(spec, options).version, result)
         self.cache.put_many(entries)
+
+
+def row_table(frame: pd.DataFrame, specs: list[str], source: str) -> RowTable:
+    """The columns the workers read (see prepare_frame for the frame's shape)."""
+    none = [None] * len(frame)
+    return RowTable(
+        specs=specs,
+        responses=frame[RESPONSE].tolist(),
+        golds=ground_truths(frame, source),
+        data_sources=frame["data_source"].astype(str).tolist(),
+        extras=frame["extra_info"].tolist() if "extra_info" in frame.columns else none,
+        errors=frame["error"].tolist() if "error" in frame.columns else none,
+    )
 
 
 @contextlib.contextmanager
@@ -399,8 +352,8 @@ class RewardFunctionFailed(UserInputError):
 class FailureWatch:
     """Watches verdicts in the order they arrive for a reward function that cannot work."""
 
-    def __init__(self, planner: _Planner, limit: int = EARLY_STOP_ITEMS) -> None:
-        self.planner = planner
+    def __init__(self, spec_of: Callable[[str], str], limit: int = EARLY_STOP_ITEMS) -> None:
+        self.spec_of = spec_of
         self.limit = limit
         self.first: tuple[str, RewardResult] | None = None
         self.failures = 0
@@ -429,7 +382,7 @@ class FailureWatch:
     def _error(self, what: str) -> RewardFunctionFailed:
         assert self.first is not None
         key, result = self.first
-        spec = self.planner.items[key].reward_fn
+        spec = self.spec_of(key)
         trace = result.extra.get("score_traceback") or result.extra.get("score_error")
         return RewardFunctionFailed(
             f"reward function {spec} {what}. First error: {result.extra.get('score_error')}\n"
@@ -443,77 +396,6 @@ def _failure_kind(result: RewardResult) -> str:
     kind = message.split(":", 1)[0]
     where = message.rsplit(" (", 1)[-1] if message.endswith(")") else ""
     return f"{kind}@{where}"
-
-
-# Rows extracted per step before the workers are fed again.
-PLAN_CHUNK_ROWS = 2048
-
-
-class _Planner:
-    """Extracts answers row by row and collects the distinct items to judge."""
-
-    def __init__(self, frame: pd.DataFrame, specs: list[str], config: ScoreConfig, source: str,
-                 content_keys: bool = True):
-        # content_keys: keys are content hashes (item_key), as the cache and journal need.
-        self.content_keys = content_keys
-        self.size = len(frame)
-        self.specs = specs
-        self.golds = ground_truths(frame, source)
-        self.responses = frame[RESPONSE].tolist()
-        self.data_sources = frame["data_source"].astype(str).tolist()
-        none = [None] * len(frame)
-        self.extras = frame["extra_info"].tolist() if "extra_info" in frame.columns else none
-        self.errors = frame["error"].tolist() if "error" in frame.columns else none
-        self.rewards = {spec: get_reward_fn(spec, config.options) for spec in set(specs)}
-        self.rows: list[_Row] = []
-        self.items: dict[str, WorkItem] = {}
-        self._keys: dict[tuple[Any, ...], str] = {}  # cheap identity -> hashed key
-
-    def plan(self, start: int, end: int) -> list[WorkItem]:
-        """Rows start..end (in order); returns the items not seen in earlier rows."""
-        new: list[WorkItem] = []
-        add_row = self.rows.append  # this loop runs once per row: names bound once
-        specs, rewards, errors, responses = self.specs, self.rewards, self.errors, self.responses
-        for i in range(start, end):
-            spec = specs[i]
-            reward = rewards[spec]
-            if errors[i] is not None and generation_failed(errors[i]):
-                add_row(_Row(reward, None, None, True))
-                continue
-            response = responses[i] if isinstance(responses[i], str) else ""
-            extraction = reward.extract(response)
-            answer = extraction.answer
-            key = None if answer is None else self._key(i, spec, reward, answer, new)
-            add_row(_Row(reward, extraction.source, key))
-        return new
-
-    def _key(self, i: int, spec: str, reward: RewardFn, answer: str, new: list[WorkItem]) -> str:
-        """Deduplicate on a cheap in-memory identity first; only a new item is hashed."""
-        gold = self.golds[i]
-        if reward.uses_context:
-            data_source, extra = self.data_sources[i], self.extras[i]
-            extra_info = None if extra is None else to_python(extra)
-            context = (data_source, None if extra_info is None else _json(extra_info))
-        else:
-            data_source, extra_info, context = self.data_sources[i], None, None
-        # A string gold stands for itself; another gold by its JSON in a tuple (never equal to a str).
-        gold_id = gold if type(gold) is str else ("j", _json(gold))
-        identity = (spec, answer, gold_id, context)
-        known = self._keys.get(identity)
-        if known is not None:
-            return known
-        if self.content_keys:
-            key = item_key(reward, answer, gold, data_source, extra_info)
-        else:  # nothing is stored across runs: a run-local id is enough, and no hashing
-            key = str(len(self.items))
-        self._keys[identity] = key
-        self._add(key, spec, answer, gold, data_source, extra_info, new)
-        return key
-
-    def _add(self, key: str, spec: str, answer: str, gold: Any, data_source: str,
-             extra_info: Any, new: list[WorkItem]) -> None:
-        item = self.items[key] = WorkItem(key, spec, answer, gold, data_source, extra_info)
-        new.append(item)
 
 
 class _Progress:
@@ -537,31 +419,56 @@ class _Progress:
 # ---------------------------------------------------------------- output rows
 
 
-def attach_results(
-    frame: pd.DataFrame, rows: Sequence[_Row], verdicts: dict[str, RewardResult]
-) -> pd.DataFrame:
+def attach_results(frame: pd.DataFrame, feed: RowFeed, options: RewardOptions) -> pd.DataFrame:
     """The input columns followed by the score columns and the reward functions' extras."""
-    results = [  # this runs once per row
-        GENERATION_ERROR if row.failed else NO_ANSWER if row.key is None else verdicts[row.key]
-        for row in rows
-    ]
+    # Every verdict once, then picked for all rows at once: FAILED_ROW and NO_ANSWER_ROW (-2, -1)
+    # index the two verdicts appended at the end.
+    results = [*feed.results(), GENERATION_ERROR, NO_ANSWER]
+    picks = np.asarray(feed.row_item, dtype=np.intp)
+
+    def column(values: list[Any], dtype: Any = object) -> list[Any]:
+        array = np.empty(len(values), dtype=dtype)
+        array[:] = values if dtype is not object else _as_objects(values)
+        return array.take(picks).tolist()
+
     columns: dict[str, list[Any]] = {
-        "score": [float(r.score) for r in results],
-        "acc": [bool(r.acc) for r in results],
-        "pred": [r.pred for r in results],
-        "score_status": [r.status for r in results],
-        "reward_fn": [row.reward.name for row in rows],
-        "reward_fn_version": [row.reward.version for row in rows],
-        "pred_source": [row.source for row in rows],
-        "answer_class": [r.answer_class for r in results],
+        "score": column([float(r.score) for r in results], float),
+        "acc": column([bool(r.acc) for r in results], bool),
+        "pred": column([r.pred for r in results]),
+        "score_status": column([r.status for r in results]),
+        **_reward_columns(feed.table.specs, feed.sources, options),
+        "answer_class": column([r.answer_class for r in results]),
     }
     extra_names = sorted({name for r in results if r.extra for name in r.extra})
     taken = set(map(str, frame.columns)) | set(columns)
     for name in extra_names:
-        column = name if name not in taken else f"reward_{name}"
-        columns[column] = _column_values([r.extra.get(name) for r in results])
+        name_column = name if name not in taken else f"reward_{name}"
+        columns[name_column] = _column_values(column([r.extra.get(name) for r in results]))
     scored = frame.drop(columns=[c for c in columns if c in frame.columns])
     return pd.concat([scored, pd.DataFrame(columns, index=scored.index)], axis=1)
+
+
+def _as_objects(values: list[Any]) -> np.ndarray:
+    """An object array holding each value as it is (lists stay lists, not a second axis)."""
+    array = np.empty(len(values), dtype=object)
+    for index, value in enumerate(values):
+        array[index] = value
+    return array
+
+
+def _reward_columns(
+    specs: list[str], sources: list[str | None], options: RewardOptions
+) -> dict[str, list[Any]]:
+    """reward_fn, reward_fn_version and pred_source of every row."""
+    rewards = {spec: get_reward_fn(spec, options) for spec in set(specs)}
+    names = {spec: reward.name for spec, reward in rewards.items()}
+    versions = {spec: reward.version for spec, reward in rewards.items()}
+    if len(rewards) == 1:
+        (spec,) = rewards
+        return {"reward_fn": [names[spec]] * len(specs), "reward_fn_version": [versions[spec]] * len(specs),
+                "pred_source": sources}
+    return {"reward_fn": [names[s] for s in specs], "reward_fn_version": [versions[s] for s in specs],
+            "pred_source": sources}
 
 
 GENERATION_ERROR = RewardResult(

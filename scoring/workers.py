@@ -154,13 +154,17 @@ def _worker_main(
             replies.send([_picklable(value) for value in reply])
 
 
+def mark_started(progress: Any, index: int) -> None:
+    """A handler is on unit `index` of its task from now (the parent's deadline for it runs)."""
+    progress[_STARTED] = time.monotonic()
+    progress[_INDEX] = index
+
+
 def judge_columns(batch: tuple[list[Any], ...], progress: Any, state: WorkerState) -> list[Compact]:
     """The handler of item batches: one compact verdict per item, in batch order."""
     results = []
-    monotonic = time.monotonic
     for index, (spec, answer, gold, data_source, extra_info) in enumerate(zip(*batch, strict=True)):
-        progress[_STARTED] = monotonic()
-        progress[_INDEX] = index
+        mark_started(progress, index)
         results.append(judge_compact(state.reward, spec, answer, gold, data_source, extra_info))
     return results
 
@@ -204,7 +208,7 @@ def _compact(result: RewardResult) -> Compact:
 _PLAIN: dict[float, RewardResult] = {}
 
 
-def _expand(value: Compact) -> RewardResult:
+def expand(value: Compact) -> RewardResult:
     """The verdict of `_compact`'s value; plain verdicts are shared (verdicts are never mutated)."""
     if isinstance(value, float):
         plain = _PLAIN.get(value)
@@ -512,7 +516,7 @@ class _ItemBatch:
         return judge_columns, _columns(self.items)
 
     def finish(self, reply: list[Compact]) -> None:
-        self.feed.deliver({item.key: _expand(v) for item, v in zip(self.items, reply, strict=True)})
+        self.feed.deliver({item.key: expand(v) for item, v in zip(self.items, reply, strict=True)})
 
     def fail(self, index: int, verdict: RewardResult) -> None:
         self.feed.queue.extendleft(reversed(self.items[:index] + self.items[index + 1 :]))
