@@ -2,26 +2,31 @@
 
 A number is a fixed bound on requests in flight (a pool of that many workers, as always). `auto`
 gives each server its own limit, counted in sequences (a request with n=16 is 16), enforced by a
-`ServerLimit` (a weighted semaphore) and set every POLL_INTERVAL_S by an AIMD rule on the server's
-vLLM `/metrics` (rollouts.vllm_metrics):
+`ServerLimit` (a weighted semaphore) and set every POLL_INTERVAL_S from the server's vLLM
+`/metrics` (rollouts.vllm_metrics) by a `LimitRule`:
 
-- new preemptions: multiply the limit by BACKOFF (the server took more than its KV cache holds);
-- more sequences waiting than a small target (plus a step): cut the limit to running + target;
-- waiting under the target while the limit is in use and the KV cache not all but full: grow it
-  (doubling while still probing from the start, then by a small step), so the scheduler never
-  runs out of work;
-- otherwise hold. A full KV cache alone is no reason to back off: a server bound by its cache
-  runs best with it full; more sequences would only wait, which the waiting rule catches.
-The start is the server's max_num_seqs when known (a managed server knows its flags), else
-UNKNOWN_START_SEQUENCES or FALLBACK_REQUESTS requests' worth, whichever is more. A server without
-a readable /metrics gets a fixed FALLBACK_REQUESTS requests, said once. Every change is kept with
-its time, for the progress bar and the summary.
+- safety first: new preemptions multiply the limit by BACKOFF (the server took more than its KV
+  cache holds); more sequences waiting than a small target (plus a step) cut it to running +
+  target. Either means the server is full: from then on the limit follows its capacity, growing
+  a step while the server starves (waiting under the target, the limit in use, KV cache not all
+  but full). A full KV cache alone is no reason to back off: a server bound by its cache runs best
+  with it full; more sequences would only wait, which the waiting rule catches.
+- until then, the limit is the level that generates the most tokens per second, measured from
+  vLLM's token counter: more sequences are not always faster (a batch larger than the largest
+  CUDA graph vLLM captured runs without one, several times slower per step on a small model). The
+  search starts at START_SEQUENCES (or the server's max_num_seqs when known and lower), doubles
+  while the rate grows by more than GAIN, tries the middle towards the first worse level, holds
+  the best, and tries a neighbour every PROBE_EVERY readings so it follows a changing workload.
+A server without a readable /metrics gets a fixed FALLBACK_REQUESTS requests, said once; one
+without a token counter is held by the safety rules alone. Every change is kept with its time,
+and every level measured with its rate, for the progress bar and the summary.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import math
 import time
 from collections import deque
@@ -37,9 +42,10 @@ MaxConcurrent = int | Literal["auto"]
 
 POLL_INTERVAL_S = 1.0
 FALLBACK_REQUESTS = 64  # requests in flight when a server's load cannot be read (the old default)
-# Where to start when max_num_seqs is unknown, in sequences (or FALLBACK_REQUESTS requests if more):
-# vLLM's own default max_num_seqs on smaller GPUs; on larger ones probing doubles it in a second.
-UNKNOWN_START_SEQUENCES = 256
+# Where the search starts, in sequences (or the server's max_num_seqs when known and lower): below
+# the largest batch vLLM captures as a CUDA graph by default (512), so the climb meets that edge
+# from below; a short climb from a lower start would cost more than it could find.
+START_SEQUENCES = 256
 MIN_SEQUENCES = 1
 MAX_SEQUENCES = 4096  # per server: far above any max_num_seqs in use
 MAX_WORKERS = 16384  # across servers: idle workers cost memory, not time
@@ -47,8 +53,16 @@ BACKOFF = 0.7
 KV_NEAR_FULL = 0.99
 WAITING_TARGET_FRACTION = 0.01  # of running sequences: keep this many queued, at least a request
 GROWTH_STEP_FRACTION = 0.01
-PROBE_GROWTH = 1.0  # double per reading until the first sign of a full server
-
+# The throughput search (LimitRule), in readings of /metrics:
+CLIMB_FACTOR = 2.0  # each climbing step doubles (or halves) the level
+REFINES = 1  # then tries the middle between the best and the nearest worse level this often
+GAIN = 0.03  # a level must beat the best by this much to count as better (readings are noisy)
+MEASURE_READINGS = 2  # token rates averaged per level
+SETTLED_FRACTION = 0.9  # going up: measured once the server runs this much of the new level
+MAX_SETTLE_UP = 5
+MAX_SETTLE_DOWN = 60  # going down waits for requests to finish, at most this many readings
+PROBE_EVERY = 120  # holding: a neighbour is tried this often
+PROBE_FACTOR = 1.19  # that far up or down
 
 def parse_max_concurrent(value: object, where: str = "--max-concurrent") -> MaxConcurrent:
     """'auto' or a positive whole number; a clear error otherwise."""
@@ -91,6 +105,8 @@ class ServerLimit:
         self.adaptive = adaptive
         self.in_flight = 0
         self.note = ""  # why the limit is what it is (fallback reason), for the summary
+        self.search = ""  # the throughput search's state (LimitRule.search), for the summary
+        self.measured: list[tuple[int, int]] = []  # (sequences, tokens/s) the search measured
         self.history: list[tuple[float, int]] = [(time.monotonic(), limit)]
         self._waiters: deque[tuple[asyncio.Future[None], int]] = deque()
 
@@ -143,18 +159,74 @@ class ServerLimit:
             "server": self.name,
             "mode": "auto" if self.adaptive else f"fixed ({self.note})",
             "final_sequences": self.limit,
+            "search": self.search,
+            "measured": [list(pair) for pair in self.measured],
             "history": [[round(t - started, 1), limit] for t, limit in self.history],
         }
 
 
+class Search(enum.Enum):
+    """Where a server's throughput search stands."""
+
+    CLIMB = "climb"  # measuring levels outward from the start, then between the best and worse
+    HOLD = "hold"  # at the best level found; now and then a neighbour is tried
+    CAPACITY = "capacity"  # the server is full: the queue rules alone follow its capacity
+    OFF = "off"  # the server exports no token counter: the queue rules alone
+
+
 @dataclass
-class Aimd:
-    """The rule that turns one /metrics reading into a new limit (pure: no I/O, no clock)."""
+class Trial:
+    """One level being measured: wait until the server runs about that many sequences (at once
+    going up, as in-flight requests finish going down), skip a reading (the change itself), then
+    average MEASURE_READINGS token rates."""
+
+    level: int
+    rising: bool  # the level is above the one before
+    skip: int = 1
+    waited: int = 0
+    rates: list[float] = field(default_factory=list)
+
+    def feed(self, rate: float, running: int, sequences_per_request: int) -> float | None:
+        """Take one in-use reading; the level's mean tokens/s once measured, else None."""
+        if self.rising:
+            settled = running >= SETTLED_FRACTION * self.level or self.waited >= MAX_SETTLE_UP
+        else:
+            settled = running <= self.level + sequences_per_request or self.waited >= MAX_SETTLE_DOWN
+        if not settled:
+            self.waited += 1
+            return None
+        if self.skip:
+            self.skip -= 1
+            return None
+        self.rates.append(rate)
+        return sum(self.rates) / len(self.rates) if len(self.rates) >= MEASURE_READINGS else None
+
+
+@dataclass
+class LimitRule:
+    """Turns one /metrics reading into a new limit (pure: the caller passes the clock).
+
+    Safety first: new preemptions or a growing queue mean the server is full, and from then on
+    the queue rules follow its capacity. Until then the limit is the level with the most generated
+    tokens per second, found by measuring: more sequences do not always mean more tokens (past
+    the largest batch vLLM captured as a CUDA graph a step gets slower). The search doubles from
+    the start while the rate grows, then halves the gap to the first worse level REFINES times,
+    then holds, trying a neighbour every PROBE_EVERY readings."""
 
     limit: int
     sequences_per_request: int
-    probing: bool = True
+    search: Search = Search.CLIMB
     last_preemptions: int | None = None
+    best: tuple[int, float] | None = None  # (level, tokens/s)
+    worse: int | None = None  # the nearest level measured worse than the best
+    direction: int = +1  # the climb's way outward from the start
+    refines: int = 0
+    trial: Trial | None = None
+    since_probe: int = 0
+    probe_up: bool = True
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=MEASURE_READINGS))
+    measured: list[tuple[int, int]] = field(default_factory=list)  # (level, tokens/s) tried
+    _tokens: tuple[float, int] | None = None  # (time, generation_tokens_total) last read
 
     def target_waiting(self, running: int) -> int:
         return max(self.sequences_per_request, math.ceil(WAITING_TARGET_FRACTION * running))
@@ -162,7 +234,8 @@ class Aimd:
     def step(self) -> int:
         return max(self.sequences_per_request, int(GROWTH_STEP_FRACTION * self.limit))
 
-    def update(self, metrics: VllmMetrics, in_flight: int) -> int:
+    def update(self, metrics: VllmMetrics, in_flight: int, now: float) -> int:
+        rate = self._rate(metrics, now)
         preempted = (
             metrics.num_preemptions_total - self.last_preemptions
             if self.last_preemptions is not None
@@ -171,26 +244,113 @@ class Aimd:
         self.last_preemptions = metrics.num_preemptions_total
         waiting = metrics.num_requests_waiting
         target = self.target_waiting(metrics.num_requests_running)
-        kv_full = (metrics.kv_cache_usage_perc or 0.0) >= KV_NEAR_FULL
+        in_use = in_flight + self.sequences_per_request > self.limit
         if preempted > 0:
-            self.probing = False
-            new = int(self.limit * BACKOFF)
+            self._server_full(int(self.limit * BACKOFF))
         elif waiting > target + self.step():
-            self.probing = False
             # What runs plus the target: measured against what we hold now, so readings taken
             # before earlier cuts took effect (requests still finishing) do not cut again.
-            new = min(self.limit - self.sequences_per_request, in_flight - (waiting - target))
-        elif (
-            waiting < target
-            and not kv_full
-            and in_flight + self.sequences_per_request > self.limit
-        ):
-            growth = int(self.limit * PROBE_GROWTH) if self.probing else self.step()
-            new = self.limit + max(growth, self.sequences_per_request)
-        else:
-            new = self.limit
-        self.limit = min(MAX_SEQUENCES, max(MIN_SEQUENCES, self.sequences_per_request, new))
+            self._server_full(min(self.limit - self.sequences_per_request,
+                                  in_flight - (waiting - target)))
+        elif self.search in (Search.CAPACITY, Search.OFF):
+            kv_full = (metrics.kv_cache_usage_perc or 0.0) >= KV_NEAR_FULL
+            if waiting < target and not kv_full and in_use:
+                self.limit += self.step()  # the server starves: one step more
+        elif rate is not None and in_use:
+            self._search(rate, metrics.num_requests_running, waiting < target)
+        self.limit = min(MAX_SEQUENCES, max(MIN_SEQUENCES, self.sequences_per_request, self.limit))
         return self.limit
+
+    def _rate(self, metrics: VllmMetrics, now: float) -> float | None:
+        """Generated tokens per second since the last reading (None on the first)."""
+        last, self._tokens = self._tokens, (now, metrics.generation_tokens_total)
+        if last is None or now <= last[0] or metrics.generation_tokens_total < last[1]:
+            return None  # the first reading, or a restarted server's counter
+        return (metrics.generation_tokens_total - last[1]) / (now - last[0])
+
+    def _server_full(self, limit: int) -> None:
+        self.limit = limit
+        self.trial = None
+        if self.search is not Search.OFF:
+            self.search = Search.CAPACITY
+
+    def _search(self, rate: float, running: int, room: bool) -> None:
+        """One in-use reading for the throughput search."""
+        if self.trial is None and self.search is Search.CLIMB:
+            if rate <= 0 and running > 0:  # running but no tokens counted: no usable counter
+                self.search = Search.OFF
+                return
+            self.trial = Trial(self.limit, rising=True)
+        if self.trial is None:
+            self._hold(rate, room)
+            return
+        measured = self.trial.feed(rate, running, self.sequences_per_request)
+        if measured is None:
+            return
+        level, self.trial = self.trial.level, None
+        self.measured.append((level, round(measured)))
+        if self.search is Search.CLIMB:
+            self._climbed(level, measured)
+        else:
+            self._probed(level, measured)
+
+    def _try(self, level: int) -> None:
+        level = min(MAX_SEQUENCES, max(self.sequences_per_request, level))
+        if level == self.limit:
+            return self._settle()
+        self.trial = Trial(level, rising=level > self.limit)
+        self.limit = level
+
+    def _climbed(self, level: int, rate: float) -> None:
+        """The climb's next level once `level` is measured."""
+        if self.best is None or rate > self.best[1] * (1 + GAIN):
+            self.best = (level, rate)
+            if self.worse is None:  # still going outward
+                return self._try(self._outward(level))
+        elif self.worse is None and self.direction > 0 and len(self.measured) == 2:
+            self.direction = -1  # the first step up was worse: look below the start instead
+            return self._try(self._outward(self.best[0]))
+        else:
+            self.worse = level if self.worse is None or abs(level - self.best[0]) < abs(
+                self.worse - self.best[0]) else self.worse
+        assert self.best is not None and self.worse is not None
+        if self.refines < REFINES:
+            self.refines += 1
+            middle = round(math.sqrt(self.best[0] * self.worse))
+            if abs(middle - self.best[0]) > self.sequences_per_request:
+                return self._try(middle)
+        self._settle()
+
+    def _outward(self, level: int) -> int:
+        return round(level * CLIMB_FACTOR) if self.direction > 0 else round(level / CLIMB_FACTOR)
+
+    def _settle(self) -> None:
+        assert self.best is not None
+        self.trial = None
+        self.limit = self.best[0]
+        self.search = Search.HOLD
+        self.since_probe = 0
+        self.recent.clear()
+
+    def _hold(self, rate: float, room: bool) -> None:
+        """At the best level: keep its recent rate, and every PROBE_EVERY readings try one
+        neighbour (up and down in turn); move there only if it is clearly better."""
+        self.recent.append(rate)
+        self.since_probe += 1
+        if self.since_probe < PROBE_EVERY or len(self.recent) < MEASURE_READINGS:
+            return
+        self.since_probe = 0
+        up, self.probe_up = self.probe_up, not self.probe_up
+        if up and not room:
+            return
+        self.best = (self.limit, sum(self.recent) / len(self.recent))
+        self._try(round(self.limit * PROBE_FACTOR) if up else round(self.limit / PROBE_FACTOR))
+
+    def _probed(self, level: int, rate: float) -> None:
+        assert self.best is not None
+        if rate > self.best[1] * (1 + GAIN):
+            self.best = (level, rate)
+        self._settle()
 
 
 MetricsReader = Callable[[], Awaitable[VllmMetrics]]
@@ -209,11 +369,10 @@ class AdaptiveLimits:
     started: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        start = self.max_num_seqs or max(
-            UNKNOWN_START_SEQUENCES, FALLBACK_REQUESTS * self.sequences_per_request
-        )
+        start = min(self.max_num_seqs or START_SEQUENCES, START_SEQUENCES)
+        start = max(start, self.sequences_per_request)
         self.limits = {name: ServerLimit(name, start, adaptive=True) for name in self.readers}
-        self._rules = {name: Aimd(start, self.sequences_per_request) for name in self.readers}
+        self._rules = {name: LimitRule(start, self.sequences_per_request) for name in self.readers}
 
     async def watch(self) -> None:
         """Read every adaptive server's /metrics each interval and set its limit."""
@@ -235,7 +394,8 @@ class AdaptiveLimits:
             if rule.last_preemptions is None:  # never read: this server has no usable /metrics
                 self._fall_back(limit, exc.reason)
             return  # read before (a restart, a blip): keep the limit until it answers again
-        limit.set_limit(rule.update(metrics, limit.in_flight))
+        limit.set_limit(rule.update(metrics, limit.in_flight, time.monotonic()))
+        limit.search, limit.measured = rule.search.value, rule.measured
 
     def _fall_back(self, limit: ServerLimit, reason: str) -> None:
         limit.adaptive = False

@@ -1,6 +1,7 @@
 """`--max-concurrent auto` against a server that emulates vLLM's scheduler (tests/vllm_scheduler.py):
-the limit settles near the capacity, holds steady, follows a change, and falls back to a fixed
-limit when /metrics is missing or malformed."""
+the limit finds the level with the most tokens per second when more sequences make steps slower,
+settles near the capacity when the server is full, holds steady, follows a change, and falls back
+to a fixed limit when /metrics is missing or malformed."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from click.testing import CliRunner
 
+from rollouts import concurrency
 from rollouts.cli import main
 from rollouts.client import OpenAIEndpoint
 from rollouts.concurrency import (
     FALLBACK_REQUESTS,
     AdaptiveLimits,
-    Aimd,
+    LimitRule,
+    Search,
     ServerLimit,
     max_num_seqs_from_args,
     parse_max_concurrent,
@@ -47,15 +50,17 @@ def emulated() -> Iterator[SchedulerServer]:
 
 async def drive(
     server: SchedulerServer, phases: list[tuple[int, float]], max_num_seqs: int | None = None,
-    warnings: list[str] | None = None,
+    warnings: list[str] | None = None, n: int = N, workers: int = WORKERS,
+    rates: list[float] | None = None,
 ) -> tuple[list[list[int]], AdaptiveLimits]:
     """Keep the server loaded through adaptive limits for each (capacity, seconds) phase; return
-    the limits read every interval during the last STEADY_S of each phase."""
+    the limits read every interval during the last STEADY_S of each phase (and append the
+    server's tokens/s over that time to `rates`)."""
     sink = warnings if warnings is not None else []
     async with aiohttp.ClientSession() as session:
         limits = AdaptiveLimits(
             {server.url: functools.partial(fetch_metrics, session, server.url)},
-            N, max_num_seqs, interval_s=INTERVAL_S, warn=sink.append,
+            n, max_num_seqs, interval_s=INTERVAL_S, warn=sink.append,
         )
         [limit] = limits.limits.values()
         endpoint = OpenAIEndpoint(server.url, "sched", session)
@@ -63,25 +68,27 @@ async def drive(
 
         async def worker() -> None:
             while True:
-                await limit.acquire(N)
+                await limit.acquire(n)
                 try:
-                    await endpoint.complete([{"role": "user", "content": "q"}], n=N,
+                    await endpoint.complete([{"role": "user", "content": "q"}], n=n,
                                             params=params, seed=None)
                 finally:
-                    limit.release(N)
+                    limit.release(n)
 
-        tasks = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+        tasks = [asyncio.create_task(worker()) for _ in range(workers)]
         tasks.append(asyncio.create_task(limits.watch()))
         readings: list[list[int]] = []
         try:
             for capacity, seconds in phases:
                 await asyncio.to_thread(server.set_capacity, capacity)
                 await asyncio.sleep(seconds - STEADY_S)
-                steady = []
+                steady, generated, started = [], server.generated, time.monotonic()
                 for _ in range(int(STEADY_S / INTERVAL_S)):
                     steady.append(limit.limit)
                     await asyncio.sleep(INTERVAL_S)
                 readings.append(steady)
+                if rates is not None:
+                    rates.append((server.generated - generated) / (time.monotonic() - started))
         finally:
             for task in tasks:
                 task.cancel()
@@ -111,6 +118,34 @@ def test_backs_off_on_preemptions(emulated: SchedulerServer) -> None:
     assert within(steady, 80, 0.10), steady
     [limit] = limits.limits.values()
     assert min(value for _, value in limit.history) < 320 * 0.75
+
+
+def test_finds_the_level_with_the_most_tokens_below_the_capacity(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Room for 2,000 sequences, but a step is 2.5x slower past 256 (no CUDA graph): the most
+    # tokens/s are at 256, which a queue-watching rule alone would never see. (Probes of a held
+    # level, every PROBE_EVERY readings, are tested on their own below.)
+    monkeypatch.setattr(concurrency, "PROBE_EVERY", 10_000)
+    rates: list[float] = []
+    with SchedulerServer(capacity=2000, per_sequence_s=1e-5, graph_limit=256,
+                         eager_s=0.015) as server:
+        [steady], limits = asyncio.run(drive(server, [(2000, SETTLE_S)], n=4, workers=400,
+                                             rates=rates))
+        best = server.tokens_per_s(256)
+    assert within(steady, 256, 0.10), steady
+    assert rates[0] >= 0.85 * best, (rates, best)
+    [summary] = limits.summary()
+    assert summary["search"] == "hold"
+    assert [level for level, _ in summary["measured"]][:2] == [256, 512], summary["measured"]
+
+
+def test_a_server_without_a_token_counter_is_held_by_its_queue() -> None:
+    # Started at 256 with room for 300: it grows to the capacity by the queue rules alone.
+    with SchedulerServer(capacity=300, service_s=0.5, metrics="no-tokens") as server:
+        [steady], limits = asyncio.run(drive(server, [(300, SETTLE_S)]))
+    assert within(steady, 300, 0.10), steady
+    assert limits.summary()[0]["search"] == "off"
 
 
 @pytest.mark.parametrize("mode", ["missing", "malformed"])
@@ -172,6 +207,7 @@ def test_generate_defaults_to_auto_and_records_the_limit_per_server(
     [server] = concurrency["servers"]
     assert server["mode"] == "auto"
     assert server["history"][0] == [0.0, 256]
+    assert server["search"] in {"climb", "hold", "capacity"}
 
 
 def test_a_given_number_stays_fixed(tmp_path: Path, emulated: SchedulerServer) -> None:
@@ -185,28 +221,83 @@ def test_a_given_number_stays_fixed(tmp_path: Path, emulated: SchedulerServer) -
     assert summary["concurrency"] == {"max_concurrent": 3, "workers": 3, "servers": []}
 
 
-def reading(running: int, waiting: int, preemptions: int = 0, kv: float = 0.5) -> VllmMetrics:
+def reading(running: int, waiting: int, preemptions: int = 0, kv: float = 0.5,
+            tokens: int = 0) -> VllmMetrics:
     return VllmMetrics(num_requests_running=running, num_requests_waiting=waiting,
                        kv_cache_usage_perc=kv, num_preemptions_total=preemptions,
-                       generation_tokens_total=0)
+                       generation_tokens_total=tokens)
 
 
 @pytest.mark.parametrize(
-    ("probing", "metrics", "in_flight", "expected"),
+    ("search", "metrics", "in_flight", "expected"),
     [
-        (False, reading(200, 0, preemptions=5), 200, 140),  # new preemptions: x0.7
-        (False, reading(200, 0, kv=0.995), 200, 200),  # KV all but full: hold, do not grow
-        (False, reading(150, 50), 200, 152),  # 50 waiting for a target of 2: to running + 2
-        (False, reading(150, 50), 180, 132),  # fewer held than the limit: cut from what is held
-        (False, reading(200, 3), 200, 200),  # within the band: hold
-        (False, reading(200, 0), 200, 202),  # starving while in use: one step
-        (True, reading(200, 0), 200, 400),  # probing from the start: doubling
-        (False, reading(100, 0), 100, 200),  # not using the limit (little work left): hold
+        (Search.CLIMB, reading(200, 0, preemptions=5), 200, 140),  # new preemptions: x0.7
+        (Search.HOLD, reading(150, 50), 200, 152),  # 50 waiting for a target of 2: running + 2
+        (Search.CAPACITY, reading(150, 50), 180, 132),  # fewer held than the limit: from held
+        (Search.CAPACITY, reading(200, 0, kv=0.995), 200, 200),  # KV all but full: no growth
+        (Search.CAPACITY, reading(200, 3), 200, 200),  # within the band: hold
+        (Search.CAPACITY, reading(200, 0), 200, 202),  # starving while in use: one step
+        (Search.CAPACITY, reading(100, 0), 100, 200),  # not using the limit (little work left)
     ],
 )
-def test_aimd_rule(probing: bool, metrics: VllmMetrics, in_flight: int, expected: int) -> None:
-    rule = Aimd(limit=200, sequences_per_request=2, probing=probing, last_preemptions=1)
-    assert rule.update(metrics, in_flight) == expected
+def test_safety_rules(search: Search, metrics: VllmMetrics, in_flight: int, expected: int) -> None:
+    rule = LimitRule(limit=200, sequences_per_request=2, search=search, last_preemptions=1)
+    assert rule.update(metrics, in_flight, now=1.0) == expected
+    if metrics.num_requests_waiting > 10 or metrics.num_preemptions_total > 1:
+        assert rule.search is Search.CAPACITY  # a full server: follow its capacity from now on
+
+
+def climb(tokens_per_s: Callable[[int], float], readings: int, start: int = 256
+          ) -> tuple[LimitRule, list[int]]:
+    """Feed a rule one reading a second from a server that runs exactly the limit (settled at
+    once) and makes tokens_per_s(running) tokens a second; the limits it set, reading by reading."""
+    rule = LimitRule(limit=start, sequences_per_request=1)
+    tokens, limits = 0.0, []
+    for second in range(readings):
+        running = rule.limit
+        tokens += tokens_per_s(running)
+        limits.append(rule.update(reading(running, 0, tokens=int(tokens)), running, float(second)))
+    return rule, limits
+
+
+def graph_edge(running: int) -> float:
+    """Tokens/s of a small model: steps slow down 3x past 512 sequences (no CUDA graph)."""
+    return running / (0.004 + 0.00001 * running + (0.012 if running > 512 else 0.0))
+
+
+def test_the_search_climbs_to_the_best_level_and_holds_it() -> None:
+    rule, limits = climb(graph_edge, 60)
+    levels = [level for level, _ in rule.measured]
+    assert levels[:4] == [256, 512, 1024, 724], rule.measured  # doubling, then the middle
+    assert rule.search is Search.HOLD and limits[-1] == 512
+    assert limits[-20:] == [512] * 20
+
+
+def test_the_search_looks_below_the_start_when_the_first_step_up_is_worse() -> None:
+    # Steps slow down with the square of the batch: the most tokens/s at 200 sequences.
+    rule, limits = climb(lambda r: r / (0.004 + 1e-7 * r * r), 60)
+    assert [level for level, _ in rule.measured][:3] == [256, 512, 128], rule.measured
+    assert rule.search is Search.HOLD and 128 < limits[-1] <= 256, rule.measured
+
+
+def test_the_search_stops_where_more_sequences_no_longer_pay() -> None:
+    # Throughput flat past 300 sequences (bound by memory bandwidth): no reason for more.
+    rule, limits = climb(lambda r: 10.0 * min(r, 300), 60)
+    assert rule.search is Search.HOLD and limits[-1] <= 512, rule.measured
+
+
+def test_a_held_level_follows_a_better_neighbour() -> None:
+    # The best level moves from 512 to 620 after the climb: probes find it in time.
+    peak = [512]
+    rule = LimitRule(limit=256, sequences_per_request=1)
+    tokens = 0.0
+    for second in range(2000):
+        if second == 100:
+            peak[0] = 700
+        running = rule.limit
+        tokens += running / (0.004 + (0.012 if running > peak[0] else 0.0))
+        rule.update(reading(running, 0, tokens=int(tokens)), running, float(second))
+    assert 600 <= rule.limit <= 700, rule.measured
 
 
 def test_a_managed_server_starts_at_its_own_max_num_seqs(

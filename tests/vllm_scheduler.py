@@ -1,17 +1,25 @@
 """A test server that behaves like a vLLM scheduler under load, as far as its /metrics tell.
 
 It has a capacity in sequences (max_num_seqs, or what the KV cache holds): a request of n samples
-runs when its n sequences fit, else waits first come, first served; it then takes `service_s` and
-answers a stream with usage, as vLLM does. `/metrics` reports running and waiting sequences,
-KV usage (running / capacity) and a preemption counter that grows on every reading while the
-sequences held are more than `preempt_over` × capacity. `metrics` selects "vllm", "missing" (404)
-or "malformed" text. The capacity may be changed while it runs (`set_capacity`).
+runs when its n sequences fit, else waits first come, first served. Running sequences advance
+together one token per engine step, as in vLLM; a step takes `step_time(running)` =
+`service_s / TOKENS` plus `per_sequence_s` per running sequence, plus `eager_s` once more than
+`graph_limit` run (a batch past vLLM's largest CUDA graph), so the tokens generated per second
+can peak below the capacity. A request finishes after TOKENS tokens and answers a stream with
+usage. `/metrics` reports running and waiting sequences, KV usage (running / capacity), the
+generated-token counter, and a preemption counter that grows on every reading while the sequences
+held are more than `preempt_over` × capacity. `metrics` selects "vllm", "missing" (404),
+"malformed" text or "no-tokens" (no token counter). The capacity may be changed while it runs
+(`set_capacity`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,20 +27,36 @@ from aiohttp import web
 
 from tests.openai_server import sse_body
 
+TOKENS = 20  # generated per sequence
+TICK_S = 0.002
+
 
 @dataclass
 class SchedulerServer:
     capacity: int
-    service_s: float = 0.1
+    service_s: float = 0.1  # a request's time at light load
     preempt_over: float = 1.5
     metrics: str = "vllm"
+    per_sequence_s: float = 0.0
+    graph_limit: int | None = None
+    eager_s: float = 0.0
     port: int = 0
     running: int = 0
     waiting: int = 0
     preemptions: int = 0
-    generated: int = 0
+    generated: float = 0.0
     _loop: asyncio.AbstractEventLoop = field(init=False)
     _room: asyncio.Condition = field(init=False)
+    _clock: float = 0.0  # tokens each running sequence has made since the start
+    _finishing: list[tuple[float, int, asyncio.Event]] = field(default_factory=list)
+    _order: itertools.count[int] = field(default_factory=itertools.count)
+
+    def step_time(self, running: int) -> float:
+        eager = self.graph_limit is not None and running > self.graph_limit
+        return self.service_s / TOKENS + self.per_sequence_s * running + (self.eager_s if eager else 0)
+
+    def tokens_per_s(self, running: int) -> float:
+        return running / self.step_time(running)
 
     @property
     def url(self) -> str:
@@ -55,6 +79,7 @@ class SchedulerServer:
         return self
 
     def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._engine.cancel)
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -83,10 +108,24 @@ class SchedulerServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
         await runner.setup()
+        self._engine = asyncio.create_task(self._steps())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return runner
+
+    async def _steps(self) -> None:
+        """Advance every running sequence by the tokens of the steps that fit in each tick."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            tokens = (now - last) / self.step_time(self.running) if self.running else 0.0
+            last = now
+            self._clock += tokens
+            self.generated += tokens * self.running
+            while self._finishing and self._finishing[0][0] <= self._clock:
+                heapq.heappop(self._finishing)[2].set()
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -102,12 +141,14 @@ class SchedulerServer:
         if self.running + self.waiting > self.preempt_over * self.capacity:
             self.preemptions += 1
         labels = '{engine="0",model_name="sched"}'
+        tokens = "" if self.metrics == "no-tokens" else (
+            f"vllm:generation_tokens_total{labels} {int(self.generated)}\n")
         return web.Response(text=(
             f"vllm:num_requests_running{labels} {self.running}\n"
             f"vllm:num_requests_waiting{labels} {self.waiting}\n"
             f"vllm:kv_cache_usage_perc{labels} {0.9 * min(1.0, self.running / self.capacity)}\n"
             f"vllm:num_preemptions_total{labels} {self.preemptions}\n"
-            f"vllm:generation_tokens_total{labels} {self.generated}\n"
+            + tokens
         ))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -122,18 +163,20 @@ class SchedulerServer:
                 self.running += n
         finally:
             self.waiting -= n
+        done = asyncio.Event()
+        heapq.heappush(self._finishing, (self._clock + TOKENS, next(self._order), done))
         try:
-            await asyncio.sleep(self.service_s)
+            await done.wait()
         finally:
             self.running -= n
             async with self._room:
                 self._room.notify_all()
-        self.generated += 4 * n
         return web.Response(body=sse_body(self._answer(n), chat=True),
                             content_type="text/event-stream")
 
     def _answer(self, n: int) -> dict[str, Any]:
         choices = [{"index": i, "finish_reason": "stop",
                     "message": {"role": "assistant", "content": f"sample {i}"}} for i in range(n)]
-        usage = {"prompt_tokens": 3, "completion_tokens": 4 * n, "total_tokens": 3 + 4 * n}
+        usage = {"prompt_tokens": 3, "completion_tokens": TOKENS * n,
+                 "total_tokens": 3 + TOKENS * n}
         return {"id": "sched", "model": "sched", "choices": choices, "usage": usage}

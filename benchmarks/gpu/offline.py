@@ -9,7 +9,8 @@ plus the ones given here. One engine load, then one timed `generate` over all pr
   per-request  a seed per prompt, as rollouts sends one with every request (vLLM then samples each
                seeded sequence with its own torch.Generator, one by one).
 Generated tokens/s = all output token ids / wall time of that `generate` call. One result line per
-mode is appended to --results.
+mode is appended to --results. `--job LABEL:PROMPTS:N:MAX_TOKENS` (repeatable) runs several
+workloads on the one engine load instead (no seed), each its own result line.
 """
 
 import argparse
@@ -33,12 +34,14 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default="none,per-request")
+    parser.add_argument("--job", action="append", default=[],
+                        help="LABEL:PROMPTS:N:MAX_TOKENS, several workloads on one engine load")
     args = parser.parse_args()
+    jobs = [job.split(":") for job in args.job] or [
+        [args.label, args.prompts, str(args.n), str(args.max_tokens)]]
 
     from vllm import LLM, SamplingParams, __version__
 
-    with open(args.prompts, encoding="utf-8") as handle:
-        prompts = [json.loads(line)["prompt"] for line in handle if line.strip()]
     engine_args = {
         "max_num_seqs": args.max_num_seqs or None,
         "max_num_batched_tokens": args.max_num_batched_tokens or None,
@@ -51,8 +54,18 @@ def main() -> None:
     given = {k: v for k, v in engine_args.items() if v is not None}
     llm = LLM(model=args.model, generation_config="vllm", **given)
     load_s = time.perf_counter() - started
-    # Warm-up, as the server's readiness probe is: the first step pays one-off costs.
-    llm.generate(prompts[:8], SamplingParams(max_tokens=16, ignore_eos=True), use_tqdm=False)
+    for label, prompts_file, n, max_tokens in jobs:
+        args.label, args.n, args.max_tokens = label, int(n), int(max_tokens)
+        with open(prompts_file, encoding="utf-8") as handle:
+            prompts = [json.loads(line)["prompt"] for line in handle if line.strip()]
+        # Warm-up, as the server's readiness probe is: the first step pays one-off costs.
+        llm.generate(prompts[:8], SamplingParams(max_tokens=16, ignore_eos=True), use_tqdm=False)
+        run_modes(llm, args, engine_args, prompts, load_s, __version__,
+                  args.seeds if not args.job else "none")
+
+
+def run_modes(llm, args, engine_args, prompts, load_s, version, seeds) -> None:
+    from vllm import SamplingParams
 
     def params(seed: int | None) -> SamplingParams:
         return SamplingParams(
@@ -60,7 +73,7 @@ def main() -> None:
             ignore_eos=True, seed=seed,
         )
 
-    for mode in args.seeds.split(","):
+    for mode in seeds.split(","):
         if mode == "none":
             sampling: SamplingParams | list[SamplingParams] = params(None)
         elif mode == "per-request":
@@ -77,7 +90,7 @@ def main() -> None:
             "kind": "offline",
             "label": args.label,
             "model": args.model,
-            "vllm": __version__,
+            "vllm": version,
             "engine_args": engine_args,
             "seeds": mode,
             "n": args.n,

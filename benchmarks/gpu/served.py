@@ -13,7 +13,8 @@ and checks the output: exactly prompts x N rows, unique
 records whether the rows carry a seed. While it runs, the server's /metrics (running/waiting sequences, generated
 tokens) are sampled every second, and CPU seconds are read for the client (rusage of the generate
 process), the API server and the engine core. One result line per run is appended to --results;
-the server is stopped at the end.
+the server is stopped at the end, unless --keep-server: then a later call with the same --workdir
+uses it again (GPU machine commands are limited in time; starting vLLM costs a minute).
 """
 
 from __future__ import annotations
@@ -25,10 +26,24 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from common import Monitor, append_result, check_output, count_prompts, cpu_seconds, tree
+
+
+def running_server(workdir: Path) -> dict | None:
+    """The info of a server an earlier call kept in this workdir, if it still answers."""
+    info_file = workdir / "server.json"
+    if not info_file.exists():
+        return None
+    info = json.loads(info_file.read_text())
+    try:
+        with urllib.request.urlopen(info["base_url"].removesuffix("/v1") + "/health", timeout=5):
+            return info
+    except OSError:
+        return None
 
 
 def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen[bytes], dict]:
@@ -177,17 +192,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vllm-flag", action="append", default=[], help="extra vllm serve flag")
     parser.add_argument("--ready-timeout", type=float, default=400.0)
+    parser.add_argument("--keep-server", action="store_true",
+                        help="leave the server running for a later call with this --workdir")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    proc, info = start_server(args, workdir)
+    info = running_server(workdir)
+    proc = None
+    if info is not None:
+        print(f"using the server kept in {workdir}: {info['base_url']}", flush=True)
+    else:
+        proc, info = start_server(args, workdir)
     try:
         print("server processes:", [(p.pid, " ".join(p.cmdline())[:60]) for p in tree(info["pid"])],
               flush=True)
         for spec in args.run:
             append_result(Path(args.results), run_generate(args, info, workdir, spec))
     finally:
-        stop_server(proc)
+        if not args.keep_server:
+            if proc is not None:
+                stop_server(proc)
+            else:
+                os.kill(info["pid"], signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """One workload of the concurrency table (issue 15) in one command: offline, rollouts defaults, fixed.
 
-    python3 benchmarks/gpu/workload.py n16 --model $W/m04 --results $W/concurrency.jsonl \
-        [--parts offline,defaults,fixed] [--fixed 16,24,32]
+    python3 benchmarks/gpu/workload.py n16[,n8,n1] --model $W/m04 --results $W/concurrency.jsonl \
+        [--parts offline,defaults,fixed] [--fixed 16,24,32] [--keep-server]
 
 Workloads (prompts of 150-350 random tokens, `ignore_eos`, temperature 1.0):
     n1   2,048 prompts x n=1  x 256 tokens     fixed settings 256, 512, 1024 requests
@@ -12,9 +12,11 @@ seed 0, as in the issue:
     offline   vLLM's `LLM.generate` (benchmarks/gpu/offline.py, no seed);
     defaults  `rollouts serve` + `rollouts generate` with no --max-concurrent (auto);
     fixed     the same server, --max-concurrent at each fixed setting.
-The server is started once for `defaults` and `fixed` (benchmarks/gpu/served.py); every rollouts
-run is checked for exactly P x N rows, unique keys and no error row. A command on the GPU machine
-may run 10 minutes: split a long workload with --parts (n16 offline ~3 min, each served run ~2).
+The offline engine is loaded once for all the workloads named; the server is started once
+(benchmarks/gpu/served.py) and, with --keep-server, left running for the next call (folder
+--server under --workdir); every rollouts run is checked for exactly P x N rows, unique keys and
+no error row. A command on the GPU machine may run 10 minutes: split with --parts and --fixed
+(offline: ~70 s load, then ~2 min for n16 or n8 and ~40 s for n1; each served run about the same).
 Then: python3 benchmarks/gpu/report.py $W/concurrency.jsonl
 """
 
@@ -41,35 +43,54 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True)
 
 
+def prompts_file(workdir: Path, model: str, spec: dict) -> Path:
+    prompts = workdir / f"prompts-{spec['prompts']}.jsonl"
+    if not prompts.exists():
+        run([sys.executable, str(HERE / "make_prompts.py"), model, str(prompts),
+             "--prompts", str(spec["prompts"])])
+    return prompts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("workload", help="one or more of n1, n8, n16, comma-separated")
     parser.add_argument("--model", required=True)
     parser.add_argument("--results", required=True)
     parser.add_argument("--workdir", default=os.environ.get("W", "/tmp/gb"))
     parser.add_argument("--parts", default="offline,defaults,fixed")
     parser.add_argument("--fixed", default=None, help="fixed settings, comma-separated")
+    parser.add_argument("--server", default="served", help="the server's folder under --workdir")
+    parser.add_argument("--keep-server", action="store_true",
+                        help="leave the server running for a later call (same --server)")
+    parser.add_argument("--vllm-flag", action="append", default=[], help="extra vllm serve flag")
     args = parser.parse_args()
-    spec = WORKLOADS[args.workload]
+    names = args.workload.split(",")
+    unknown = sorted(set(names) - set(WORKLOADS))
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; choose from {sorted(WORKLOADS)}")
     parts = set(args.parts.split(","))
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    prompts = workdir / f"prompts-{spec['prompts']}.jsonl"
-    if not prompts.exists():
-        run([sys.executable, str(HERE / "make_prompts.py"), args.model, str(prompts),
-             "--prompts", str(spec["prompts"])])
-    sizes = ["--n", str(spec["n"]), "--max-tokens", str(spec["max_tokens"])]
-    label = ["--label", args.workload]
-    if "offline" in parts:
+    files = {name: prompts_file(workdir, args.model, WORKLOADS[name]) for name in names}
+    if "offline" in parts:  # one engine load for every workload asked for
+        jobs = [f"--job={name}:{files[name]}:{WORKLOADS[name]['n']}:{WORKLOADS[name]['max_tokens']}"
+                for name in names]
         run([sys.executable, str(HERE / "offline.py"), "--model", args.model, "--prompts",
-             str(prompts), "--results", args.results, "--seeds", "none", *sizes, *COMMON, *label])
-    runs = (["default"] if "defaults" in parts else []) + (
-        [f for f in (args.fixed or str(spec["fixed"])).split(",")] if "fixed" in parts else []
-    )
-    if runs:
+             str(files[names[0]]), "--results", args.results, "--seeds", "none", *COMMON, *jobs])
+    for index, name in enumerate(names):
+        spec = WORKLOADS[name]
+        runs = (["default"] if "defaults" in parts else []) + (
+            (args.fixed or str(spec["fixed"])).split(",") if "fixed" in parts else []
+        )
+        if not runs:
+            continue
+        keep = args.keep_server or index < len(names) - 1
         run([sys.executable, str(HERE / "served.py"), "--model", args.model, "--prompts",
-             str(prompts), "--workdir", str(workdir / f"served-{args.workload}"), "--results",
-             args.results, *sizes, *COMMON, *label, *(f"--run={r}" for r in runs)])
+             str(files[name]), "--workdir", str(workdir / args.server), "--results",
+             args.results, "--n", str(spec["n"]), "--max-tokens", str(spec["max_tokens"]),
+             *COMMON, "--label", name, *(f"--run={r}" for r in runs),
+             *(f"--vllm-flag={flag}" for flag in args.vllm_flag),
+             *(["--keep-server"] if keep else [])])
 
 
 if __name__ == "__main__":
