@@ -20,16 +20,26 @@ import hashlib
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import orjson
+import pyarrow as pa
 
 from rollouts.io import to_python
-from scoring.cache import VerdictCache
+from scoring.cache import CACHEABLE_STATUSES
 from scoring.rewards.base import RewardFn
 from scoring.types import RewardResult
-from scoring.workers import Compact, Handler, WorkerState, expand, judge_compact, mark_started
+from scoring.workers import (
+    Compact,
+    Handler,
+    WorkerState,
+    compact,
+    expand,
+    judge_compact,
+    mark_started,
+)
 
 # row_item values of rows that have no item.
 NO_ANSWER_ROW = -1
@@ -75,14 +85,20 @@ def generation_failed(value: Any) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class RowTable:
-    """The columns a worker reads, one entry per row (identity, not equality, tells two apart)."""
+    """What a worker reads, one entry per row (identity, not equality, tells two apart).
+
+    content_keys: items get content keys (item_key), as the journal and the cache need; `kept`
+    holds an interrupted run's verdicts by key and `cache_dir` the verdict cache, if any."""
 
     specs: list[str]
-    responses: list[Any]
+    responses: list[Any] | pa.Array | pa.ChunkedArray  # see column_slice
     golds: list[Any]
     data_sources: list[str]
     extras: list[Any]
     errors: list[Any]
+    content_keys: bool = False
+    kept: dict[str, RewardResult] = field(default_factory=dict)
+    cache_dir: Path | None = None
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -93,51 +109,167 @@ class RowTable:
         return None if extra is None or not reward.uses_context else to_python(extra)
 
 
+def column_slice(column: list[Any] | pa.Array | pa.ChunkedArray, start: int, end: int) -> list[Any]:
+    """Rows start..end of a column as Python values (None where an Arrow column has a null)."""
+    if isinstance(column, list):
+        return column[start:end]
+    return column.slice(start, end - start).to_pylist()
+
+
 # ---------------------------------------------------------------- in the workers
 
+# Verdicts a worker remembers across its tasks (by exact item identity), at most.
+MEMORY_ITEMS = 200_000
+_CACHEABLE = frozenset(CACHEABLE_STATUSES)
 
-def extract_rows(bounds: tuple[int, int], progress: Any, state: WorkerState) -> tuple[list[str | None], list[str | None], list[int]]:
-    """Rows start..end: each row's item key (None: no answer), pred source, and the offsets of
-    rows whose generation failed."""
-    start, end = bounds
+
+class RangeReply(NamedTuple):
+    """What a worker returns for rows start..end: each row's item (an index into `verdicts`,
+    NO_ANSWER_ROW or FAILED_ROW) and pred source; per item its first row, its verdict (compact),
+    its key (content keys only); which items were judged (or given a verdict) in this task; and how
+    many came from the interrupted run's journal and from the cache."""
+
+    row_items: list[int]
+    sources: list[str | None]
+    first_rows: list[int]
+    verdicts: list[Compact]
+    keys: list[str] | None
+    fresh: list[int]
+    resumed: int
+    cache_hits: int
+
+
+class _Items:
+    """The distinct items of one range, found by exact identity."""
+
+    def __init__(self) -> None:
+        self.index: dict[tuple[Any, ...], int] = {}
+        self.first_rows: list[int] = []
+        self.answers: list[str] = []
+
+    def add(self, identity: tuple[Any, ...], row: int, answer: str) -> int:
+        item = self.index.get(identity)
+        if item is None:
+            item = self.index[identity] = len(self.first_rows)
+            self.first_rows.append(row)
+            self.answers.append(answer)
+        return item
+
+
+def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: WorkerState) -> RangeReply:
+    """Rows start..end: extract every answer, dedupe, and judge each item not known already.
+
+    Progress marks the row being extracted as its offset, the item being judged as the range's
+    length plus its first row's offset (see _RowRange.fail). `presets` gives the items of some
+    rows their verdict (one that hung or killed a worker before)."""
+    start, end, presets = task
     table: RowTable = state.table
-    specs, responses, golds, sources_of = table.specs, table.responses, table.golds, table.data_sources
-    errors = table.errors
-    keys: list[str | None] = []
+    items = _Items()
+    row_items, sources = _extract(table, start, end, items, progress, state)
+    count = len(items.first_rows)
+    verdicts: list[Compact | None] = [None] * count
+    fresh: list[int] = []
+    for row, verdict in presets.items():
+        item = row_items[row - start]
+        if item >= 0:
+            verdicts[item] = verdict
+            fresh.append(item)
+    identities = list(items.index)
+    memory: dict[Any, Compact] = state.memory
+    for item, identity in enumerate(identities):
+        if verdicts[item] is None:
+            verdicts[item] = memory.get(identity)
+    keys = _content_keys(table, items, state) if table.content_keys else None
+    resumed = cache_hits = 0
+    if keys is not None:
+        resumed = _fill(verdicts, keys, {k: compact(v) for k, v in _pick(table.kept, keys).items()})
+        cache = state.cache(table.cache_dir) if table.cache_dir is not None else None
+        if cache is not None:
+            cache_hits = _fill(verdicts, keys, {k: compact(v) for k, v in cache.get_many(
+                k for k, v in zip(keys, verdicts, strict=True) if v is None).items()})
+    size = end - start
+    for item, row in enumerate(items.first_rows):
+        if verdicts[item] is not None:
+            continue
+        mark_started(progress, size + row - start)
+        spec = table.specs[row]
+        reward = state.reward(spec)
+        verdict = judge_compact(state.reward, spec, items.answers[item], table.golds[row],
+                                table.data_sources[row], table.context(reward, row))
+        verdicts[item] = verdict
+        fresh.append(item)
+        if _status(verdict) in _CACHEABLE:
+            if len(memory) >= MEMORY_ITEMS:
+                memory.clear()
+            memory[identities[item]] = verdict
+    return RangeReply(row_items, sources, items.first_rows, verdicts, keys, fresh,  # type: ignore[arg-type]
+                      resumed, cache_hits)
+
+
+def _extract(
+    table: RowTable, start: int, end: int, items: _Items, progress: Any, state: WorkerState
+) -> tuple[list[int], list[str | None]]:
+    specs, golds, data_sources = table.specs, table.golds, table.data_sources
+    errors, extras = table.errors, table.extras
+    responses = column_slice(table.responses, start, end)
+    row_items: list[int] = []
     sources: list[str | None] = []
-    failed: list[int] = []
-    for row in range(start, end):
+    add_item, add_row, add_source = items.add, row_items.append, sources.append
+    for row in range(start, end):  # once per row: names bound above
         mark_started(progress, row - start)
         error = errors[row]
         if error is not None and generation_failed(error):
-            failed.append(row - start)
-            keys.append(None)
-            sources.append(None)
+            add_row(FAILED_ROW)
+            add_source(None)
             continue
-        reward = state.reward(specs[row])
-        response = responses[row]
-        extraction = reward.extract(response if isinstance(response, str) else "")
-        sources.append(extraction.source)
-        answer = extraction.answer
-        keys.append(None if answer is None else item_key(
-            reward, answer, golds[row], sources_of[row], table.context(reward, row)))
-    return keys, sources, failed
-
-
-def judge_rows(rows: list[int], progress: Any, state: WorkerState) -> list[Compact]:
-    """One compact verdict per row (the first row of each item), in order."""
-    table: RowTable = state.table
-    results = []
-    for index, row in enumerate(rows):
-        mark_started(progress, index)
-        spec = table.specs[row]
+        spec = specs[row]
         reward = state.reward(spec)
-        response = table.responses[row]
-        answer = reward.extract(response if isinstance(response, str) else "").answer
-        assert answer is not None  # extraction is deterministic: the extract step found one
-        results.append(judge_compact(state.reward, spec, answer, table.golds[row],
-                                     table.data_sources[row], table.context(reward, row)))
-    return results
+        response = responses[row - start]
+        extraction = reward.extract(response if isinstance(response, str) else "")
+        add_source(extraction.source)
+        answer = extraction.answer
+        if answer is None:
+            add_row(NO_ANSWER_ROW)
+            continue
+        gold = golds[row]
+        # A string gold stands for itself; another by its JSON in a tuple (never equal to a str).
+        gold_id = gold if type(gold) is str else ("j", _json(gold))
+        if reward.uses_context:
+            extra = extras[row]
+            context: Any = (data_sources[row], None if extra is None else _json(to_python(extra)))
+        else:
+            context = None
+        add_row(add_item((spec, answer, gold_id, context), row, answer))
+    return row_items, sources
+
+
+def _content_keys(table: RowTable, items: _Items, state: WorkerState) -> list[str]:
+    keys = []
+    for item, row in enumerate(items.first_rows):
+        reward = state.reward(table.specs[row])
+        keys.append(item_key(reward, items.answers[item], table.golds[row], table.data_sources[row],
+                             table.context(reward, row)))
+    return keys
+
+
+def _pick(known: dict[str, RewardResult], keys: list[str]) -> dict[str, RewardResult]:
+    if not known:
+        return {}
+    return {key: known[key] for key in keys if key in known}
+
+
+def _fill(verdicts: list[Compact | None], keys: list[str], known: dict[str, Compact]) -> int:
+    """Verdicts of items that `known` answers (and had none); returns how many."""
+    filled = 0
+    for item, key in enumerate(keys):
+        if verdicts[item] is None and key in known:
+            verdicts[item] = known[key]
+            filled += 1
+    return filled
+
+
+def _status(verdict: Compact) -> str:
+    return "ok" if isinstance(verdict, float) else str(verdict[3])
 
 
 # ---------------------------------------------------------------- in the parent
@@ -147,7 +279,7 @@ OnFresh = Callable[[dict[str, RewardResult]], None]
 
 @dataclass
 class Sources:
-    """Where verdicts came from, counted as items are resolved."""
+    """Where verdicts came from, counted as replies arrive."""
 
     resumed: int = 0
     cache_hits: int = 0
@@ -155,23 +287,15 @@ class Sources:
 
 
 class RowFeed:
-    """Feeds a pool (scoring.workers.Feed) the extract and judge tasks of one table, and keeps
-    every row's item and every item's verdict.
+    """Feeds a pool (scoring.workers.Feed) the row ranges of one table, and keeps every row's
+    item and every item's verdict.
 
-    row_item[row] is the row's item number, NO_ANSWER_ROW or FAILED_ROW; keys[item] its key,
-    verdicts[item] its verdict. `on_fresh` sees every verdict made in this run, as it arrives."""
+    row_item[row] is the row's item number, NO_ANSWER_ROW or FAILED_ROW; keys[item] its key (a
+    content key, or `row:N` after its first row when nothing persists), verdicts[item] its verdict.
+    `on_fresh` sees every verdict made in this run, as it arrives."""
 
-    def __init__(
-        self,
-        table: RowTable,
-        *,
-        kept: dict[str, RewardResult] | None = None,
-        cache: VerdictCache | None = None,
-        on_fresh: OnFresh | None = None,
-    ) -> None:
+    def __init__(self, table: RowTable, on_fresh: OnFresh | None = None) -> None:
         self.table = table
-        self.kept = kept or {}
-        self.cache = cache
         self.on_fresh = on_fresh or (lambda fresh: None)
         self.counts = Sources()
         size = len(table)
@@ -179,150 +303,103 @@ class RowFeed:
         self.sources: list[str | None] = [None] * size
         self.keys: list[str] = []
         self.item_row: list[int] = []
-        self.verdicts: list[RewardResult | None] = []
-        self._index: dict[str, int] = {}
-        self._ranges: deque[tuple[int, int]] = deque([(0, size)] if size else [])
+        self.verdicts: list[RewardResult] = []
+        self._spec_of: dict[str, str] = {}
+        self._ranges: deque[tuple[int, int, dict[int, Compact]]] = deque([(0, size, {})] if size else [])
         self._unread = size
-        self._queue: deque[int] = deque()  # items to judge
 
     def results(self) -> list[RewardResult]:
-        """Every item's verdict, once the run is over."""
-        missing = self.verdicts.count(None)
-        if missing:
-            raise RuntimeError(f"{missing} item(s) have no verdict")
-        return self.verdicts  # type: ignore[return-value]  # no None left
+        return self.verdicts
+
+    def distinct_items(self) -> int:
+        """Items by content key; without content keys, those that were judged (an item that a
+        worker had judged for an earlier range is not judged again)."""
+        return len(set(self.keys)) if self.table.content_keys else self.counts.judged
 
     def spec_of(self, key: str) -> str:
-        return self.table.specs[self.item_row[self._index[key]]]
+        """The reward function of a verdict that on_fresh saw."""
+        return self._spec_of[key]
 
     # The pool's side (scoring.workers.Feed).
 
     def refill(self) -> bool:
-        return False  # new work comes only with replies
+        return False  # work comes only from the ranges queued
 
     def hungry(self) -> bool:
         return False
 
-    def take(self, size: Callable[[str, int], int]) -> _JudgeItems | _ExtractRange | None:
-        if self._queue:
-            count = min(size(_JudgeItems.kind, len(self._queue)), len(self._queue))
-            return _JudgeItems(self, [self._queue.popleft() for _ in range(count)])
-        if self._ranges:
-            start, end = self._ranges.popleft()
-            cut = min(end, start + size(_ExtractRange.kind, self._unread))
-            if cut < end:
-                self._ranges.appendleft((cut, end))
-            self._unread -= cut - start
-            return _ExtractRange(self, start, cut)
-        return None
+    def take(self, size: Callable[[str, int], int]) -> _RowRange | None:
+        if not self._ranges:
+            return None
+        start, end, presets = self._ranges.popleft()
+        cut = min(end, start + size(_RowRange.kind, self._unread))
+        if cut < end:
+            self._ranges.appendleft((cut, end, _within(presets, cut, end)))
+        self._unread -= cut - start
+        return _RowRange(self, start, cut, _within(presets, start, cut))
+
+    def requeue(self, start: int, end: int, presets: dict[int, Compact]) -> None:
+        if start < end:
+            self._ranges.appendleft((start, end, _within(presets, start, end)))
+            self._unread += end - start
 
     # Replies.
 
-    def extracted(self, start: int, keys: list[str | None], sources: list[str | None], failed: list[int]) -> None:
-        """Rows start.. got their keys: new items are resolved from the journal or the cache, or
-        queued to be judged."""
-        self.sources[start : start + len(sources)] = sources
-        row_item, index, new = self.row_item, self._index, []
-        for row, key in enumerate(keys, start):  # once per row: names bound above
-            if key is None:
-                continue
-            item = index.get(key)
-            if item is None:
-                item = index[key] = len(self.keys)
-                self.keys.append(key)
-                self.item_row.append(row)
-                new.append(item)
-            row_item[row] = item
-        for offset in failed:
-            row_item[start + offset] = FAILED_ROW
-        self.verdicts.extend([None] * len(new))
-        self._resolve(new)
-
-    def _resolve(self, new: list[int]) -> None:
-        if self.kept and new:
-            new = self._answer_from(new, self.kept)
-        if self.cache is not None and new:
-            hits = self.cache.get_many(self.keys[item] for item in new)
-            before = len(new)
-            new = self._answer_from(new, hits)
-            self.counts.cache_hits += before - len(new)
-        self._queue.extend(new)
-
-    def _answer_from(self, new: list[int], known: dict[str, RewardResult]) -> list[int]:
-        """Items still without a verdict once `known` has answered."""
-        rest = []
-        for item in new:
-            verdict = known.get(self.keys[item])
-            if verdict is None:
-                rest.append(item)
-            else:
-                self.verdicts[item] = verdict
-                if known is self.kept:
-                    self.counts.resumed += 1
-        return rest
-
-    def judged(self, items: list[int], verdicts: list[RewardResult]) -> None:
-        fresh = {}
-        for item, verdict in zip(items, verdicts, strict=True):
-            self.verdicts[item] = verdict
-            fresh[self.keys[item]] = verdict
-        self.counts.judged += len(fresh)
-        self.on_fresh(fresh)
+    def scored(self, start: int, reply: RangeReply) -> None:
+        base = len(self.verdicts)
+        verdicts = list(map(expand, reply.verdicts))
+        self.verdicts += verdicts
+        self.row_item[start : start + len(reply.row_items)] = [
+            item + base if item >= 0 else item for item in reply.row_items]
+        self.sources[start : start + len(reply.sources)] = reply.sources
+        self.item_row += reply.first_rows
+        keys = reply.keys if reply.keys is not None else [f"row:{row}" for row in reply.first_rows]
+        self.keys += keys
+        self.counts.resumed += reply.resumed
+        self.counts.cache_hits += reply.cache_hits
+        self.counts.judged += len(reply.fresh)
+        fresh = {keys[item]: verdicts[item] for item in reply.fresh}
+        for item in reply.fresh:
+            self._spec_of[keys[item]] = self.table.specs[reply.first_rows[item]]
+        if fresh:
+            self.on_fresh(fresh)
 
     def extraction_failed(self, row: int, verdict: RewardResult) -> None:
         """A row whose extraction hung or killed its worker: that verdict is the row's own."""
-        self.row_item[row] = len(self.keys)
+        self.row_item[row] = len(self.verdicts)
         self.keys.append(f"row:{row}")
         self.item_row.append(row)
         self.verdicts.append(verdict)
 
-    def requeue_rows(self, start: int, end: int) -> None:
-        if start < end:
-            self._ranges.appendleft((start, end))
-            self._unread += end - start
 
-    def requeue_items(self, items: list[int]) -> None:
-        self._queue.extendleft(reversed(items))
+def _within(presets: dict[int, Compact], start: int, end: int) -> dict[int, Compact]:
+    return {row: v for row, v in presets.items() if start <= row < end} if presets else presets
 
 
-class _ExtractRange:
-    kind = "extract"
+class _RowRange:
+    """Rows start..end scored in one worker (see score_rows)."""
 
-    def __init__(self, feed: RowFeed, start: int, end: int) -> None:
-        self.feed, self.start, self.end = feed, start, end
+    kind = "rows"
+
+    def __init__(self, feed: RowFeed, start: int, end: int, presets: dict[int, Compact]) -> None:
+        self.feed, self.start, self.end, self.presets = feed, start, end, presets
 
     def __len__(self) -> int:
         return self.end - self.start
 
     def message(self) -> tuple[Handler, Any]:
-        return extract_rows, (self.start, self.end)
+        return score_rows, (self.start, self.end, self.presets)
 
-    def finish(self, reply: tuple[list[str | None], list[str | None], list[int]]) -> None:
-        self.feed.extracted(self.start, *reply)
-
-    def fail(self, index: int, verdict: RewardResult) -> None:
-        row = self.start + index
-        self.feed.requeue_rows(row + 1, self.end)
-        self.feed.requeue_rows(self.start, row)
-        self.feed.extraction_failed(row, verdict)
-
-
-class _JudgeItems:
-    kind = "judge"
-
-    def __init__(self, feed: RowFeed, items: list[int]) -> None:
-        self.feed, self.items = feed, items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def message(self) -> tuple[Handler, Any]:
-        item_row = self.feed.item_row
-        return judge_rows, [item_row[item] for item in self.items]
-
-    def finish(self, reply: list[Compact]) -> None:
-        self.feed.judged(self.items, list(map(expand, reply)))
+    def finish(self, reply: RangeReply) -> None:
+        self.feed.scored(self.start, reply)
 
     def fail(self, index: int, verdict: RewardResult) -> None:
-        self.feed.requeue_items(self.items[:index] + self.items[index + 1 :])
-        self.feed.judged([self.items[index]], [verdict])
+        size = len(self)
+        if index < size:  # extracting row start + index: that row alone gets the verdict
+            row = self.start + index
+            self.feed.requeue(row + 1, self.end, self.presets)
+            self.feed.requeue(self.start, row, self.presets)
+            self.feed.extraction_failed(row, verdict)
+        else:  # judging the item of row start + index - size: every row of that item gets it
+            presets = {**self.presets, self.start + index - size: compact(verdict)}
+            self.feed.requeue(self.start, self.end, presets)

@@ -167,6 +167,15 @@ def derive_prompt_ids(frame: pd.DataFrame, source: str) -> list[str]:
     )
 
 
+def _values(column: pd.Series) -> list[Any] | pa.Array | pa.ChunkedArray:
+    """The column as a list, or as its Arrow array when it has one: workers then make Python
+    strings of only their own rows (see scoring.rows.column_slice)."""
+    values = column.array
+    if hasattr(values, "__arrow_array__"):
+        return pa.array(values)
+    return column.tolist()
+
+
 def ground_truth_column(frame: pd.DataFrame) -> str | None:
     if "reward_model" in frame.columns:
         return "reward_model"
@@ -269,10 +278,15 @@ class Scorer:
     ) -> tuple[pd.DataFrame, ScoreStats]:
         started = time.monotonic()
         frame = prepare_frame(frame, source)
-        table = row_table(frame, reward_specs(frame, self.config.reward_fn), source)
+        table = row_table(
+            frame, reward_specs(frame, self.config.reward_fn), source,
+            content_keys=self.cache is not None or journal is not None,
+            kept=journal.load() if journal is not None else {},
+            cache_dir=self.config.cache_dir,
+        )
         for spec in set(table.specs):  # loaded here, so that forked workers have them
             get_reward_fn(spec, self.config.options)
-        feed = RowFeed(table, kept=journal.load() if journal is not None else None, cache=self.cache)
+        feed = RowFeed(table)
         watch = FailureWatch(feed.spec_of)
         with _Progress(self.config.progress) as advance:
 
@@ -295,7 +309,7 @@ class Scorer:
             rows=len(frame),
             generation_errors=feed.row_item.count(FAILED_ROW),
             no_answer=feed.row_item.count(NO_ANSWER_ROW),
-            distinct_items=len(feed.keys),
+            distinct_items=feed.distinct_items(),
             resumed=feed.counts.resumed,
             cache_hits=feed.counts.cache_hits,
             judged=feed.counts.judged,
@@ -314,16 +328,27 @@ class Scorer:
         self.cache.put_many(entries)
 
 
-def row_table(frame: pd.DataFrame, specs: list[str], source: str) -> RowTable:
-    """The columns the workers read (see prepare_frame for the frame's shape)."""
+def row_table(
+    frame: pd.DataFrame,
+    specs: list[str],
+    source: str,
+    *,
+    content_keys: bool = False,
+    kept: dict[str, RewardResult] | None = None,
+    cache_dir: Path | None = None,
+) -> RowTable:
+    """What the workers read (see prepare_frame for the frame's shape and RowTable for the rest)."""
     none = [None] * len(frame)
     return RowTable(
         specs=specs,
-        responses=frame[RESPONSE].tolist(),
+        responses=_values(frame[RESPONSE]),
         golds=ground_truths(frame, source),
         data_sources=frame["data_source"].astype(str).tolist(),
         extras=frame["extra_info"].tolist() if "extra_info" in frame.columns else none,
         errors=frame["error"].tolist() if "error" in frame.columns else none,
+        content_keys=content_keys,
+        kept=kept or {},
+        cache_dir=cache_dir,
     )
 
 

@@ -4,7 +4,7 @@ Items travel in batches and verdicts come back one message per batch: pickling a
 trips cost more than a cheap verdict. Batch sizes adapt to how long items take (about BATCH_TARGET_S
 of work per batch), so a cheap reward pays for few round trips and a slow one still spreads over
 every worker. A batch crosses the pipe as one list per field; keys stay in the parent and verdicts
-come back in batch order, a plain numeric verdict as its bare score (see `_compact`). Each worker
+come back in batch order, a plain numeric verdict as its bare score (see `compact`). Each worker
 writes the index and start time of the item it is on into shared memory, so the parent knows which
 item hangs without a message per item. An item that runs past the limit
 has its worker killed with every process its reward code started (SIGKILL: a C extension stuck in
@@ -40,9 +40,11 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from scoring.processes import Reaper, kill_tree, leash_worker
+from scoring.cache import VerdictCache
+from scoring.processes import Reaper, kill_tree, kill_trees, leash_worker
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.registry import get_reward_fn
 from scoring.tracebacks import describe_exception, traceback_tail
@@ -104,13 +106,22 @@ class WorkerState:
     def __init__(self, options: RewardOptions, table: Any) -> None:
         self.options = options
         self.table = table
+        self.memory: dict[Any, Any] = {}  # what handlers keep from one task to the next
         self._rewards: dict[str, RewardFn] = {}
+        self._caches: dict[Path, VerdictCache] = {}
 
     def reward(self, spec: str) -> RewardFn:
         reward = self._rewards.get(spec)
         if reward is None:
             reward = self._rewards[spec] = get_reward_fn(spec, self.options)
         return reward
+
+    def cache(self, directory: Path) -> VerdictCache:
+        """The verdict cache, opened in this process (a connection does not survive a fork)."""
+        cache = self._caches.get(directory)
+        if cache is None:
+            cache = self._caches[directory] = VerdictCache(directory)
+        return cache
 
 
 # A task's handler runs in a worker: handler(payload, progress, state) -> reply. It writes the
@@ -182,7 +193,7 @@ def judge_compact(
         result = reward_of(spec).judge(answer, gold, data_source, extra_info)
     except Exception as exc:  # reward code (user files included) may raise anything
         result = error_result(describe_exception(exc), trace=traceback_tail(exc))
-    return _compact(result)
+    return compact(result)
 
 
 def _columns(batch: list[WorkItem]) -> tuple[list[Any], ...]:
@@ -197,7 +208,7 @@ def _columns(batch: list[WorkItem]) -> tuple[list[Any], ...]:
 Compact = float | tuple[Any, ...]
 
 
-def _compact(result: RewardResult) -> Compact:
+def compact(result: RewardResult) -> Compact:
     if (result.status == "ok" and result.pred is None and not result.extra
             and result.answer_class is None and result.acc == (result.score > 0)
             and type(result.score) is float):
@@ -209,7 +220,7 @@ _PLAIN: dict[float, RewardResult] = {}
 
 
 def expand(value: Compact) -> RewardResult:
-    """The verdict of `_compact`'s value; plain verdicts are shared (verdicts are never mutated)."""
+    """The verdict of `compact`'s value; plain verdicts are shared (verdicts are never mutated)."""
     if isinstance(value, float):
         plain = _PLAIN.get(value)
         if plain is None:
@@ -226,7 +237,7 @@ def _picklable(value: Compact) -> Compact:
     try:
         pickle.dumps(value)
     except Exception as exc:
-        return _compact(error_result(f"cannot return verdict: {exc}"))
+        return compact(error_result(f"cannot return verdict: {exc}"))
     return value
 
 
@@ -383,9 +394,10 @@ class WorkerPool:
         self._table: Any = None
         self._workers: list[_Worker] = []
         self._reaper: list[Reaper] = []  # started with the first worker
+        self._dying: list[_Worker] = []  # killed, not reaped yet
         self.replaced = 0
         # Non-daemonic workers would hold up interpreter exit if the pool were never closed.
-        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._reaper)
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._reaper, self._dying)
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -396,7 +408,7 @@ class WorkerPool:
     def close(self) -> None:
         """Kill the workers and everything their reward code started; the pool can be reused."""
         self._finalizer()
-        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._reaper)
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._reaper, self._dying)
 
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
@@ -405,7 +417,7 @@ class WorkerPool:
         """Workers forked from now on hold `table` (inherited, not copied, where there is fork);
         workers holding another one are stopped."""
         if table is not self._table:
-            _stop_workers(self._workers, self._reaper)
+            _stop_workers(self._workers, self._reaper, self._dying)
             self._table = table
 
     def run(self, items: Sequence[WorkItem], on_results: OnResults | None = None) -> dict[str, RewardResult]:
@@ -497,7 +509,7 @@ class WorkerPool:
         self._reaper[0].forget(worker.pid)
         self._workers[self._workers.index(worker)] = self._new_worker()
         self.replaced += 1
-        task.fail(min(index, len(task) - 1), error_result(message, status))
+        task.fail(index, error_result(message, status))
 
 
 class _ItemBatch:
@@ -554,16 +566,22 @@ class _ItemFeed:
         self.report(fresh)
 
 
-def _stop_workers(workers: list[_Worker], reaper: list[Reaper]) -> None:
+def _stop_workers(workers: list[_Worker], reaper: list[Reaper], dying: list[_Worker]) -> None:
+    """SIGKILL every worker's tree at once (see kill_trees); they are reaped later (`dying`),
+    so that their teardown overlaps with the caller's work."""
+    kill_trees([w.pid for w in workers if w.process.is_alive()], wait=False)
     for worker in workers:
-        worker.kill()
         if reaper:
             reaper[0].forget(worker.pid)
+    dying += workers
     workers.clear()
 
 
-def _stop_all(workers: list[_Worker], reaper: list[Reaper]) -> None:
-    _stop_workers(workers, [])
+def _stop_all(workers: list[_Worker], reaper: list[Reaper], dying: list[_Worker]) -> None:
+    _stop_workers(workers, [], dying)
+    for worker in dying:
+        worker.kill()  # already killed: reaps it
+    dying.clear()
     for watcher in reaper:
         watcher.close()
     reaper.clear()
