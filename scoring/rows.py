@@ -164,10 +164,10 @@ def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: 
     rows their verdict (one that hung or killed a worker before)."""
     start, end, presets = task
     table: RowTable = state.table
+    rewards = {spec: state.reward(spec) for spec in set(table.specs[start:end])}
     items = _Items()
-    row_items, sources = _extract(table, start, end, items, progress, state)
-    count = len(items.first_rows)
-    verdicts: list[Compact | None] = [None] * count
+    row_items, sources = _extract(table, start, end, items, progress, rewards)
+    verdicts: list[Compact | None] = [None] * len(items.first_rows)
     fresh: list[int] = []
     for row, verdict in presets.items():
         item = row_items[row - start]
@@ -176,10 +176,9 @@ def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: 
             fresh.append(item)
     identities = list(items.index)
     memory: dict[Any, Compact] = state.memory
-    for item, identity in enumerate(identities):
-        if verdicts[item] is None:
-            verdicts[item] = memory.get(identity)
-    keys = _content_keys(table, items, state) if table.content_keys else None
+    if memory:
+        verdicts = [memory.get(identity) if v is None else v for identity, v in zip(identities, verdicts, strict=True)]
+    keys = _content_keys(table, items, rewards) if table.content_keys else None
     resumed = cache_hits = 0
     if keys is not None:
         resumed = _fill(verdicts, keys, {k: compact(v) for k, v in _pick(table.kept, keys).items()})
@@ -187,27 +186,44 @@ def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: 
         if cache is not None:
             cache_hits = _fill(verdicts, keys, {k: compact(v) for k, v in cache.get_many(
                 k for k, v in zip(keys, verdicts, strict=True) if v is None).items()})
-    size = end - start
-    for item, row in enumerate(items.first_rows):
-        if verdicts[item] is not None:
-            continue
-        mark_started(progress, size + row - start)
-        spec = table.specs[row]
-        reward = state.reward(spec)
-        verdict = judge_compact(state.reward, spec, items.answers[item], table.golds[row],
-                                table.data_sources[row], table.context(reward, row))
-        verdicts[item] = verdict
-        fresh.append(item)
-        if _status(verdict) in _CACHEABLE:
+    judged = _judge(table, items, verdicts, rewards, progress, offset=(end - start) - start)
+    for item in judged:  # remembered for later ranges; failures may be transient
+        made = verdicts[item]
+        if made is not None and _status(made) in _CACHEABLE:
             if len(memory) >= MEMORY_ITEMS:
                 memory.clear()
-            memory[identities[item]] = verdict
-    return RangeReply(row_items, sources, items.first_rows, verdicts, keys, fresh,  # type: ignore[arg-type]
+            memory[identities[item]] = made
+    return RangeReply(row_items, sources, items.first_rows, verdicts, keys, fresh + judged,  # type: ignore[arg-type]
                       resumed, cache_hits)
 
 
+def _judge(
+    table: RowTable,
+    items: _Items,
+    verdicts: list[Compact | None],
+    rewards: dict[str, RewardFn],
+    progress: Any,
+    offset: int,
+) -> list[int]:
+    """Judge the items without a verdict (progress: offset + row); returns which were judged."""
+    specs, golds, data_sources, extras = table.specs, table.golds, table.data_sources, table.extras
+    reward_of = rewards.__getitem__
+    judged = []
+    for item, row in enumerate(items.first_rows):  # once per item: names bound above
+        if verdicts[item] is not None:
+            continue
+        mark_started(progress, offset + row)
+        spec = specs[row]
+        extra = extras[row]
+        context = None if extra is None or not reward_of(spec).uses_context else to_python(extra)
+        verdicts[item] = judge_compact(reward_of, spec, items.answers[item], golds[row],
+                                       data_sources[row], context)
+        judged.append(item)
+    return judged
+
+
 def _extract(
-    table: RowTable, start: int, end: int, items: _Items, progress: Any, state: WorkerState
+    table: RowTable, start: int, end: int, items: _Items, progress: Any, rewards: dict[str, RewardFn]
 ) -> tuple[list[int], list[str | None]]:
     specs, golds, data_sources = table.specs, table.golds, table.data_sources
     errors, extras = table.errors, table.extras
@@ -223,7 +239,7 @@ def _extract(
             add_source(None)
             continue
         spec = specs[row]
-        reward = state.reward(spec)
+        reward = rewards[spec]
         response = responses[row - start]
         extraction = reward.extract(response if isinstance(response, str) else "")
         add_source(extraction.source)
@@ -243,10 +259,10 @@ def _extract(
     return row_items, sources
 
 
-def _content_keys(table: RowTable, items: _Items, state: WorkerState) -> list[str]:
+def _content_keys(table: RowTable, items: _Items, rewards: dict[str, RewardFn]) -> list[str]:
     keys = []
     for item, row in enumerate(items.first_rows):
-        reward = state.reward(table.specs[row])
+        reward = rewards[table.specs[row]]
         keys.append(item_key(reward, items.answers[item], table.golds[row], table.data_sources[row],
                              table.context(reward, row)))
     return keys

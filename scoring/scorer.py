@@ -16,6 +16,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import operator
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -451,24 +452,26 @@ def attach_results(frame: pd.DataFrame, feed: RowFeed, options: RewardOptions) -
     results = [*feed.results(), GENERATION_ERROR, NO_ANSWER]
     picks = np.asarray(feed.row_item, dtype=np.intp)
 
-    def column(values: list[Any], dtype: Any = object) -> list[Any]:
-        array = np.empty(len(values), dtype=dtype)
-        array[:] = values if dtype is not object else _as_objects(values)
-        return array.take(picks).tolist()
+    def column(field: str, dtype: Any = object) -> list[Any]:
+        # Scores and flags are numbers, statuses, preds and classes strings or None: no value is
+        # a sequence that numpy would read as a second axis.
+        values = np.fromiter(map(operator.attrgetter(field), results), dtype, count=len(results))
+        return values.take(picks).tolist()
 
     columns: dict[str, list[Any]] = {
-        "score": column([float(r.score) for r in results], float),
-        "acc": column([bool(r.acc) for r in results], bool),
-        "pred": column([r.pred for r in results]),
-        "score_status": column([r.status for r in results]),
+        "score": column("score", float),
+        "acc": column("acc", bool),
+        "pred": column("pred"),
+        "score_status": column("status"),
         **_reward_columns(feed.table.specs, feed.sources, options),
-        "answer_class": column([r.answer_class for r in results]),
+        "answer_class": column("answer_class"),
     }
     extra_names = sorted({name for r in results if r.extra for name in r.extra})
     taken = set(map(str, frame.columns)) | set(columns)
     for name in extra_names:
         name_column = name if name not in taken else f"reward_{name}"
-        columns[name_column] = _column_values(column([r.extra.get(name) for r in results]))
+        extras = _as_objects([r.extra.get(name) for r in results])
+        columns[name_column] = _column_values(extras.take(picks).tolist())
     scored = frame.drop(columns=[c for c in columns if c in frame.columns])
     return pd.concat([scored, pd.DataFrame(columns, index=scored.index)], axis=1)
 

@@ -159,6 +159,7 @@ def _worker_main(
             return
         handler, payload = message
         reply = handler(payload, progress, state)
+        gc.freeze()  # what outlives a task is kept, mostly: later collections need not scan it
         try:
             replies.send(reply)
         except Exception:  # an unpicklable extra from user code: send what can be sent
