@@ -164,6 +164,7 @@ class Reaper:
     """The watcher process of one pool; tell it about every worker with `watch`."""
 
     def __init__(self, context: Any) -> None:
+        self.owner = os.getpid()
         self.conn, child = context.Pipe(duplex=True)
         self.process = context.Process(
             target=_reaper_main, args=(child, os.getpid()), daemon=True, name="score-reaper"

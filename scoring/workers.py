@@ -25,6 +25,7 @@ needs an `if __name__ == "__main__":` guard.
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import contextlib
 import fcntl
@@ -145,10 +146,12 @@ def _worker_main(
     os.environ.clear()
     os.environ.update(environ)
     os.chdir(cwd)
-    # The parent may pause its collector during a run; reward code needs one. What was inherited
-    # is frozen so that collections neither scan it nor copy its pages.
+    # The cyclic collector runs between tasks, not during them (as in the parent during a run,
+    # it would rescan a growing heap again and again): reward code's cyclic garbage is collected
+    # after each task, and what survives is frozen, so that no collection scans it again (nor
+    # copies the pages of what was inherited from the parent).
+    gc.disable()
     gc.freeze()
-    gc.enable()
     state = WorkerState(options, table)
     while True:
         try:
@@ -159,7 +162,8 @@ def _worker_main(
             return
         handler, payload = message
         reply = handler(payload, progress, state)
-        gc.freeze()  # what outlives a task is kept, mostly: later collections need not scan it
+        gc.collect()
+        gc.freeze()
         try:
             replies.send(reply)
         except Exception:  # an unpicklable extra from user code: send what can be sent
@@ -394,11 +398,10 @@ class WorkerPool:
         self._sizers: dict[str, _BatchSizer] = {}
         self._table: Any = None
         self._workers: list[_Worker] = []
-        self._reaper: list[Reaper] = []  # started with the first worker
         self._dying: list[_Worker] = []  # killed, not reaped yet
         self.replaced = 0
         # Non-daemonic workers would hold up interpreter exit if the pool were never closed.
-        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._reaper, self._dying)
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._dying)
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -409,7 +412,7 @@ class WorkerPool:
     def close(self) -> None:
         """Kill the workers and everything their reward code started; the pool can be reused."""
         self._finalizer()
-        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._reaper, self._dying)
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers, self._dying)
 
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
@@ -418,7 +421,7 @@ class WorkerPool:
         """Workers forked from now on hold `table` (inherited, not copied, where there is fork);
         workers holding another one are stopped."""
         if table is not self._table:
-            _stop_workers(self._workers, self._reaper, self._dying)
+            _stop_workers(self._workers, self._dying)
             self._table = table
 
     def run(self, items: Sequence[WorkItem], on_results: OnResults | None = None) -> dict[str, RewardResult]:
@@ -471,10 +474,8 @@ class WorkerPool:
             self._workers[index].assign(task)
 
     def _new_worker(self) -> _Worker:
-        if not self._reaper:
-            self._reaper.append(Reaper(_CONTEXT))
         worker = _Worker(self.options, self._table)
-        self._reaper[0].watch(worker.pid)
+        shared_reaper().watch(worker.pid)
         return worker
 
     def _collect(self, block: bool) -> None:
@@ -507,7 +508,7 @@ class WorkerPool:
         task = worker.task
         assert task is not None
         worker.kill()
-        self._reaper[0].forget(worker.pid)
+        shared_reaper().forget(worker.pid)
         self._workers[self._workers.index(worker)] = self._new_worker()
         self.replaced += 1
         task.fail(index, error_result(message, status))
@@ -567,25 +568,35 @@ class _ItemFeed:
         self.report(fresh)
 
 
-def _stop_workers(workers: list[_Worker], reaper: list[Reaper], dying: list[_Worker]) -> None:
+def _stop_workers(workers: list[_Worker], dying: list[_Worker]) -> None:
     """SIGKILL every worker's tree at once (see kill_trees); they are reaped later (`dying`),
     so that their teardown overlaps with the caller's work."""
     kill_trees([w.pid for w in workers if w.process.is_alive()], wait=False)
     for worker in workers:
-        if reaper:
-            reaper[0].forget(worker.pid)
+        shared_reaper().forget(worker.pid)
     dying += workers
     workers.clear()
 
 
-def _stop_all(workers: list[_Worker], reaper: list[Reaper], dying: list[_Worker]) -> None:
-    _stop_workers(workers, [], dying)
+def _stop_all(workers: list[_Worker], dying: list[_Worker]) -> None:
+    _stop_workers(workers, dying)
     for worker in dying:
         worker.kill()  # already killed: reaps it
     dying.clear()
-    for watcher in reaper:
-        watcher.close()
-    reaper.clear()
+
+
+_REAPER: list[Reaper] = []
+
+
+def shared_reaper() -> Reaper:
+    """The reaper of every pool in this process (see scoring.processes), started with the first
+    worker: one fork per process rather than per pool. It exits with the process."""
+    if _REAPER and (_REAPER[0].owner != os.getpid() or not _REAPER[0].process.is_alive()):
+        _REAPER.clear()  # inherited through a fork, or killed from outside: start another
+    if not _REAPER:
+        _REAPER.append(Reaper(_CONTEXT))
+        atexit.register(_REAPER[0].close)
+    return _REAPER[0]
 
 
 def default_workers() -> int:

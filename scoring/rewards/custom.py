@@ -283,10 +283,20 @@ class CustomReward:
         return to_result(value)
 
 
+# Verdicts of plain float scores, shared (verdicts are never mutated): most functions return a
+# few distinct numbers, and this runs once per row.
+_PLAIN: dict[float, RewardResult] = {}
+
+
 def to_result(value: Any) -> RewardResult:
     """verl's return forms: a number, or a dict with `score` whose other keys become columns."""
     if type(value) is float and value == value:  # the common case, NaN excluded: no conversion
-        return RewardResult(score=value, acc=value > 0, pred=None)
+        plain = _PLAIN.get(value)
+        if plain is None:
+            plain = RewardResult(score=value, acc=value > 0, pred=None)
+            if len(_PLAIN) < 4096:
+                _PLAIN[value] = plain
+        return plain
     value = to_python(value)
     if isinstance(value, dict):
         if "score" not in value:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 THINK_CLOSE = "</think>"
 THINK_OPEN = "<think>"
@@ -30,9 +30,8 @@ _NUMBER_WITH_UNITS = re.compile(
 _NOT_UNITS = {"pi", "sqrt", "times", "cdot", "frac", "or", "and", "to", "mod", "pmod", "le", "ge"}
 
 
-@dataclass(frozen=True)
-class Extraction:
-    """What a reward function will judge.
+class Extraction(NamedTuple):
+    """What a reward function will judge (a tuple: one is made for every row scored).
 
     answer: the normalised answer the verifier sees (the whole response for code and custom
     rewards); None when no answer was found. source: how it was found (boxed, answer_line,
