@@ -140,20 +140,13 @@ class RangeReply(NamedTuple):
 
 
 class _Items:
-    """The distinct items of one range, found by exact identity."""
+    """The distinct items of one range, found by exact identity: identity -> item number, and
+    per item its first row and answer (filled by _extract)."""
 
     def __init__(self) -> None:
         self.index: dict[tuple[Any, ...], int] = {}
         self.first_rows: list[int] = []
         self.answers: list[str] = []
-
-    def add(self, identity: tuple[Any, ...], row: int, answer: str) -> int:
-        item = self.index.get(identity)
-        if item is None:
-            item = self.index[identity] = len(self.first_rows)
-            self.first_rows.append(row)
-            self.answers.append(answer)
-        return item
 
 
 def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: WorkerState) -> RangeReply:
@@ -189,7 +182,7 @@ def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: 
     judged = _judge(table, items, verdicts, rewards, progress, offset=(end - start) - start)
     for item in judged:  # remembered for later ranges; failures may be transient
         made = verdicts[item]
-        if made is not None and _status(made) in _CACHEABLE:
+        if isinstance(made, float) or isinstance(made, tuple) and made[3] in _CACHEABLE:
             if len(memory) >= MEMORY_ITEMS:
                 memory.clear()
             memory[identities[item]] = made
@@ -207,17 +200,15 @@ def _judge(
 ) -> list[int]:
     """Judge the items without a verdict (progress: offset + row); returns which were judged."""
     specs, golds, data_sources, extras = table.specs, table.golds, table.data_sources, table.extras
-    reward_of = rewards.__getitem__
     judged = []
     for item, row in enumerate(items.first_rows):  # once per item: names bound above
         if verdicts[item] is not None:
             continue
         mark_started(progress, offset + row)
-        spec = specs[row]
+        reward = rewards[specs[row]]
         extra = extras[row]
-        context = None if extra is None or not reward_of(spec).uses_context else to_python(extra)
-        verdicts[item] = judge_compact(reward_of, spec, items.answers[item], golds[row],
-                                       data_sources[row], context)
+        context = None if extra is None or not reward.uses_context else to_python(extra)
+        verdicts[item] = judge_compact(reward, items.answers[item], golds[row], data_sources[row], context)
         judged.append(item)
     return judged
 
@@ -230,8 +221,9 @@ def _extract(
     responses = column_slice(table.responses, start, end)
     row_items: list[int] = []
     sources: list[str | None] = []
-    add_item, add_row, add_source = items.add, row_items.append, sources.append
-    for row in range(start, end):  # once per row: names bound above
+    add_row, add_source = row_items.append, sources.append
+    index, add_first_row, add_answer = items.index, items.first_rows.append, items.answers.append
+    for row in range(start, end):  # once per row: names bound above, items.add inlined
         mark_started(progress, row - start)
         error = errors[row]
         if error is not None and generation_failed(error):
@@ -255,7 +247,13 @@ def _extract(
             context: Any = (data_sources[row], None if extra is None else _json(to_python(extra)))
         else:
             context = None
-        add_row(add_item((spec, answer, gold_id, context), row, answer))
+        identity = (spec, answer, gold_id, context)
+        item = index.get(identity)
+        if item is None:
+            item = index[identity] = len(index)
+            add_first_row(row)
+            add_answer(answer)
+        add_row(item)
     return row_items, sources
 
 
@@ -283,9 +281,6 @@ def _fill(verdicts: list[Compact | None], keys: list[str], known: dict[str, Comp
             filled += 1
     return filled
 
-
-def _status(verdict: Compact) -> str:
-    return "ok" if isinstance(verdict, float) else str(verdict[3])
 
 
 # ---------------------------------------------------------------- in the parent

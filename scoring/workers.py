@@ -181,21 +181,21 @@ def judge_columns(batch: tuple[list[Any], ...], progress: Any, state: WorkerStat
     results = []
     for index, (spec, answer, gold, data_source, extra_info) in enumerate(zip(*batch, strict=True)):
         mark_started(progress, index)
-        results.append(judge_compact(state.reward, spec, answer, gold, data_source, extra_info))
+        try:
+            reward = state.reward(spec)
+        except Exception as exc:  # a reward function that fails to load here
+            results.append(compact(error_result(describe_exception(exc), trace=traceback_tail(exc))))
+            continue
+        results.append(judge_compact(reward, answer, gold, data_source, extra_info))
     return results
 
 
 def judge_compact(
-    reward_of: Callable[[str], RewardFn],
-    spec: str,
-    answer: str,
-    gold: Any,
-    data_source: str,
-    extra_info: dict[str, Any] | None,
+    reward: RewardFn, answer: str, gold: Any, data_source: str, extra_info: dict[str, Any] | None
 ) -> Compact:
     """One verdict as it crosses the pipe; reward code's exceptions become `error` verdicts."""
     try:
-        result = reward_of(spec).judge(answer, gold, data_source, extra_info)
+        result = reward.judge(answer, gold, data_source, extra_info)
     except Exception as exc:  # reward code (user files included) may raise anything
         result = error_result(describe_exception(exc), trace=traceback_tail(exc))
     return compact(result)
