@@ -118,8 +118,11 @@ def column_slice(column: list[Any] | pa.Array | pa.ChunkedArray, start: int, end
 
 # ---------------------------------------------------------------- in the workers
 
-# Verdicts a worker remembers across its tasks (by exact item identity), at most.
+# Verdicts a worker remembers across its tasks (by exact item identity), at most; only those of
+# answers up to MEMORY_ANSWER_CHARS long: short answers are the ones that repeat (a number, a
+# letter), and keeping whole responses alive would make every later task's rows new memory.
 MEMORY_ITEMS = 200_000
+MEMORY_ANSWER_CHARS = 1000
 _CACHEABLE = frozenset(CACHEABLE_STATUSES)
 
 
@@ -182,6 +185,8 @@ def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: 
     judged = _judge(table, items, verdicts, rewards, progress, offset=(end - start) - start)
     for item in judged:  # remembered for later ranges; failures may be transient
         made = verdicts[item]
+        if len(items.answers[item]) > MEMORY_ANSWER_CHARS:
+            continue
         if isinstance(made, float) or isinstance(made, tuple) and made[3] in _CACHEABLE:
             if len(memory) >= MEMORY_ITEMS:
                 memory.clear()

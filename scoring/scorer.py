@@ -40,7 +40,7 @@ from rollouts.io import (
 from scoring.cache import VerdictCache
 from scoring.journal import VerdictJournal
 from scoring.metrics import metrics_by_source, status_counts
-from scoring.rewards.base import RewardOptions
+from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
 from scoring.rewards.ifeval import has_instruction_columns, instruction_ground_truths
 from scoring.rewards.registry import (
@@ -450,30 +450,68 @@ def attach_results(frame: pd.DataFrame, feed: RowFeed, options: RewardOptions) -
     # Every verdict once, then picked for all rows at once: FAILED_ROW and NO_ANSWER_ROW (-2, -1)
     # index the two verdicts appended at the end.
     results = [*feed.results(), GENERATION_ERROR, NO_ANSWER]
-    picks = np.asarray(feed.row_item, dtype=np.intp)
+    picks = np.asarray(feed.row_item, dtype=np.intp) % len(results)
 
-    def column(field: str, dtype: Any = object) -> list[Any]:
-        # Scores and flags are numbers, statuses, preds and classes strings or None: no value is
-        # a sequence that numpy would read as a second axis.
-        values = np.fromiter(map(operator.attrgetter(field), results), dtype, count=len(results))
-        return values.take(picks).tolist()
+    def field(name: str, dtype: Any = object) -> np.ndarray:
+        # Scores and flags are numbers; statuses, preds and classes strings or None.
+        return np.fromiter(map(operator.attrgetter(name), results), dtype, count=len(results))
 
-    columns: dict[str, list[Any]] = {
-        "score": column("score", float),
-        "acc": column("acc", bool),
-        "pred": column("pred"),
-        "score_status": column("status"),
-        **_reward_columns(feed.table.specs, feed.sources, options),
-        "answer_class": column("answer_class"),
+    specs = feed.table.specs
+    rewards = {spec: get_reward_fn(spec, options) for spec in set(specs)}
+    columns: dict[str, Any] = {
+        "score": field("score", float).take(picks),
+        "acc": field("acc", bool).take(picks),
+        "pred": _strings(field("pred"), picks),
+        "score_status": _strings(field("status"), picks),
+        "reward_fn": _strings(np.array([rewards[s].name for s in rewards], dtype=object),
+                              _spec_picks(specs, rewards)),
+        "reward_fn_version": _strings(np.array([rewards[s].version for s in rewards], dtype=object),
+                                      _spec_picks(specs, rewards)),
+        "pred_source": _strings(np.array(feed.sources, dtype=object), None),
+        "answer_class": _strings(field("answer_class"), picks),
     }
-    extra_names = sorted({name for r in results if r.extra for name in r.extra})
     taken = set(map(str, frame.columns)) | set(columns)
-    for name in extra_names:
-        name_column = name if name not in taken else f"reward_{name}"
-        extras = _as_objects([r.extra.get(name) for r in results])
-        columns[name_column] = _column_values(extras.take(picks).tolist())
+    for name, values in _extras(results, picks).items():
+        columns[name if name not in taken else f"reward_{name}"] = values
     scored = frame.drop(columns=[c for c in columns if c in frame.columns])
     return pd.concat([scored, pd.DataFrame(columns, index=scored.index)], axis=1)
+
+
+def _extras(results: list[RewardResult], picks: np.ndarray) -> dict[str, list[Any]]:
+    """The reward functions' extra columns, from the verdicts that some row has."""
+    used = np.zeros(len(results), dtype=bool)
+    used[picks] = True
+    with_extras = [i for i in np.flatnonzero(used).tolist() if results[i].extra]
+    columns = {}
+    for name in sorted({name for i in with_extras for name in results[i].extra}):
+        values: list[Any] = [None] * len(results)
+        for i in with_extras:
+            values[i] = results[i].extra.get(name)
+        # Converted per verdict: the same as per row, since only used verdicts have values.
+        columns[name] = _as_objects(_column_values(values)).take(picks).tolist()
+    return columns
+
+
+_STRINGS = pd.StringDtype("pyarrow", na_value=np.nan)  # what pandas makes of a list of strings
+
+
+def _strings(values: np.ndarray, picks: np.ndarray | None) -> Any:
+    """values[picks] (strings or None) as pandas would make them from a list, converted by Arrow
+    once per distinct verdict rather than once per row; all None stays a list of None."""
+    array = pa.array(values, type=pa.large_string(), from_pandas=True)
+    if picks is not None:
+        array = array.take(pa.array(picks))
+    if array.null_count == len(array):
+        return [None] * len(array)
+    return pd.array(array, dtype=_STRINGS)
+
+
+def _spec_picks(specs: list[str], rewards: dict[str, RewardFn]) -> np.ndarray:
+    """Each row's position in `rewards` (by spec)."""
+    if len(rewards) == 1:
+        return np.zeros(len(specs), dtype=np.intp)
+    position = {spec: index for index, spec in enumerate(rewards)}
+    return np.fromiter(map(position.__getitem__, specs), np.intp, count=len(specs))
 
 
 def _as_objects(values: list[Any]) -> np.ndarray:
@@ -482,21 +520,6 @@ def _as_objects(values: list[Any]) -> np.ndarray:
     for index, value in enumerate(values):
         array[index] = value
     return array
-
-
-def _reward_columns(
-    specs: list[str], sources: list[str | None], options: RewardOptions
-) -> dict[str, list[Any]]:
-    """reward_fn, reward_fn_version and pred_source of every row."""
-    rewards = {spec: get_reward_fn(spec, options) for spec in set(specs)}
-    names = {spec: reward.name for spec, reward in rewards.items()}
-    versions = {spec: reward.version for spec, reward in rewards.items()}
-    if len(rewards) == 1:
-        (spec,) = rewards
-        return {"reward_fn": [names[spec]] * len(specs), "reward_fn_version": [versions[spec]] * len(specs),
-                "pred_source": sources}
-    return {"reward_fn": [names[s] for s in specs], "reward_fn_version": [versions[s] for s in specs],
-            "pred_source": sources}
 
 
 GENERATION_ERROR = RewardResult(
