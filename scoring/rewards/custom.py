@@ -195,14 +195,24 @@ def _python_files(root: Path) -> Iterator[Path | None]:
         yield from (Path(directory) / f for f in sorted(files) if f.endswith(".py"))
 
 
+def _installation_dirs() -> set[str]:
+    """The folders of the Python installation and environment (standard library, site-packages),
+    as given and resolved, each ending with a separator."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    return {os.path.join(p, "") for p in prefixes | {os.path.realpath(p) for p in prefixes}}
+
+
 def _loaded_under(root: Path) -> set[Path]:
     """Source files of the modules loaded so far from under root."""
     found = set()
     prefix = str(root) + os.sep
+    # A reward outside the installation does not import its own code from there: those modules
+    # (most of sys.modules) are passed over without resolving their paths.
+    elsewhere = tuple(p for p in _installation_dirs() if not prefix.startswith(p))
     real_dirs: dict[str, str] = {}  # resolving each folder once: a thousand modules share a few
     for module in list(sys.modules.values()):
         where = getattr(module, "__file__", None)
-        if not (where and where.endswith(".py")):
+        if not (where and where.endswith(".py")) or where.startswith(elsewhere):
             continue
         folder, name = os.path.split(where)
         if folder not in real_dirs:
