@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -306,21 +307,20 @@ class RowFeed:
     """Feeds a pool (scoring.workers.Feed) the row ranges of one table, and keeps every row's
     item and every item's verdict.
 
-    row_item[row] is the row's item number, NO_ANSWER_ROW or FAILED_ROW; keys[item] its key (a
-    content key, or `row:N` after its first row when nothing persists), verdicts[item] its verdict.
-    `on_fresh` sees every verdict made in this run, as it arrives."""
+    row_item[row] is the row's item number (an array), NO_ANSWER_ROW or FAILED_ROW, and
+    verdicts[item] its verdict. `on_fresh` sees every verdict made in this run as it arrives, by
+    content key, or by `row:N` after its first row when nothing persists."""
 
     def __init__(self, table: RowTable, on_fresh: OnFresh | None = None) -> None:
         self.table = table
         self.on_fresh = on_fresh or (lambda fresh: None)
         self.counts = Sources()
         size = len(table)
-        self.row_item = [NO_ANSWER_ROW] * size
+        self.row_item = np.full(size, NO_ANSWER_ROW, dtype=np.intp)
         self.sources: list[str | None] = [None] * size
-        self.keys: list[str] = []
-        self.item_row: list[int] = []
         self.verdicts: list[RewardResult] = []
-        self._spec_of: dict[str, str] = {}
+        self._content_keys: set[str] = set()
+        self._spec_of: dict[str, str] = {}  # content keys only
         self._ranges: deque[tuple[int, int, dict[int, Compact]]] = deque([(0, size, {})] if size else [])
         self._unread = size
 
@@ -330,10 +330,12 @@ class RowFeed:
     def distinct_items(self) -> int:
         """Items by content key; without content keys, those that were judged (an item that a
         worker had judged for an earlier range is not judged again)."""
-        return len(set(self.keys)) if self.table.content_keys else self.counts.judged
+        return len(self._content_keys) if self.table.content_keys else self.counts.judged
 
     def spec_of(self, key: str) -> str:
         """The reward function of a verdict that on_fresh saw."""
+        if key.startswith(_ROW_KEY):
+            return self.table.specs[int(key[len(_ROW_KEY) :])]
         return self._spec_of[key]
 
     # The pool's side (scoring.workers.Feed).
@@ -365,27 +367,30 @@ class RowFeed:
         base = len(self.verdicts)
         verdicts = list(map(expand, reply.verdicts))
         self.verdicts += verdicts
-        self.row_item[start : start + len(reply.row_items)] = [
-            item + base if item >= 0 else item for item in reply.row_items]
+        items = np.asarray(reply.row_items, dtype=np.intp)
+        items[items >= 0] += base
+        self.row_item[start : start + len(items)] = items
         self.sources[start : start + len(reply.sources)] = reply.sources
-        self.item_row += reply.first_rows
-        keys = reply.keys if reply.keys is not None else [f"row:{row}" for row in reply.first_rows]
-        self.keys += keys
         self.counts.resumed += reply.resumed
         self.counts.cache_hits += reply.cache_hits
         self.counts.judged += len(reply.fresh)
-        fresh = {keys[item]: verdicts[item] for item in reply.fresh}
-        for item in reply.fresh:
-            self._spec_of[keys[item]] = self.table.specs[reply.first_rows[item]]
-        if fresh:
-            self.on_fresh(fresh)
+        if reply.keys is not None:
+            self._content_keys.update(reply.keys)
+            keys = reply.keys
+            specs = self.table.specs
+            self._spec_of.update((keys[item], specs[reply.first_rows[item]]) for item in reply.fresh)
+        else:
+            keys = list(map(_ROW_KEY.__add__, map(str, reply.first_rows)))
+        if reply.fresh:
+            self.on_fresh({keys[item]: verdicts[item] for item in reply.fresh})
 
     def extraction_failed(self, row: int, verdict: RewardResult) -> None:
         """A row whose extraction hung or killed its worker: that verdict is the row's own."""
         self.row_item[row] = len(self.verdicts)
-        self.keys.append(f"row:{row}")
-        self.item_row.append(row)
         self.verdicts.append(verdict)
+
+
+_ROW_KEY = "row:"
 
 
 def _within(presets: dict[int, Compact], start: int, end: int) -> dict[int, Compact]:

@@ -308,8 +308,8 @@ class Scorer:
         scored = attach_results(frame, feed, self.config.options)
         stats = ScoreStats(
             rows=len(frame),
-            generation_errors=feed.row_item.count(FAILED_ROW),
-            no_answer=feed.row_item.count(NO_ANSWER_ROW),
+            generation_errors=int((feed.row_item == FAILED_ROW).sum()),
+            no_answer=int((feed.row_item == NO_ANSWER_ROW).sum()),
             distinct_items=feed.distinct_items(),
             resumed=feed.counts.resumed,
             cache_hits=feed.counts.cache_hits,
@@ -450,7 +450,7 @@ def attach_results(frame: pd.DataFrame, feed: RowFeed, options: RewardOptions) -
     # Every verdict once, then picked for all rows at once: FAILED_ROW and NO_ANSWER_ROW (-2, -1)
     # index the two verdicts appended at the end.
     results = [*feed.results(), GENERATION_ERROR, NO_ANSWER]
-    picks = np.asarray(feed.row_item, dtype=np.intp) % len(results)
+    picks = feed.row_item % len(results)
 
     def field(name: str, dtype: Any = object) -> np.ndarray:
         # Scores and flags are numbers; statuses, preds and classes strings or None.
