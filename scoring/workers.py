@@ -325,6 +325,7 @@ class _Worker:
         replies_out.close()
         self.task: Task | None = None
         self.assigned_at = 0.0
+        self.tasks_done = 0
 
     @property
     def pid(self) -> int:
@@ -493,7 +494,9 @@ class WorkerPool:
             except (EOFError, OSError):
                 self._replace(worker, "error", "worker process died")
                 continue
-            self._sizers[task.kind].record(len(task), time.monotonic() - worker.assigned_at)
+            if worker.tasks_done:  # a worker's first task also paid for its start
+                self._sizers[task.kind].record(len(task), time.monotonic() - worker.assigned_at)
+            worker.tasks_done += 1
             worker.task = None
             task.finish(reply)
         now = time.monotonic()
