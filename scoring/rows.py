@@ -158,7 +158,7 @@ def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: 
 
     Progress marks the row being extracted as its offset, the item being judged as the range's
     length plus its first row's offset (see _RowRange.fail). `presets` gives the items of some
-    rows their verdict (one that hung or killed a worker before)."""
+    rows (of this range or any other) their verdict: one that hung or killed a worker before."""
     start, end, presets = task
     table: RowTable = state.table
     rewards = {spec: state.reward(spec) for spec in set(table.specs[start:end])}
@@ -167,8 +167,9 @@ def score_rows(task: tuple[int, int, dict[int, Compact]], progress: Any, state: 
     verdicts: list[Compact | None] = [None] * len(items.first_rows)
     fresh: list[int] = []
     for row, verdict in presets.items():
-        item = row_items[row - start]
-        if item >= 0:
+        identity = _identity(table, row, state)
+        item = None if identity is None else items.index.get(identity)
+        if item is not None and verdicts[item] is None:
             verdicts[item] = verdict
             fresh.append(item)
     identities = list(items.index)
@@ -246,7 +247,8 @@ def _extract(
             add_row(NO_ANSWER_ROW)
             continue
         gold = golds[row]
-        # A string gold stands for itself; another by its JSON in a tuple (never equal to a str).
+        # _identity, inlined: a string gold stands for itself, another by its JSON in a tuple
+        # (never equal to a str); the context only for functions that use it.
         gold_id = gold if type(gold) is str else ("j", _json(gold))
         if reward.uses_context:
             extra = extras[row]
@@ -261,6 +263,22 @@ def _extract(
             add_answer(answer)
         add_row(item)
     return row_items, sources
+
+
+def _identity(table: RowTable, row: int, state: WorkerState) -> tuple[Any, ...] | None:
+    """The identity _extract gives the item of `row` (None: no answer)."""
+    spec = table.specs[row]
+    reward = state.reward(spec)
+    response = column_slice(table.responses, row, row + 1)[0]
+    answer = reward.extract(response if isinstance(response, str) else "").answer
+    if answer is None:
+        return None
+    gold = table.golds[row]
+    gold_id = gold if type(gold) is str else ("j", _json(gold))
+    if not reward.uses_context:
+        return (spec, answer, gold_id, None)
+    extra = table.extras[row]
+    return (spec, answer, gold_id, (table.data_sources[row], None if extra is None else _json(to_python(extra))))
 
 
 def _content_keys(table: RowTable, items: _Items, rewards: dict[str, RewardFn]) -> list[str]:
@@ -321,7 +339,8 @@ class RowFeed:
         self.verdicts: list[RewardResult] = []
         self._content_keys: set[str] = set()
         self._spec_of: dict[str, str] = {}  # content keys only
-        self._ranges: deque[tuple[int, int, dict[int, Compact]]] = deque([(0, size, {})] if size else [])
+        self._ranges: deque[tuple[int, int]] = deque([(0, size)] if size else [])
+        self.presets: dict[int, Compact] = {}  # row -> the verdict its item got by failing
         self._unread = size
 
     def results(self) -> list[RewardResult]:
@@ -349,16 +368,16 @@ class RowFeed:
     def take(self, size: Callable[[str, int], int]) -> _RowRange | None:
         if not self._ranges:
             return None
-        start, end, presets = self._ranges.popleft()
+        start, end = self._ranges.popleft()
         cut = min(end, start + size(_RowRange.kind, self._unread))
         if cut < end:
-            self._ranges.appendleft((cut, end, _within(presets, cut, end)))
+            self._ranges.appendleft((cut, end))
         self._unread -= cut - start
-        return _RowRange(self, start, cut, _within(presets, start, cut))
+        return _RowRange(self, start, cut)
 
-    def requeue(self, start: int, end: int, presets: dict[int, Compact]) -> None:
+    def requeue(self, start: int, end: int) -> None:
         if start < end:
-            self._ranges.appendleft((start, end, _within(presets, start, end)))
+            self._ranges.appendleft((start, end))
             self._unread += end - start
 
     # Replies.
@@ -393,23 +412,19 @@ class RowFeed:
 _ROW_KEY = "row:"
 
 
-def _within(presets: dict[int, Compact], start: int, end: int) -> dict[int, Compact]:
-    return {row: v for row, v in presets.items() if start <= row < end} if presets else presets
-
-
 class _RowRange:
     """Rows start..end scored in one worker (see score_rows)."""
 
     kind = "rows"
 
-    def __init__(self, feed: RowFeed, start: int, end: int, presets: dict[int, Compact]) -> None:
-        self.feed, self.start, self.end, self.presets = feed, start, end, presets
+    def __init__(self, feed: RowFeed, start: int, end: int) -> None:
+        self.feed, self.start, self.end = feed, start, end
 
     def __len__(self) -> int:
         return self.end - self.start
 
     def message(self) -> tuple[Handler, Any]:
-        return score_rows, (self.start, self.end, self.presets)
+        return score_rows, (self.start, self.end, self.feed.presets)
 
     def finish(self, reply: RangeReply) -> None:
         self.feed.scored(self.start, reply)
@@ -418,9 +433,10 @@ class _RowRange:
         size = len(self)
         if index < size:  # extracting row start + index: that row alone gets the verdict
             row = self.start + index
-            self.feed.requeue(row + 1, self.end, self.presets)
-            self.feed.requeue(self.start, row, self.presets)
+            self.feed.requeue(row + 1, self.end)
+            self.feed.requeue(self.start, row)
             self.feed.extraction_failed(row, verdict)
-        else:  # judging the item of row start + index - size: every row of that item gets it
-            presets = {**self.presets, self.start + index - size: compact(verdict)}
-            self.feed.requeue(self.start, self.end, presets)
+        else:  # judging the item of row start + index - size: every row of that item gets it,
+            # in this range and in every range sent from now on
+            self.feed.presets[self.start + index - size] = compact(verdict)
+            self.feed.requeue(self.start, self.end)
