@@ -1,26 +1,30 @@
-"""A pool of worker processes that judge items under a hard per-item wall-clock limit.
+"""A pool of worker processes that run tasks under a hard per-unit wall-clock limit.
 
-Items travel in batches and verdicts come back one message per batch: pickling and pipe round
-trips cost more than a cheap verdict. Batch sizes adapt to how long items take (about BATCH_TARGET_S
-of work per batch), so a cheap reward pays for few round trips and a slow one still spreads over
-every worker. A batch crosses the pipe as one list per field; keys stay in the parent and verdicts
-come back in batch order, a plain numeric verdict as its bare score (see `compact`). Each worker
-writes the index and start time of the item it is on into shared memory, so the parent knows which
-item hangs without a message per item. An item that runs past the limit
-has its worker killed with every process its reward code started (SIGKILL: a C extension stuck in
-a loop ignores anything softer; see scoring.processes) and replaced; the item becomes a `timeout`
-verdict and the rest of its batch (finished items included, their verdicts died with the worker) is
-queued again. A worker that dies by itself makes its current item an `error`. Reward code runs in
-each worker's main thread, where signal-based libraries behave.
+A task is a batch of units (work items, or rows: see scoring.rows) run by a handler in one
+worker; it crosses the pipe as one message and its reply comes back as one: pickling and pipe
+round trips cost more than a cheap verdict. Task sizes adapt to how long units take (about
+BATCH_TARGET_S of work per task, per kind of task), so a cheap reward pays for few round trips and a
+slow one still spreads over every worker. An item batch crosses the pipe as one list per field;
+keys stay in the parent and verdicts come back in batch order, a plain numeric verdict as its bare
+score (see `compact`). Each worker writes the index and start time of the unit it is on into shared
+memory, so the parent knows which unit hangs without a message per unit. A unit that runs past the
+limit has its worker killed with every process its reward code started (SIGKILL: a C extension
+stuck in a loop ignores anything softer; see scoring.processes) and replaced; the task is told
+(`Task.fail`): an item becomes a `timeout` verdict and the rest of its batch (finished items
+included, their verdicts died with the worker) is queued again. A worker that dies by itself makes
+its current unit an `error`. Reward code runs in each worker's main thread, where signal-based
+libraries behave.
 
 Workers are not daemonic, so reward code may start processes of its own (multiprocessing,
 concurrent.futures, subprocess). They die with the parent on any signal, SIGKILL included, and take
-what they started with them (scoring.processes).
+what they started with them (scoring.processes; one reaper per process watches every pool's
+workers).
 
-Workers are forked (where the platform has fork): a new or replacement worker costs milliseconds
-and starts with the reward modules already imported; the child runs only reward code, never the
-parent's other threads' libraries. Elsewhere the forkserver is used, and a script using the pool
-needs an `if __name__ == "__main__":` guard.
+Workers are forked (where the platform has fork): a new or replacement worker costs milliseconds,
+starts with the reward modules already imported and holds the table the pool is bound to (`bind`)
+without copying it; the child runs only reward code, never the parent's other threads' libraries.
+Elsewhere the forkserver is used (the table is then pickled to each worker), and a script using the
+pool needs an `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
