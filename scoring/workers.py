@@ -150,12 +150,11 @@ def _worker_main(
     os.environ.clear()
     os.environ.update(environ)
     os.chdir(cwd)
-    # The cyclic collector runs between tasks, not during them (as in the parent during a run,
-    # it would rescan a growing heap again and again): reward code's cyclic garbage is collected
-    # after each task, and what survives is frozen, so that no collection scans it again (nor
-    # copies the pages of what was inherited from the parent).
-    gc.disable()
+    # The parent pauses its collector during a run; reward code needs one (cyclic garbage would
+    # pile up). What was inherited, and what outlives each task, is frozen: collections do not
+    # rescan it (nor copy the pages of what was inherited from the parent).
     gc.freeze()
+    gc.enable()
     state = WorkerState(options, table)
     while True:
         try:
@@ -166,7 +165,6 @@ def _worker_main(
             return
         handler, payload = message
         reply = handler(payload, progress, state)
-        gc.collect()
         gc.freeze()
         try:
             replies.send(reply)

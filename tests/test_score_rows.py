@@ -126,3 +126,23 @@ def test_reward_extras_are_columns_for_the_rows_that_have_them(tmp_path: Path) -
     assert list(scored["score_error"].isna()) == [True, True, False]
     assert scored["score_error"][2] == "generation failed"
     assert stats.generation_errors == 1
+
+
+CYCLIC_REWARD = """
+import resource
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    for _ in range(5):
+        garbage = {"payload": bytearray(10_000)}
+        garbage["self"] = garbage  # freed only by the cyclic collector
+    return {"score": 1.0, "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+"""
+
+
+def test_cyclic_garbage_of_reward_code_is_collected_in_workers(tmp_path: Path) -> None:
+    path = tmp_path / "cyclic.py"
+    path.write_text(CYCLIC_REWARD)
+    # 20,000 rows x 5 x 10 KB: 1 GB if nothing collected the cycles.
+    scored, _ = score(frame_of([f"r{i}" for i in range(20_000)]), f"{path}:compute_score")
+    grown_mb = (scored["rss_kb"].max() - scored["rss_kb"].min()) / 1024
+    assert grown_mb < 200, grown_mb
