@@ -15,8 +15,9 @@ gives each server its own limit, counted in sequences (a request with n=16 is 16
   vLLM's token counter: more sequences are not always faster (a batch larger than the largest
   CUDA graph vLLM captured runs without one, several times slower per step on a small model). The
   search starts at START_SEQUENCES (or the server's max_num_seqs when known and lower), doubles
-  while the rate grows by more than GAIN, tries the middle towards the first worse level, holds
-  the best, and tries a neighbour every PROBE_EVERY readings so it follows a changing workload.
+  once, then climbs in small steps that grow while the rate grows by more than GAIN (small, since
+  sequences admitted past a slow edge must finish before the limit is back), holds the best, and
+  tries a neighbour now and then so it follows a changing workload.
 A server without a readable /metrics gets a fixed FALLBACK_REQUESTS requests, said once; one
 without a token counter is held by the safety rules alone. Every change is kept with its time,
 and every level measured with its rate, for the progress bar and the summary.
@@ -53,16 +54,19 @@ BACKOFF = 0.7
 KV_NEAR_FULL = 0.99
 WAITING_TARGET_FRACTION = 0.01  # of running sequences: keep this many queued, at least a request
 GROWTH_STEP_FRACTION = 0.01
-# The throughput search (LimitRule), in readings of /metrics:
-CLIMB_FACTOR = 2.0  # each climbing step doubles (or halves) the level
-REFINES = 1  # then tries the middle between the best and the nearest worse level this often
+# The throughput search (LimitRule), in readings of /metrics. Going up is quick to undo only when
+# the step was small: sequences admitted past a slow edge must finish before the limit is back.
+FIRST_GROWTH = 1.0  # the first step doubles the start (256 -> 512, vLLM's largest CUDA graph)
+FINE_GROWTH = 0.125  # later steps start this small and double after each better level,
+MAX_GROWTH = 1.0  # up to doubling; after a worse large step, a small one from the best
 GAIN = 0.03  # a level must beat the best by this much to count as better (readings are noisy)
 MEASURE_READINGS = 2  # token rates averaged per level
 SETTLED_FRACTION = 0.9  # going up: measured once the server runs this much of the new level
 MAX_SETTLE_UP = 5
 MAX_SETTLE_DOWN = 60  # going down waits for requests to finish, at most this many readings
-PROBE_EVERY = 120  # holding: a neighbour is tried this often
-PROBE_FACTOR = 1.19  # that far up or down
+PROBE_EVERY = 120  # holding: a neighbour is tried this often (doubling after each worse one)
+MAX_PROBE_EVERY = 1920
+PROBE_FACTOR = 1.125  # that far up or down
 
 def parse_max_concurrent(value: object, where: str = "--max-concurrent") -> MaxConcurrent:
     """'auto' or a positive whole number; a clear error otherwise."""
@@ -209,21 +213,22 @@ class LimitRule:
     Safety first: new preemptions or a growing queue mean the server is full, and from then on
     the queue rules follow its capacity. Until then the limit is the level with the most generated
     tokens per second, found by measuring: more sequences do not always mean more tokens (past
-    the largest batch vLLM captured as a CUDA graph a step gets slower). The search doubles from
-    the start while the rate grows, then halves the gap to the first worse level REFINES times,
-    then holds, trying a neighbour every PROBE_EVERY readings."""
+    the largest batch vLLM captured as a CUDA graph a step gets several times slower). The climb
+    doubles the start once, then steps up by FINE_GROWTH, doubling the step after each better
+    level (a worse large step is followed by a small one from the best), and stops at the first
+    small step that is not better by GAIN; if the first doubling was worse it halves instead. Then it holds, trying a neighbour every PROBE_EVERY readings."""
 
     limit: int
     sequences_per_request: int
     search: Search = Search.CLIMB
     last_preemptions: int | None = None
     best: tuple[int, float] | None = None  # (level, tokens/s)
-    worse: int | None = None  # the nearest level measured worse than the best
-    direction: int = +1  # the climb's way outward from the start
-    refines: int = 0
+    direction: int = +1  # the climb's way from the start
+    growth: float = FIRST_GROWTH
     trial: Trial | None = None
     since_probe: int = 0
     probe_up: bool = True
+    probe_every: dict[int, int] = field(default_factory=lambda: {+1: PROBE_EVERY, -1: PROBE_EVERY})
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=MEASURE_READINGS))
     measured: list[tuple[int, int]] = field(default_factory=list)  # (level, tokens/s) tried
     _tokens: tuple[float, int] | None = None  # (time, generation_tokens_total) last read
@@ -304,25 +309,21 @@ class LimitRule:
     def _climbed(self, level: int, rate: float) -> None:
         """The climb's next level once `level` is measured."""
         if self.best is None or rate > self.best[1] * (1 + GAIN):
+            first = self.best is None
             self.best = (level, rate)
-            if self.worse is None:  # still going outward
-                return self._try(self._outward(level))
-        elif self.worse is None and self.direction > 0 and len(self.measured) == 2:
-            self.direction = -1  # the first step up was worse: look below the start instead
-            return self._try(self._outward(self.best[0]))
-        else:
-            self.worse = level if self.worse is None or abs(level - self.best[0]) < abs(
-                self.worse - self.best[0]) else self.worse
-        assert self.best is not None and self.worse is not None
-        if self.refines < REFINES:
-            self.refines += 1
-            middle = round(math.sqrt(self.best[0] * self.worse))
-            if abs(middle - self.best[0]) > self.sequences_per_request:
-                return self._try(middle)
+            if self.direction < 0:
+                return self._try(level // 2)
+            if not first:  # the step paid: the next one may be larger
+                after_doubling = len(self.measured) == 2
+                self.growth = FINE_GROWTH if after_doubling else min(MAX_GROWTH, self.growth * 2)
+            return self._try(round(level * (1 + self.growth)))
+        if self.direction > 0 and len(self.measured) == 2:
+            self.direction = -1  # doubling the start was worse: look below it instead
+            return self._try(self.best[0] // 2)
+        if self.direction > 0 and self.growth > FINE_GROWTH:
+            self.growth = FINE_GROWTH  # a large step went too far: a small one from the best
+            return self._try(round(self.best[0] * (1 + FINE_GROWTH)))
         self._settle()
-
-    def _outward(self, level: int) -> int:
-        return round(level * CLIMB_FACTOR) if self.direction > 0 else round(level / CLIMB_FACTOR)
 
     def _settle(self) -> None:
         assert self.best is not None
@@ -333,23 +334,29 @@ class LimitRule:
         self.recent.clear()
 
     def _hold(self, rate: float, room: bool) -> None:
-        """At the best level: keep its recent rate, and every PROBE_EVERY readings try one
-        neighbour (up and down in turn); move there only if it is clearly better."""
+        """At the best level: keep its recent rate, and now and then try one neighbour (up and
+        down in turn); move there only if it is clearly better. A direction that was worse is
+        tried half as often as before (past a slow edge a probe costs while it drains)."""
         self.recent.append(rate)
         self.since_probe += 1
-        if self.since_probe < PROBE_EVERY or len(self.recent) < MEASURE_READINGS:
+        direction = +1 if self.probe_up else -1
+        if self.since_probe < self.probe_every[direction] or len(self.recent) < MEASURE_READINGS:
             return
         self.since_probe = 0
-        up, self.probe_up = self.probe_up, not self.probe_up
-        if up and not room:
+        self.probe_up = not self.probe_up
+        if direction > 0 and not room:
             return
         self.best = (self.limit, sum(self.recent) / len(self.recent))
-        self._try(round(self.limit * PROBE_FACTOR) if up else round(self.limit / PROBE_FACTOR))
+        self._try(round(self.limit * PROBE_FACTOR ** direction))
 
     def _probed(self, level: int, rate: float) -> None:
         assert self.best is not None
+        direction = +1 if level > self.best[0] else -1
         if rate > self.best[1] * (1 + GAIN):
             self.best = (level, rate)
+            self.probe_every[direction] = PROBE_EVERY
+        else:
+            self.probe_every[direction] = min(MAX_PROBE_EVERY, 2 * self.probe_every[direction])
         self._settle()
 
 

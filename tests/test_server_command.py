@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import stat
 import sys
@@ -9,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
+import server.vllm
 from rollouts.errors import UserInputError
 from server.vllm import INSTALL_HINT, ServerConfig, build_vllm_command, resolve_launcher
+
+
+@pytest.fixture(autouse=True)
+def no_vllm_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a machine without vLLM, unless a test says otherwise."""
+    monkeypatch.setattr(server.vllm, "supports_stream_interval", lambda: False)
 
 
 def test_minimal_command_has_the_throughput_and_sampling_defaults() -> None:
@@ -44,6 +52,33 @@ def test_every_option_and_extra_args_last() -> None:
         "--gpu-memory-utilization 0.85 --max-model-len 4096 --seed 7 --generation-config vllm "
         "--disable-uvicorn-access-log --max-num-seqs 512 --enable-prefix-caching"
     )
+
+
+def test_stream_interval_is_set_where_vllm_has_it_unless_given(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server.vllm, "supports_stream_interval", lambda: True)
+    command = build_vllm_command(ServerConfig(model="m", port=1, vllm_command="vllm"))
+    assert command[-2:] == ["--stream-interval", "16"]
+    for given in (("--stream-interval", "1"), ("--stream-interval=4",)):
+        config = ServerConfig(model="m", port=1, vllm_command="vllm", extra_args=given)
+        assert " ".join(build_vllm_command(config)).count("--stream-interval") == 1
+
+
+@pytest.mark.parametrize(("version", "expected"),
+                         [("0.24.0", True), ("0.12.0rc1", True), ("0.11.0", False),
+                          ("0.9.2", False), (None, False)])
+def test_which_vllm_has_stream_interval(
+    monkeypatch: pytest.MonkeyPatch, version: str | None, expected: bool
+) -> None:
+    def installed(name: str) -> str:
+        if version is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return version
+
+    monkeypatch.undo()  # the real function, with a stand-in for the installed version
+    monkeypatch.setattr(importlib.metadata, "version", installed)
+    assert server.vllm.supports_stream_interval() is expected
 
 
 def test_auto_port_needs_the_chosen_port() -> None:
