@@ -3,13 +3,14 @@
 Two ratios, each against a reference measured in the same run:
   1. cheap custom function: a verl-style string-compare math reward (last \\boxed, strip, compare)
      through the scorer (workers, per-item timeouts) against a plain in-process loop calling it,
-     on 20,000 rows (target: within 2x);
-  2. Math-Verify: the scorer against the naive loop below on repeated answers (target: >= 20x).
+     on 20,000 rows, medians of 3 alternating runs of each (target: within 2x);
+  2. Math-Verify: the scorer (median of 3 runs, each with an empty cache) against the naive loop
+     below (one run of several seconds) on repeated answers (target: >= 20x).
 
 The naive way (as the seed scripts do it): `for _, row in df.iterrows()` calling a compute_score
-that runs Math-Verify on the whole response, row by row, in one process. The scorer extracts
-answers, dedupes (reward fn, answer, ground truth), and judges the distinct items in batches on a
-worker pool. Verdicts must be identical; the script exits 1 if any differ.
+that runs Math-Verify on the whole response, row by row, in one process. The scorer's workers read
+row ranges, extract answers, dedupe (reward fn, answer, ground truth) and judge the distinct items.
+Verdicts must be identical; the script exits 1 if any differ.
 
     python3 benchmarks/bench_score.py            # 300 prompts x 16 samples (+ 20,000 cheap rows)
     python3 benchmarks/bench_score.py --full     # 2,000 prompts x 16 samples
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -153,9 +155,17 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None):
 CHEAP_ROWS = 20_000
 
 
-def cheap_function_ratio(workers: int) -> tuple[float, float, bool, float, float]:
-    """(plain loop seconds, scorer seconds, same verdicts, loop CPU seconds, the scorer's
-    main-process CPU seconds) for the cheap custom reward."""
+# Runs of the scorer with an empty cache (a fraction of a second each): the median is compared.
+COLD_REPEATS = 3
+# The cheap comparison takes a fraction of a second: each side runs this many times, alternating,
+# and the medians are compared (one noisy run on a shared machine does not decide the ratio).
+CHEAP_REPEATS = 3
+
+
+def cheap_function_ratio(workers: int) -> tuple[list[float], list[float], bool, float, float]:
+    """(plain loop seconds, scorer seconds: one per repeat; same verdicts; loop CPU seconds, the
+    scorer's main-process CPU seconds: medians) for the cheap custom reward. The first scorer run
+    also loads the reward module, as `score` does."""
     frame = synthetic_rollouts(CHEAP_ROWS // 16, 16, seed=1)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "cheap_reward.py"
@@ -177,13 +187,18 @@ def cheap_function_ratio(workers: int) -> tuple[float, float, bool, float, float
                 scored, _ = scorer.score(frame)
             return [float(x) for x in scored["score"]]
 
-        cpu = time.process_time()
-        loop, loop_s = timed(plain_loop)
-        loop_cpu = time.process_time() - cpu
-        cpu = time.process_time()
-        scored, scorer_s = timed(through_scorer)
-        scorer_cpu = time.process_time() - cpu
-    return loop_s, scorer_s, loop == scored, loop_cpu, scorer_cpu
+        loop_s, scorer_s, loop_cpu, scorer_cpu, same = [], [], [], [], True
+        for _ in range(CHEAP_REPEATS):
+            cpu = time.process_time()
+            loop, seconds = timed(plain_loop)
+            loop_s.append(seconds)
+            loop_cpu.append(time.process_time() - cpu)
+            cpu = time.process_time()
+            scored, seconds = timed(through_scorer)
+            scorer_s.append(seconds)
+            scorer_cpu.append(time.process_time() - cpu)
+            same = same and loop == scored
+    return loop_s, scorer_s, same, statistics.median(loop_cpu), statistics.median(scorer_cpu)
 
 
 def timed(func: Any, *args: Any) -> tuple[Any, float]:
@@ -205,12 +220,17 @@ def main() -> int:
 
     naive, naive_s = timed(run_naive, frame)
     print(f"naive iterrows + math-verify: {naive_s:8.2f} s  ({len(frame) / naive_s:8.0f} rows/s)")
-    with tempfile.TemporaryDirectory() as cache:
-        (cold, stats), cold_s = timed(run_scorer, frame, args.workers, Path(cache))
-        (warm, _), warm_s = timed(run_scorer, frame, args.workers, Path(cache))
+    cold_runs = []
+    for _ in range(COLD_REPEATS):  # the warm run reads the last cold run's cache
+        with tempfile.TemporaryDirectory() as cache:
+            (cold, stats), seconds = timed(run_scorer, frame, args.workers, Path(cache))
+            cold_runs.append(seconds)
+            (warm, _), warm_s = timed(run_scorer, frame, args.workers, Path(cache))
+    cold_s = statistics.median(cold_runs)
     (plain, _), plain_s = timed(run_scorer, frame, args.workers, None)
     print(f"score, empty cache:           {cold_s:8.2f} s  ({len(frame) / cold_s:8.0f} rows/s)"
-          f"  {stats.distinct_items} distinct answers judged")
+          f"  {stats.distinct_items} distinct answers; median of "
+          + ", ".join(f"{r:.2f}" for r in cold_runs))
     print(f"score, no cache:              {plain_s:8.2f} s  ({len(frame) / plain_s:8.0f} rows/s)")
     print(f"score, warm cache:            {warm_s:8.2f} s  ({len(frame) / warm_s:8.0f} rows/s)")
     print(f"speed-up vs naive: {naive_s / cold_s:.1f}x (empty cache), "
@@ -225,9 +245,12 @@ def main() -> int:
         print(f"  row {i}: naive={naive[i]} score={cold[i]} gold={row['reward_model']['ground_truth']!r} "
               f"tail={row['response'][-60:]!r}")
 
-    loop_s, scorer_s, same, loop_cpu, scorer_cpu = cheap_function_ratio(args.workers)
-    print(f"\ncheap custom function, {CHEAP_ROWS} rows: plain loop {loop_s:.2f} s, "
-          f"score {scorer_s:.2f} s, same verdicts: {same}")
+    loop_runs, scorer_runs, same, loop_cpu, scorer_cpu = cheap_function_ratio(args.workers)
+    loop_s, scorer_s = statistics.median(loop_runs), statistics.median(scorer_runs)
+    print(f"\ncheap custom function, {CHEAP_ROWS} rows, median of {CHEAP_REPEATS} alternating runs: "
+          f"plain loop {loop_s:.3f} s, score {scorer_s:.3f} s, same verdicts: {same}")
+    print("  runs (loop / score): " + ", ".join(
+        f"{a:.3f} / {b:.3f}" for a, b in zip(loop_runs, scorer_runs, strict=True)))
     # On a loaded machine the wall ratio mostly measures the scheduler; the main process's CPU
     # time is what the scorer's own bookkeeping costs.
     print(f"cpu: plain loop {loop_cpu:.2f} s, score's main process {scorer_cpu:.2f} s "
