@@ -424,6 +424,9 @@ class WorkerPool:
         """Workers forked from now on hold `table` (inherited, not copied, where there is fork);
         workers holding another one are stopped."""
         if table is not self._table:
+            for worker in self._dying:  # stopped with the previous table: long dead, reaped now
+                worker.kill()
+            self._dying.clear()
             _stop_workers(self._workers, self._dying)
             self._table = table
 
