@@ -305,18 +305,7 @@ class Scorer:
             finally:
                 self.pool.bind(None)  # the workers hold this frame's rows: let them go
         watch.check_all_failed(feed.counts.judged)
-        scored = attach_results(frame, feed, self.config.options)
-        stats = ScoreStats(
-            rows=len(frame),
-            generation_errors=int((feed.row_item == FAILED_ROW).sum()),
-            no_answer=int((feed.row_item == NO_ANSWER_ROW).sum()),
-            distinct_items=feed.distinct_items(),
-            resumed=feed.counts.resumed,
-            cache_hits=feed.counts.cache_hits,
-            judged=feed.counts.judged,
-            elapsed_s=time.monotonic() - started,
-        )
-        return scored, stats
+        return attach_results(frame, feed, self.config.options), _stats(feed, started)
 
     def _remember(self, feed: RowFeed, fresh: dict[str, RewardResult]) -> None:
         if self.cache is None or not fresh:
@@ -327,6 +316,19 @@ class Scorer:
             spec = feed.spec_of(key)
             entries[key] = (spec, get_reward_fn(spec, options).version, result)
         self.cache.put_many(entries)
+
+
+def _stats(feed: RowFeed, started: float) -> ScoreStats:
+    return ScoreStats(
+        rows=len(feed.row_item),
+        generation_errors=int((feed.row_item == FAILED_ROW).sum()),
+        no_answer=int((feed.row_item == NO_ANSWER_ROW).sum()),
+        distinct_items=feed.distinct_items(),
+        resumed=feed.counts.resumed,
+        cache_hits=feed.counts.cache_hits,
+        judged=feed.counts.judged,
+        elapsed_s=time.monotonic() - started,
+    )
 
 
 def row_table(
