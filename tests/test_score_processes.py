@@ -16,7 +16,7 @@ import pytest
 
 from scoring.processes import is_alive
 from scoring.rewards.custom import CustomReward
-from scoring.workers import WorkerPool, WorkItem
+from scoring.workers import WorkerPool, WorkItem, shared_reaper
 
 POOL_REWARD = """
 import multiprocessing
@@ -171,3 +171,18 @@ def test_sigkill_of_score_leaves_no_worker_or_child(tmp_path: Path) -> None:
         os.kill(process.pid, signal.SIGKILL)
         process.communicate(timeout=60)
     assert survivors(sorted(set(children + workers + below))) == []
+
+
+def test_pools_share_one_reaper_and_kill_every_tree_on_close(tmp_path: Path) -> None:
+    spec = write(tmp_path, "leak_reward.py", LEAK_REWARD)
+    pids = tmp_path / "pids"
+    with WorkerPool(workers=2, timeout_s=60.0) as first, WorkerPool(workers=1, timeout_s=60.0) as second:
+        first.run([item(spec, "a", str(pids)), item(spec, "b", str(pids))])
+        second.run([item(spec, "c", str(pids))])
+        reaper = shared_reaper()
+        assert reaper.process.is_alive() and reaper is shared_reaper()
+        started = wait_for_lines(pids, 3)
+        workers = first.pids() + second.pids()
+        assert all(_alive(pid) for pid in started)
+    assert survivors(started + workers) == []
+    assert shared_reaper() is reaper  # closing the pools leaves the process's reaper running
