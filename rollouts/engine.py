@@ -40,7 +40,7 @@ from rollouts.concurrency import (
 )
 from rollouts.dataset import Dataset, PromptRecord, input_identity, iter_prompts, load_datasets
 from rollouts.errors import UserInputError
-from rollouts.io import write_json_atomic
+from rollouts.io import json_columns, write_json_atomic
 from rollouts.router import HealthCheck, Router
 from rollouts.store import DoneIndex, RolloutStore, output_schema, storage_errors
 from rollouts.types import Backend, CompletionBatch, SamplingParams
@@ -544,9 +544,15 @@ def prepared_run(
         datasets = load_datasets(
             config.inputs, config.prompt_key, config.system_prompt, config.dataset_name
         )
+    schema = output_schema(d.schema for d in datasets)
+    as_text = json_columns(schema)
+    if as_text:
+        print(f"rollouts: column(s) {', '.join(as_text)} hold {{}} (an empty object), which "
+              f"parquet cannot store; written as JSON text (json.loads gives the values back)",
+              file=sys.stderr)
     store = RolloutStore(
         config.output,
-        schema=output_schema(d.schema for d in datasets),
+        schema=schema,
         config=config.identity(),
         config_hash=config.config_hash(),
         inputs=[input_identity(d) for d in datasets],

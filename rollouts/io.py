@@ -170,6 +170,30 @@ def dumps_json(record: Any) -> str:
     return json.dumps(record, ensure_ascii=False, default=_json_default)
 
 
+# Schema metadata naming the columns a table holds as JSON text (see parquet_cannot_hold).
+JSON_COLUMNS_KEY = b"rollouts.json_columns"
+
+
+def parquet_cannot_hold(data_type: pa.DataType) -> bool:
+    """Whether parquet cannot store values of this type: a struct with no fields anywhere inside,
+    which is what `{}` in a JSON input becomes (IFEval's `"kwargs": [{}]`). Such columns are
+    written as JSON text."""
+    if pa.types.is_struct(data_type):
+        return data_type.num_fields == 0 or any(parquet_cannot_hold(f.type) for f in data_type)
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or \
+            pa.types.is_fixed_size_list(data_type):
+        return parquet_cannot_hold(data_type.value_type)
+    if pa.types.is_map(data_type):
+        return parquet_cannot_hold(data_type.key_type) or parquet_cannot_hold(data_type.item_type)
+    return False
+
+
+def json_columns(schema: pa.Schema) -> list[str]:
+    """The columns a schema says are held as JSON text."""
+    value = (schema.metadata or {}).get(JSON_COLUMNS_KEY)
+    return list(json.loads(value)) if value else []
+
+
 JSON_LINE_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 

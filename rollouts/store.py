@@ -41,10 +41,15 @@ import pyarrow.parquet as pq
 
 from rollouts.errors import OutputConflictError, StorageError, UserInputError
 from rollouts.io import (
+    JSON_COLUMNS_KEY,
+    dumps_json,
     fsync_dir,
+    json_columns,
     json_line,
+    parquet_cannot_hold,
     table_format,
     temp_path,
+    to_python,
     write_json_atomic,
     write_table,
 )
@@ -85,7 +90,9 @@ GENERATION_SCHEMA = pa.schema(
 
 
 def output_schema(input_schemas: Iterable[pa.Schema]) -> pa.Schema:
-    """Every input column (unified across datasets), then the generation columns."""
+    """Every input column (unified across datasets), then the generation columns. An input
+    column parquet cannot hold (an empty struct inside, from `{}` in JSON) becomes JSON text,
+    named in the schema's metadata (rollouts.io.json_columns)."""
     schemas = list(input_schemas)
     try:
         unified = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
@@ -94,7 +101,12 @@ def output_schema(input_schemas: Iterable[pa.Schema]) -> pa.Schema:
             f"the inputs' columns have incompatible types ({exc}); generate them into separate outputs"
         ) from exc
     fields = [f for f in unified if f.name not in GENERATION_SCHEMA.names]
-    return pa.schema(fields + list(GENERATION_SCHEMA))
+    as_text = [f.name for f in fields if parquet_cannot_hold(f.type)]
+    fields = [pa.field(f.name, pa.string()) if f.name in as_text else f for f in fields]
+    schema = pa.schema(fields + list(GENERATION_SCHEMA))
+    if as_text:
+        schema = schema.with_metadata({JSON_COLUMNS_KEY: json.dumps(as_text).encode()})
+    return schema
 
 
 def state_dir_for(output: Path) -> Path:
@@ -185,6 +197,7 @@ class RolloutStore:
         self.output = output
         self.state_dir = state_dir_for(output)
         self.schema = schema
+        self._json_columns = json_columns(schema)
         self.config = config
         self.config_hash = config_hash
         self.inputs = inputs
@@ -321,6 +334,8 @@ class RolloutStore:
             if self._wal is None:
                 self._open_shard()
             assert self._wal is not None
+            if self._json_columns:
+                rows = [self._as_json_text(row) for row in rows]
             data = b"".join(map(json_line, rows))
             self._wal.write(data)
             self._wal.flush()
@@ -328,6 +343,14 @@ class RolloutStore:
             self._wal_bytes += len(data)
             if self._wal_rows >= self.rows_per_shard or self._wal_bytes >= self.bytes_per_shard:
                 self.rotate()
+
+    def _as_json_text(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = dict(row)
+        for column in self._json_columns:
+            value = row.get(column)
+            if value is not None and not isinstance(value, str):
+                row[column] = dumps_json(to_python(value))
+        return row
 
     def _open_shard(self) -> None:
         self._wal_path = self.state_dir / f"wal-{self._next_seq:06d}.jsonl"
