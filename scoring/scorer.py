@@ -32,6 +32,7 @@ from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import (
     dumps_json,
     expand_paths,
+    parquet_cannot_hold,
     read_table,
     to_python,
     write_json_atomic,
@@ -634,13 +635,15 @@ def results_document(job: FileJob, scored: pd.DataFrame) -> dict[str, Any]:
 
 def json_safe_columns(frame: pd.DataFrame) -> list[str]:
     """Columns that parquet cannot hold as they are (mixed types in one column, such as MBPP's
-    list of tests next to HumanEval's string): they are written as JSON text, in both formats."""
+    list of tests next to HumanEval's string; `{}`, an empty struct, as in IFEval's kwargs): they
+    are written as JSON text, in both formats."""
     mixed = []
     for column in frame.columns:
         if frame[column].dtype != object:
             continue
         try:
-            pa.array(frame[column], from_pandas=True)
+            if parquet_cannot_hold(pa.array(frame[column], from_pandas=True).type):
+                mixed.append(str(column))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             mixed.append(str(column))
     return mixed

@@ -68,3 +68,17 @@ def test_score_reads_the_json_text_back(tmp_path: Path, server: FakeOpenAIServer
 ])
 def test_which_types_parquet_cannot_hold(data_type: pa.DataType, expected: bool) -> None:
     assert parquet_cannot_hold(data_type) is expected
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_score_writes_an_input_holding_empty_objects(tmp_path: Path, suffix: str) -> None:
+    rows = [{**row, "response": "No commas here at all."} for row in ifeval_rows(2)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / f"scored{suffix}"
+    score = Path(sys.executable).with_name("score")
+    done = subprocess.run([str(score), str(source), "-o", str(out), "--reward-fn", "ifeval",
+                           "--workers", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    scored = read_rows(out)
+    assert scored["score"].tolist() == [1.0, 1.0]
+    assert [json.loads(v) for v in scored["kwargs"]] == [[{}], [{}]]
