@@ -369,7 +369,12 @@ class _BatchSizer:
         if items:
             sample = max(seconds, 1e-6) / items
             previous = self.per_item_s
-            self.per_item_s = sample if previous is None else 0.7 * previous + 0.3 * sample
+            # Down at once, up slowly: small first batches overstate the cost of an item (a round
+            # trip weighs on few items), and a run of slow items still grows the average.
+            if previous is None or sample < previous:
+                self.per_item_s = sample
+            else:
+                self.per_item_s = 0.7 * previous + 0.3 * sample
 
     def size(self, queued: int) -> int:
         wanted = FIRST_BATCH if self.per_item_s is None else int(BATCH_TARGET_S / self.per_item_s)
