@@ -59,6 +59,14 @@ GROWTH_STEP_FRACTION = 0.01
 FIRST_GROWTH = 1.0  # the first step doubles the start (256 -> 512, vLLM's largest CUDA graph)
 FINE_GROWTH = 0.125  # later steps start this small and double after each better level,
 MAX_GROWTH = 1.0  # up to doubling; after a worse large step, a small one from the best
+# vLLM captures CUDA graphs for batches up to min(2 x max_num_seqs, 512) sequences by default; a
+# larger decode batch runs without one, on a small model several times slower per step (on one
+# H200, 0.39B model: 512 sequences made 48k-53k tokens/s, 1,024 made 20k-34k). A step past the
+# edge, which takes seconds to undo, is tried only while doubling still paid at least EDGE_RETURN
+# of a doubling (a model bound by memory traffic, far from its compute limit).
+GRAPH_EDGE = 512
+EDGE_RETURN = 0.5
+SMALL_STEP = 0.25  # a step up at most this large is measured from the first reading after it
 GAIN = 0.03  # a level must beat the best by this much to count as better (readings are noisy)
 MEASURE_READINGS = 2  # token rates averaged per level
 SETTLED_FRACTION = 0.9  # going up: measured once the server runs this much of the new level
@@ -181,8 +189,10 @@ class Search(enum.Enum):
 @dataclass
 class Trial:
     """One level being measured: wait until the server runs about that many sequences (at once
-    going up, as in-flight requests finish going down), skip a reading (the change itself), then
-    average MEASURE_READINGS token rates."""
+    going up, as in-flight requests finish going down), skip a reading that holds the change
+    itself (the prefills of many new requests, the tail of a drain; a small step up has little
+    of either and is measured at once, so a step past a slow edge costs only MEASURE_READINGS),
+    then average MEASURE_READINGS token rates."""
 
     level: int
     rising: bool  # the level is above the one before
@@ -220,9 +230,11 @@ class LimitRule:
 
     limit: int
     sequences_per_request: int
+    edge: int = GRAPH_EDGE  # the largest batch with a CUDA graph (see GRAPH_EDGE)
     search: Search = Search.CLIMB
     last_preemptions: int | None = None
     best: tuple[int, float] | None = None  # (level, tokens/s)
+    returns: float = 1.0  # the last better step's gain, as a fraction of the gain of linear scaling
     direction: int = +1  # the climb's way from the start
     growth: float = FIRST_GROWTH
     trial: Trial | None = None
@@ -303,27 +315,42 @@ class LimitRule:
         level = min(MAX_SEQUENCES, max(self.sequences_per_request, level))
         if level == self.limit:
             return self._settle()
-        self.trial = Trial(level, rising=level > self.limit)
+        rising = level > self.limit
+        small = rising and level <= self.limit * (1 + SMALL_STEP)
+        self.trial = Trial(level, rising=rising, skip=0 if small else 1)
         self.limit = level
 
     def _climbed(self, level: int, rate: float) -> None:
         """The climb's next level once `level` is measured."""
         if self.best is None or rate > self.best[1] * (1 + GAIN):
-            first = self.best is None
-            self.best = (level, rate)
+            previous, self.best = self.best, (level, rate)
             if self.direction < 0:
                 return self._try(level // 2)
-            if not first:  # the step paid: the next one may be larger
+            if previous is not None:  # the step paid: the next one may be larger
+                self.returns = (rate / previous[1] - 1) / (level / previous[0] - 1)
                 after_doubling = len(self.measured) == 2
                 self.growth = FINE_GROWTH if after_doubling else min(MAX_GROWTH, self.growth * 2)
-            return self._try(round(level * (1 + self.growth)))
+            return self._up_from(level)
         if self.direction > 0 and len(self.measured) == 2:
             self.direction = -1  # doubling the start was worse: look below it instead
             return self._try(self.best[0] // 2)
         if self.direction > 0 and self.growth > FINE_GROWTH:
             self.growth = FINE_GROWTH  # a large step went too far: a small one from the best
-            return self._try(round(self.best[0] * (1 + FINE_GROWTH)))
+            return self._up_from(self.best[0])
         self._settle()
+
+    def _up_from(self, level: int) -> None:
+        """Step up from `level`: to the edge first when the step would cross it, past the edge
+        only while more sequences still paid well; else hold `level`."""
+        target = round(level * (1 + self.growth))
+        if level < self.edge < target:
+            target = self.edge
+        elif level >= self.edge and not self._past_edge_pays():
+            return self._settle()
+        self._try(target)
+
+    def _past_edge_pays(self) -> bool:
+        return self.returns >= EDGE_RETURN
 
     def _settle(self) -> None:
         assert self.best is not None
@@ -344,7 +371,7 @@ class LimitRule:
             return
         self.since_probe = 0
         self.probe_up = not self.probe_up
-        if direction > 0 and not room:
+        if direction > 0 and (not room or (self.limit >= self.edge and not self._past_edge_pays())):
             return
         self.best = (self.limit, sum(self.recent) / len(self.recent))
         self._try(round(self.limit * PROBE_FACTOR ** direction))
@@ -378,8 +405,11 @@ class AdaptiveLimits:
     def __post_init__(self) -> None:
         start = min(self.max_num_seqs or START_SEQUENCES, START_SEQUENCES)
         start = max(start, self.sequences_per_request)
+        # vLLM's default: graphs up to min(2 x max_num_seqs, 512) sequences.
+        edge = min(2 * self.max_num_seqs, GRAPH_EDGE) if self.max_num_seqs else GRAPH_EDGE
         self.limits = {name: ServerLimit(name, start, adaptive=True) for name in self.readers}
-        self._rules = {name: LimitRule(start, self.sequences_per_request) for name in self.readers}
+        self._rules = {name: LimitRule(start, self.sequences_per_request, edge)
+                       for name in self.readers}
 
     async def watch(self) -> None:
         """Read every adaptive server's /metrics each interval and set its limit."""
