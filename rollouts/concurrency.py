@@ -14,10 +14,11 @@ gives each server its own limit, counted in sequences (a request with n=16 is 16
 - until then, the limit is the level that generates the most tokens per second, measured from
   vLLM's token counter: more sequences are not always faster (a batch larger than the largest
   CUDA graph vLLM captured runs without one, several times slower per step on a small model). The
-  search starts at START_SEQUENCES (or the server's max_num_seqs when known and lower), doubles
-  once, then climbs in small steps that grow while the rate grows by more than GAIN (small, since
-  sequences admitted past a slow edge must finish before the limit is back), holds the best, and
-  tries a neighbour now and then so it follows a changing workload.
+  search starts at that edge (START_SEQUENCES, or the server's max_num_seqs when known and lower)
+  and measures a small step below it; it climbs past the edge only while more sequences still
+  pay well, in small steps that grow while they pay (a step past a slow edge takes seconds to
+  undo), walks down if fewer are faster, holds the best, and tries a neighbour now and then so
+  it follows a changing workload (see LimitRule).
 A server without a readable /metrics gets a fixed FALLBACK_REQUESTS requests, said once; one
 without a token counter is held by the safety rules alone. Every change is kept with its time,
 and every level measured with its rate, for the progress bar and the summary.
@@ -43,10 +44,10 @@ MaxConcurrent = int | Literal["auto"]
 
 POLL_INTERVAL_S = 1.0
 FALLBACK_REQUESTS = 64  # requests in flight when a server's load cannot be read (the old default)
-# Where the search starts, in sequences (or the server's max_num_seqs when known and lower): below
-# the largest batch vLLM captures as a CUDA graph by default (512), so the climb meets that edge
-# from below; a short climb from a lower start would cost more than it could find.
-START_SEQUENCES = 256
+# Where the search starts, in sequences (or the server's max_num_seqs when known and lower): the
+# largest batch vLLM captures as a CUDA graph by default (GRAPH_EDGE), where a small model runs
+# fastest and a large one nearly so; a climb from lower down costs seconds at a slower level.
+START_SEQUENCES = 512
 MIN_SEQUENCES = 1
 MAX_SEQUENCES = 4096  # per server: far above any max_num_seqs in use
 MAX_WORKERS = 16384  # across servers: idle workers cost memory, not time
@@ -297,7 +298,7 @@ class LimitRule:
             if rate <= 0 and running > 0:  # running but no tokens counted: no usable counter
                 self.search = Search.OFF
                 return
-            self.trial = Trial(self.limit, rising=True)
+            self.trial = Trial(self.limit, rising=True)  # skips the ramp-up's prefills
         if self.trial is None:
             self._hold(rate, room)
             return
@@ -322,21 +323,37 @@ class LimitRule:
 
     def _climbed(self, level: int, rate: float) -> None:
         """The climb's next level once `level` is measured."""
-        if self.best is None or rate > self.best[1] * (1 + GAIN):
-            previous, self.best = self.best, (level, rate)
+        previous = self.best
+        if previous is None:  # the start
+            self.best = (level, rate)
+            if level < self.edge:
+                return self._up_from(level)
+            # At the edge already: how much do its last sequences add? A small step down says,
+            # at a fraction of the cost of a step past the edge.
+            return self._try(round(level / (1 + FINE_GROWTH)))
+        better = rate > previous[1] * (1 + GAIN)
+        if len(self.measured) == 2 and level < previous[0] and self.direction > 0:
+            if better:  # fewer sequences are faster: walk down
+                self.best, self.direction = (level, rate), -1
+                return self._try(level // 2)
+            self.returns = (previous[1] / rate - 1) / (previous[0] / level - 1)
+            self.growth = FINE_GROWTH
+            return self._up_from(previous[0])  # past the edge only if the returns say so
+        if better:
+            self.best = (level, rate)
             if self.direction < 0:
                 return self._try(level // 2)
-            if previous is not None:  # the step paid: the next one may be larger
-                self.returns = (rate / previous[1] - 1) / (level / previous[0] - 1)
-                after_doubling = len(self.measured) == 2
-                self.growth = FINE_GROWTH if after_doubling else min(MAX_GROWTH, self.growth * 2)
+            # The step paid: the next one may be larger.
+            self.returns = (rate / previous[1] - 1) / (level / previous[0] - 1)
+            after_doubling = len(self.measured) == 2
+            self.growth = FINE_GROWTH if after_doubling else min(MAX_GROWTH, self.growth * 2)
             return self._up_from(level)
         if self.direction > 0 and len(self.measured) == 2:
             self.direction = -1  # doubling the start was worse: look below it instead
-            return self._try(self.best[0] // 2)
+            return self._try(previous[0] // 2)
         if self.direction > 0 and self.growth > FINE_GROWTH:
             self.growth = FINE_GROWTH  # a large step went too far: a small one from the best
-            return self._up_from(self.best[0])
+            return self._up_from(previous[0])
         self._settle()
 
     def _up_from(self, level: int) -> None:

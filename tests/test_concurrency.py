@@ -57,7 +57,8 @@ async def drive(
     the limits read every interval during the last STEADY_S of each phase (and append the
     server's tokens/s over that time to `rates`)."""
     sink = warnings if warnings is not None else []
-    async with aiohttp.ClientSession() as session:
+    # No connection limit, as `auto` runs (rollouts.launch.http_session): /metrics never waits.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         limits = AdaptiveLimits(
             {server.url: functools.partial(fetch_metrics, session, server.url)},
             n, max_num_seqs, interval_s=INTERVAL_S, warn=sink.append,
@@ -123,27 +124,27 @@ def test_backs_off_on_preemptions(emulated: SchedulerServer) -> None:
 def test_finds_the_level_with_the_most_tokens_below_the_capacity(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Room for 2,000 sequences, but a step is 2.5x slower past 256 (no CUDA graph): the most
-    # tokens/s are at 256, which a queue-watching rule alone would never see. (Probes of a held
-    # level, every PROBE_EVERY readings, are tested on their own below.)
+    # Room for 2,000 sequences, but a step is 2.5x slower past 512 (no CUDA graph) and the
+    # sequences below it add little: the most tokens/s are at 512, which a queue-watching rule
+    # alone would never see. (Probes of a held level are tested on their own below.)
     monkeypatch.setattr(concurrency, "PROBE_EVERY", 10_000)
     rates: list[float] = []
-    with SchedulerServer(capacity=2000, per_sequence_s=1e-5, graph_limit=256,
-                         eager_s=0.015) as server:
-        [steady], limits = asyncio.run(drive(server, [(2000, SETTLE_S)], n=4, workers=400,
+    with SchedulerServer(capacity=2000, per_sequence_s=4e-5, graph_limit=512,
+                         eager_s=0.03) as server:
+        [steady], limits = asyncio.run(drive(server, [(2000, SETTLE_S)], n=8, workers=200,
                                              rates=rates))
-        best = server.tokens_per_s(256)
-    assert within(steady, 256, 0.10), steady
+        best = server.tokens_per_s(512)
+    assert within(steady, 512, 0.10), steady
     assert rates[0] >= 0.85 * best, (rates, best)
     [summary] = limits.summary()
     assert summary["search"] == "hold"
-    assert [level for level, _ in summary["measured"]][:2] == [256, 512], summary["measured"]
+    assert [level for level, _ in summary["measured"]] == [512, 455], summary["measured"]
 
 
 def test_a_server_without_a_token_counter_is_held_by_its_queue() -> None:
     # Started at 256 with room for 300: it grows to the capacity by the queue rules alone.
     with SchedulerServer(capacity=300, service_s=0.5, metrics="no-tokens") as server:
-        [steady], limits = asyncio.run(drive(server, [(300, SETTLE_S)]))
+        [steady], limits = asyncio.run(drive(server, [(300, SETTLE_S)], max_num_seqs=256))
     assert within(steady, 300, 0.10), steady
     assert limits.summary()[0]["search"] == "off"
 
@@ -206,7 +207,7 @@ def test_generate_defaults_to_auto_and_records_the_limit_per_server(
     assert concurrency["max_concurrent"] == "auto"
     [server] = concurrency["servers"]
     assert server["mode"] == "auto"
-    assert server["history"][0] == [0.0, 256]
+    assert server["history"][0] == [0.0, 512]
     assert server["search"] in {"climb", "hold", "capacity"}
 
 
@@ -247,7 +248,7 @@ def test_safety_rules(search: Search, metrics: VllmMetrics, in_flight: int, expe
         assert rule.search is Search.CAPACITY  # a full server: follow its capacity from now on
 
 
-def climb(tokens_per_s: Callable[[int], float], readings: int, start: int = 256
+def climb(tokens_per_s: Callable[[int], float], readings: int, start: int = 512
           ) -> tuple[LimitRule, list[int]]:
     """Feed a rule one reading a second from a server that runs exactly the limit (settled at
     once) and makes tokens_per_s(running) tokens a second; the limits it set, reading by reading."""
@@ -268,15 +269,16 @@ def graph_edge(running: int) -> float:
 def test_the_search_climbs_to_the_best_level_and_holds_it() -> None:
     rule, limits = climb(graph_edge, 60)
     levels = [level for level, _ in rule.measured]
-    # Doubling gained 44% of linear scaling: not enough to try past the CUDA-graph edge.
-    assert levels == [256, 512], rule.measured
+    # Starts at the CUDA-graph edge; its last 57 sequences gave 44% of linear scaling: not
+    # enough to try past the edge.
+    assert levels == [512, 455], rule.measured
     assert rule.search is Search.HOLD and max(limits) == limits[-1] == 512
 
 
 def test_the_search_steps_past_the_edge_while_more_sequences_pay_well() -> None:
     # Linear up to 600, then 3x slower steps: a small step past 512 is worth its cost here.
     rule, limits = climb(lambda r: r / (0.004 + (0.012 if r > 600 else 0.0)), 60)
-    assert [level for level, _ in rule.measured][:4] == [256, 512, 576, 720], rule.measured
+    assert [level for level, _ in rule.measured][:5] == [512, 455, 576, 720, 648], rule.measured
     assert rule.search is Search.HOLD and limits[-1] == 576
 
 
@@ -284,15 +286,15 @@ def test_the_climb_steps_grow_while_more_sequences_pay() -> None:
     # A large model bound by memory traffic: more sequences help up to 2,000.
     rule, limits = climb(lambda r: r / (0.02 + 0.00001 * max(0, r - 2000) ** 2), 120)
     levels = [level for level, _ in rule.measured]
-    assert levels[:7] == [256, 512, 576, 720, 1080, 2160, 1215], rule.measured
+    assert levels[:7] == [512, 455, 576, 720, 1080, 2160, 1215], rule.measured
     assert rule.search is Search.HOLD and 1700 <= limits[-1] <= 2000, rule.measured
 
 
-def test_the_search_looks_below_the_start_when_the_first_step_up_is_worse() -> None:
+def test_the_search_walks_down_when_fewer_sequences_are_faster() -> None:
     # Steps slow down with the square of the batch: the most tokens/s at 200 sequences.
     rule, limits = climb(lambda r: r / (0.004 + 1e-7 * r * r), 60)
-    assert [level for level, _ in rule.measured][:3] == [256, 512, 128], rule.measured
-    assert rule.search is Search.HOLD and 128 < limits[-1] <= 256, rule.measured
+    assert [level for level, _ in rule.measured] == [512, 455, 227, 113], rule.measured
+    assert rule.search is Search.HOLD and limits[-1] == 227, rule.measured
 
 
 def test_the_search_stops_where_more_sequences_no_longer_pay() -> None:
@@ -337,7 +339,7 @@ def test_the_progress_bar_shows_the_limit_per_server(
     result = CliRunner().invoke(main, ["generate", str(source), "-o", str(tmp_path / "o.parquet"),
                                        "--base-url", emulated.url, "--model", "sched"])
     assert result.exit_code == 0, result.output
-    assert "limit_seqs=256" in result.stderr
+    assert "limit_seqs=512" in result.stderr
 
 
 def test_the_edge_follows_a_known_max_num_seqs() -> None:

@@ -20,6 +20,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ class SchedulerServer:
     preemptions: int = 0
     generated: float = 0.0
     _loop: asyncio.AbstractEventLoop = field(init=False)
-    _room: asyncio.Condition = field(init=False)
+    _queue: deque[tuple[int, asyncio.Future[None]]] = field(default_factory=deque)
     _clock: float = 0.0  # tokens each running sequence has made since the start
     _finishing: list[tuple[float, int, asyncio.Event]] = field(default_factory=list)
     _order: itertools.count[int] = field(default_factory=itertools.count)
@@ -94,13 +95,11 @@ class SchedulerServer:
     def set_capacity(self, capacity: int) -> None:
         async def change() -> None:
             self.capacity = capacity
-            async with self._room:
-                self._room.notify_all()
+            self._admit()
 
         asyncio.run_coroutine_threadsafe(change(), self._loop).result(10)
 
     async def _serve(self) -> web.AppRunner:
-        self._room = asyncio.Condition()
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
@@ -126,6 +125,19 @@ class SchedulerServer:
             self.generated += tokens * self.running
             while self._finishing and self._finishing[0][0] <= self._clock:
                 heapq.heappop(self._finishing)[2].set()
+
+    def _admit(self) -> None:
+        """Run waiting requests first come, first served while their sequences fit."""
+        while self._queue and (self.running == 0 or
+                               self.running + self._queue[0][0] <= self.capacity):
+            n, admitted = self._queue.popleft()
+            self.waiting -= n
+            self.running += n
+            admitted.set_result(None)
+
+    def _finish(self, n: int) -> None:
+        self.running -= n
+        self._admit()
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -154,23 +166,25 @@ class SchedulerServer:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
         n = int(payload.get("n", 1))
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((n, admitted))
         self.waiting += n
+        self._admit()
         try:
-            async with self._room:
-                await self._room.wait_for(
-                    lambda: self.running == 0 or self.running + n <= self.capacity
-                )
-                self.running += n
-        finally:
-            self.waiting -= n
+            await admitted
+        except asyncio.CancelledError:
+            if admitted.done() and not admitted.cancelled():
+                self._finish(n)
+            else:
+                self._queue.remove((n, admitted))
+                self.waiting -= n
+            raise
         done = asyncio.Event()
         heapq.heappush(self._finishing, (self._clock + TOKENS, next(self._order), done))
         try:
             await done.wait()
         finally:
-            self.running -= n
-            async with self._room:
-                self._room.notify_all()
+            self._finish(n)
         return web.Response(body=sse_body(self._answer(n), chat=True),
                             content_type="text/event-stream")
 
