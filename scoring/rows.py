@@ -1,17 +1,21 @@
 """Scoring a frame's rows on the worker pool, with the rows themselves never crossing a pipe.
 
-The workers are forked holding the frame's columns (a RowTable) and get only row numbers:
+The workers are forked holding the frame's columns (a RowTable; responses may stay an Arrow
+array, of which each worker makes Python strings for its own rows only) and get only row ranges.
+For rows start..end a worker (score_rows):
 
-  1. extract: a worker reads rows start..end, extracts each answer and returns its item key (a
-     content hash of reward fn, version, answer, ground truth and, for functions that use it, the
-     context) and how the answer was found;
-  2. judge: the parent dedupes the keys of every row and, after the journal of an interrupted run
-     and the verdict cache have answered what they can, sends each distinct item once, as the
-     number of the first row that holds it; a worker extracts that answer again and judges it.
+  1. extracts every answer and finds the distinct items (reward fn, answer, ground truth and, for
+     functions that use it, the context) by exact identity;
+  2. gives items their known verdicts: those that hung or killed a worker before (presets), those
+     it judged itself for an earlier range (short answers only: MEMORY_ANSWER_CHARS), and, when
+     verdicts persist, those of the interrupted run's journal and of the cache (by item_key);
+  3. judges the rest and replies once: per row its item number and pred source, per item a compact
+     verdict (scoring.workers.compact) and its key.
 
-The parent's work per row is a dict lookup on the key; the reply of a judge batch is a list of
-compact verdicts (scoring.workers). Both steps run under the pool's hard per-unit limit: a row
-whose extraction hangs or kills its worker gets that verdict on its own.
+The parent's work per row is placing the reply's item numbers (RowFeed.scored). Both steps run
+under the pool's hard per-unit limit: a row whose extraction hangs or kills its worker gets that
+verdict on its own; an item that does gets it for all its rows, in every range sent afterwards.
+An item repeated in ranges that different workers score may be judged by each of them.
 """
 
 from __future__ import annotations
