@@ -17,8 +17,8 @@ gives each server its own limit, counted in sequences (a request with n=16 is 16
   search starts at that edge (START_SEQUENCES, or the server's max_num_seqs when known and lower)
   and measures a small step below it; it climbs past the edge only while more sequences still
   pay well, in small steps that grow while they pay (a step past a slow edge takes seconds to
-  undo), walks down if fewer are faster, holds the best, and tries a neighbour now and then so
-  it follows a changing workload (see LimitRule).
+  undo), holds the best, and tries a neighbour now and then so it follows a changing workload
+  (see LimitRule).
 A server without a readable /metrics gets a fixed FALLBACK_REQUESTS requests, said once; one
 without a token counter is held by the safety rules alone. Every change is kept with its time,
 and every level measured with its rate, for the progress bar and the summary.
@@ -236,7 +236,6 @@ class LimitRule:
     last_preemptions: int | None = None
     best: tuple[int, float] | None = None  # (level, tokens/s)
     returns: float = 1.0  # the last better step's gain, as a fraction of the gain of linear scaling
-    direction: int = +1  # the climb's way from the start
     growth: float = FIRST_GROWTH
     trial: Trial | None = None
     since_probe: int = 0
@@ -331,27 +330,20 @@ class LimitRule:
             # At the edge already: how much do its last sequences add? A small step down says,
             # at a fraction of the cost of a step past the edge.
             return self._try(round(level / (1 + FINE_GROWTH)))
-        better = rate > previous[1] * (1 + GAIN)
-        if len(self.measured) == 2 and level < previous[0] and self.direction > 0:
-            if better:  # fewer sequences are faster: walk down
-                self.best, self.direction = (level, rate), -1
-                return self._try(level // 2)
-            self.returns = (previous[1] / rate - 1) / (previous[0] / level - 1)
+        if level < previous[0]:
+            # Below the edge an engine is not faster with fewer sequences: a lower level that
+            # reads faster is vLLM's API server catching up on a backlog. The start stays.
+            self.returns = max(0.0, previous[1] / rate - 1) / (previous[0] / level - 1)
             self.growth = FINE_GROWTH
             return self._up_from(previous[0])  # past the edge only if the returns say so
-        if better:
+        if rate > previous[1] * (1 + GAIN):
             self.best = (level, rate)
-            if self.direction < 0:
-                return self._try(level // 2)
             # The step paid: the next one may be larger.
             self.returns = (rate / previous[1] - 1) / (level / previous[0] - 1)
             after_doubling = len(self.measured) == 2
             self.growth = FINE_GROWTH if after_doubling else min(MAX_GROWTH, self.growth * 2)
             return self._up_from(level)
-        if self.direction > 0 and len(self.measured) == 2:
-            self.direction = -1  # doubling the start was worse: look below it instead
-            return self._try(previous[0] // 2)
-        if self.direction > 0 and self.growth > FINE_GROWTH:
+        if self.growth > FINE_GROWTH:
             self.growth = FINE_GROWTH  # a large step went too far: a small one from the best
             return self._up_from(previous[0])
         self._settle()

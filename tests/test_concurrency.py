@@ -290,11 +290,12 @@ def test_the_climb_steps_grow_while_more_sequences_pay() -> None:
     assert rule.search is Search.HOLD and 1700 <= limits[-1] <= 2000, rule.measured
 
 
-def test_the_search_walks_down_when_fewer_sequences_are_faster() -> None:
-    # Steps slow down with the square of the batch: the most tokens/s at 200 sequences.
+def test_the_edge_is_kept_when_fewer_sequences_read_faster() -> None:
+    # Below the edge an engine is not faster with fewer sequences: a lower level reading faster
+    # is vLLM's API server catching up on a backlog (seen on a GPU), not a reason to go down.
     rule, limits = climb(lambda r: r / (0.004 + 1e-7 * r * r), 60)
-    assert [level for level, _ in rule.measured] == [512, 455, 227, 113], rule.measured
-    assert rule.search is Search.HOLD and limits[-1] == 227, rule.measured
+    assert [level for level, _ in rule.measured] == [512, 455], rule.measured
+    assert rule.search is Search.HOLD and limits[-1] == 512, rule.measured
 
 
 def test_the_search_stops_where_more_sequences_no_longer_pay() -> None:
