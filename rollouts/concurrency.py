@@ -371,8 +371,9 @@ class LimitRule:
 
     def _hold(self, rate: float, room: bool) -> None:
         """At the best level: keep its recent rate, and now and then try one neighbour (up and
-        down in turn); move there only if it is clearly better. A direction that was worse is
-        tried half as often as before (past a slow edge a probe costs while it drains)."""
+        down in turn; down only past the edge); move there only if it is clearly better. A
+        direction that was worse is tried half as often as before (past a slow edge a probe
+        costs while it drains)."""
         self.recent.append(rate)
         self.since_probe += 1
         direction = +1 if self.probe_up else -1
@@ -382,6 +383,8 @@ class LimitRule:
         self.probe_up = not self.probe_up
         if direction > 0 and (not room or (self.limit >= self.edge and not self._past_edge_pays())):
             return
+        if direction < 0 and self.limit <= self.edge:
+            return  # below the edge fewer sequences are not faster (see _climbed)
         self.best = (self.limit, sum(self.recent) / len(self.recent))
         self._try(round(self.limit * PROBE_FACTOR ** direction))
 

@@ -273,6 +273,9 @@ def test_the_search_climbs_to_the_best_level_and_holds_it() -> None:
     # enough to try past the edge.
     assert levels == [512, 455], rule.measured
     assert rule.search is Search.HOLD and max(limits) == limits[-1] == 512
+    # Held at the edge for good: no probe past it (it did not pay), none below it (never faster).
+    rule, limits = climb(graph_edge, 1000)
+    assert set(limits[10:]) == {512} and len(rule.measured) == 2
 
 
 def test_the_search_steps_past_the_edge_while_more_sequences_pay_well() -> None:
