@@ -173,10 +173,10 @@ def build_vllm_command(config: ServerConfig, port: int | None = None) -> list[st
       noise (12.9k tok/s on vs 13.1k and 15.4k off), so it is off for a readable log at no cost.
     - `--stream-interval 16` (when the vLLM installed here is 0.12 or later and the flag is not
       given): vLLM sends a streamed answer every 16 tokens instead of every token. rollouts
-      streams every answer, and
-      at one chunk per token the API server's single core is the limit: on one H200 (0.39B model,
-      every other setting on its default) it doubled `rollouts generate` with n=1 from 12.8k to
-      24.0k tokens/s and n=8 at 64 requests from 20.8k to 43.4k (benchmarks/gpu/RESULTS.md).
+      streams every answer, and at one chunk per token the API server's single core is the
+      limit: on one H200 (0.39B model, every other setting on its default) it doubled `rollouts
+      generate` with n=1 from 12.8k to 24.0k tokens/s and n=8 at 64 requests from 20.8k to 43.4k
+      (benchmarks/gpu/RESULTS.md).
       Chunks still arrive every fraction of a second, which is all the stall watchdog needs.
     Request logging (`--enable-log-requests`) is already off by default in vLLM >= 0.10.
     """
