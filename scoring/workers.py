@@ -20,11 +20,10 @@ concurrent.futures, subprocess). They die with the parent on any signal, SIGKILL
 what they started with them (scoring.processes; one reaper per process watches every pool's
 workers).
 
-Workers are forked (where the platform has fork): a new or replacement worker costs milliseconds,
-starts with the reward modules already imported and holds the table the pool is bound to (`bind`)
-without copying it; the child runs only reward code, never the parent's other threads' libraries.
-Elsewhere the forkserver is used (the table is then pickled to each worker), and a script using the
-pool needs an `if __name__ == "__main__":` guard.
+Workers are forked: a new or replacement worker costs milliseconds, starts with the reward modules
+already imported and holds the table the pool is bound to (`bind`) without copying it; the child
+runs only reward code, never the parent's other threads' libraries. (Fork is what every platform
+rollouts runs on has: Linux, where bubblewrap and SLURM are, and macOS.)
 """
 
 from __future__ import annotations
@@ -62,16 +61,10 @@ MAX_BATCH = 2048
 BATCH_TARGET_S = 0.1
 # How often the parent wakes to check deadlines when no worker has anything to say.
 POLL_S = 0.5
-# Imported once by a forkserver (platforms without fork) instead of by every worker.
-PRELOAD = ["scoring.score_cli"]
 # Shared progress slots: index of the item being judged, and when it started (time.monotonic).
 _INDEX, _STARTED = 0, 1
 
-if "fork" in multiprocessing.get_all_start_methods():
-    _CONTEXT: Any = multiprocessing.get_context("fork")
-else:
-    _CONTEXT = multiprocessing.get_context("forkserver")
-    _CONTEXT.set_forkserver_preload(PRELOAD)
+_CONTEXT: Any = multiprocessing.get_context("fork")
 
 OnResults = Callable[[dict[str, "RewardResult"]], None]
 
@@ -140,16 +133,10 @@ def _worker_main(
     progress: Any,
     options: RewardOptions,
     table: Any,
-    environ: dict[str, str],
-    cwd: str,
     parent_pid: int,
 ) -> None:
     leash_worker(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # A forkserver keeps the environment and directory of its own start; take the parent's now.
-    os.environ.clear()
-    os.environ.update(environ)
-    os.chdir(cwd)
     # The parent pauses its collector during a run; reward code needs one (cyclic garbage would
     # pile up). What was inherited, and what outlives each task, is frozen: collections do not
     # rescan it (nor copy the pages of what was inherited from the parent).
@@ -318,8 +305,7 @@ class _Worker:
         self.progress = multiprocessing.sharedctypes.RawArray("d", 2)
         self.process = _CONTEXT.Process(
             target=_worker_main,
-            args=(tasks_in, replies_out, self.progress, options, table, dict(os.environ),
-                  os.getcwd(), os.getpid()),
+            args=(tasks_in, replies_out, self.progress, options, table, os.getpid()),
             daemon=False,  # reward code may start processes of its own
         )
         self.process.start()
