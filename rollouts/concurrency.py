@@ -15,10 +15,9 @@ gives each server its own limit, counted in sequences (a request with n=16 is 16
   vLLM's token counter: more sequences are not always faster (a batch larger than the largest
   CUDA graph vLLM captured runs without one, several times slower per step on a small model). The
   search starts at that edge (START_SEQUENCES, or the server's max_num_seqs when known and lower)
-  and measures a small step below it; it climbs past the edge only while more sequences still
-  pay well, in small steps that grow while they pay (a step past a slow edge takes seconds to
-  undo), holds the best, and tries a neighbour now and then so it follows a changing workload
-  (see LimitRule).
+  and holds it; now and then it tries a neighbour, and where more sequences pay it climbs on in
+  small steps that grow while they pay (a step past a slow edge takes seconds to undo), so it
+  follows a model that runs faster past the edge and a changing workload (see LimitRule).
 A server without a readable /metrics gets a fixed FALLBACK_REQUESTS requests, said once; one
 without a token counter is held by the safety rules alone. Every change is kept with its time,
 and every level measured with its rate, for the progress bar and the summary.
@@ -224,10 +223,12 @@ class LimitRule:
     Safety first: new preemptions or a growing queue mean the server is full, and from then on
     the queue rules follow its capacity. Until then the limit is the level with the most generated
     tokens per second, found by measuring: more sequences do not always mean more tokens (past
-    the largest batch vLLM captured as a CUDA graph a step gets several times slower). The climb
-    doubles the start once, then steps up by FINE_GROWTH, doubling the step after each better
-    level (a worse large step is followed by a small one from the best), and stops at the first
-    small step that is not better by GAIN; if the first doubling was worse it halves instead. Then it holds, trying a neighbour every PROBE_EVERY readings."""
+    the largest batch vLLM captured as a CUDA graph a step gets several times slower). A start at
+    the edge is held at once; a start below it doubles up to the edge, and climbs past it only
+    while the steps paid at least EDGE_RETURN of linear scaling. Held, it tries a neighbour every
+    PROBE_EVERY readings (half as often in a direction that was worse); a better level above
+    resumes the climb in steps of FINE_GROWTH that double after each better level (a worse large
+    step is followed by a small one from the best) until a small step is not better by GAIN."""
 
     limit: int
     sequences_per_request: int
@@ -237,6 +238,7 @@ class LimitRule:
     best: tuple[int, float] | None = None  # (level, tokens/s)
     returns: float = 1.0  # the last better step's gain, as a fraction of the gain of linear scaling
     growth: float = FIRST_GROWTH
+    doubled_start: bool = True  # the next better step measured is the start's doubling
     trial: Trial | None = None
     since_probe: int = 0
     probe_up: bool = True
@@ -327,21 +329,16 @@ class LimitRule:
             self.best = (level, rate)
             if level < self.edge:
                 return self._up_from(level)
-            # At the edge already: how much do its last sequences add? A small step down says,
-            # at a fraction of the cost of a step past the edge.
-            return self._try(round(level / (1 + FINE_GROWTH)))
-        if level < previous[0]:
-            # Below the edge an engine is not faster with fewer sequences: a lower level that
-            # reads faster is vLLM's API server catching up on a backlog. The start stays.
-            self.returns = max(0.0, previous[1] / rate - 1) / (previous[0] / level - 1)
-            self.growth = FINE_GROWTH
-            return self._up_from(previous[0])  # past the edge only if the returns say so
+            # At the edge already: hold it. Whether more sequences pay there is left to the
+            # probes; measured at once it costs a step past a slow edge (or a drain below it)
+            # in every run, and requests started together make an early reading noisy.
+            return self._settle()
         if rate > previous[1] * (1 + GAIN):
             self.best = (level, rate)
-            # The step paid: the next one may be larger.
+            # The step paid: the next one may be larger (after the start's doubling, small).
             self.returns = (rate / previous[1] - 1) / (level / previous[0] - 1)
-            after_doubling = len(self.measured) == 2
-            self.growth = FINE_GROWTH if after_doubling else min(MAX_GROWTH, self.growth * 2)
+            self.growth = FINE_GROWTH if self.doubled_start else min(MAX_GROWTH, self.growth * 2)
+            self.doubled_start = False
             return self._up_from(level)
         if self.growth > FINE_GROWTH:
             self.growth = FINE_GROWTH  # a large step went too far: a small one from the best
@@ -390,10 +387,15 @@ class LimitRule:
 
     def _probed(self, level: int, rate: float) -> None:
         assert self.best is not None
-        direction = +1 if level > self.best[0] else -1
-        if rate > self.best[1] * (1 + GAIN):
+        previous = self.best
+        direction = +1 if level > previous[0] else -1
+        if rate > previous[1] * (1 + GAIN):
             self.best = (level, rate)
             self.probe_every[direction] = PROBE_EVERY
+            if direction > 0:  # more sequences paid: climb on from here, in small steps
+                self.returns = (rate / previous[1] - 1) / (level / previous[0] - 1)
+                self.search, self.growth, self.doubled_start = Search.CLIMB, FINE_GROWTH, False
+                return self._up_from(level)
         else:
             self.probe_every[direction] = min(MAX_PROBE_EVERY, 2 * self.probe_every[direction])
         self._settle()

@@ -138,7 +138,7 @@ def test_finds_the_level_with_the_most_tokens_below_the_capacity(
     assert rates[0] >= 0.85 * best, (rates, best)
     [summary] = limits.summary()
     assert summary["search"] == "hold"
-    assert [level for level, _ in summary["measured"]] == [512, 455], summary["measured"]
+    assert [level for level, _ in summary["measured"]] == [512], summary["measured"]
 
 
 def test_a_server_without_a_token_counter_is_held_by_its_queue() -> None:
@@ -268,36 +268,39 @@ def graph_edge(running: int) -> float:
 
 def test_the_search_climbs_to_the_best_level_and_holds_it() -> None:
     rule, limits = climb(graph_edge, 60)
+    # Starts at the CUDA-graph edge and holds it: nothing else measured in the first minute.
+    assert [level for level, _ in rule.measured] == [512], rule.measured
+    assert rule.search is Search.HOLD and set(limits) == {512}
+    # Held at the edge for good: probes past it (12.5% more) back off as each is worse, none
+    # below it (never faster there).
+    rule, limits = climb(graph_edge, 2000)
     levels = [level for level, _ in rule.measured]
-    # Starts at the CUDA-graph edge; its last 57 sequences gave 44% of linear scaling: not
-    # enough to try past the edge.
-    assert levels == [512, 455], rule.measured
-    assert rule.search is Search.HOLD and max(limits) == limits[-1] == 512
-    # Held at the edge for good: no probe past it (it did not pay), none below it (never faster).
-    rule, limits = climb(graph_edge, 1000)
-    assert set(limits[10:]) == {512} and len(rule.measured) == 2
+    assert set(levels) == {512, 576} and levels.count(576) <= 4, rule.measured
+    assert sum(limit != 512 for limit in limits) <= 0.02 * len(limits)
+    assert limits[-1] == 512
 
 
 def test_the_search_steps_past_the_edge_while_more_sequences_pay_well() -> None:
     # Linear up to 600, then 3x slower steps: a small step past 512 is worth its cost here.
-    rule, limits = climb(lambda r: r / (0.004 + (0.012 if r > 600 else 0.0)), 60)
-    assert [level for level, _ in rule.measured][:5] == [512, 455, 576, 720, 648], rule.measured
+    # A probe past the edge pays, so the climb resumes in small steps.
+    rule, limits = climb(lambda r: r / (0.004 + (0.012 if r > 600 else 0.0)), 200)
+    assert [level for level, _ in rule.measured][:3] == [512, 576, 648], rule.measured
     assert rule.search is Search.HOLD and limits[-1] == 576
 
 
 def test_the_climb_steps_grow_while_more_sequences_pay() -> None:
     # A large model bound by memory traffic: more sequences help up to 2,000.
-    rule, limits = climb(lambda r: r / (0.02 + 0.00001 * max(0, r - 2000) ** 2), 120)
+    rule, limits = climb(lambda r: r / (0.02 + 0.00001 * max(0, r - 2000) ** 2), 200)
     levels = [level for level, _ in rule.measured]
-    assert levels[:7] == [512, 455, 576, 720, 1080, 2160, 1215], rule.measured
+    assert levels[:6] == [512, 576, 648, 810, 1215, 2430], rule.measured
     assert rule.search is Search.HOLD and 1700 <= limits[-1] <= 2000, rule.measured
 
 
 def test_the_edge_is_kept_when_fewer_sequences_read_faster() -> None:
     # Below the edge an engine is not faster with fewer sequences: a lower level reading faster
     # is vLLM's API server catching up on a backlog (seen on a GPU), not a reason to go down.
-    rule, limits = climb(lambda r: r / (0.004 + 1e-7 * r * r), 60)
-    assert [level for level, _ in rule.measured] == [512, 455], rule.measured
+    rule, limits = climb(lambda r: r / (0.004 + 1e-7 * r * r), 1000)
+    assert min(level for level, _ in rule.measured) == 512, rule.measured
     assert rule.search is Search.HOLD and limits[-1] == 512, rule.measured
 
 
