@@ -220,7 +220,8 @@ class Generator:
         self.model_label = model_label
         self.stats = RunStats()
         self.throttler = _throttler(config.max_rps)
-        self.workers = worker_count(config, router)
+        # Never more workers than requests: idle ones cost memory, many units share a server.
+        self.workers = min(worker_count(config, router), max(1, requests_in(config, datasets)))
         self.queue: asyncio.Queue[WorkUnit | None] = asyncio.Queue(maxsize=2 * self.workers)
         self._uncommitted: list[dict[str, Any]] = []
         self._commit_scheduled = False
@@ -469,6 +470,13 @@ class Generator:
         if not limits:
             return ""
         return " limit_seqs=" + ",".join(str(limit.limit) for limit in limits.values())
+
+
+def requests_in(config: GenerateConfig, datasets: list[Dataset]) -> int:
+    """The most requests a job sends (every sample missing): one per prompt with n per
+    request, else one per sample."""
+    prompts = sum(d.num_prompts for d in datasets)
+    return prompts if config.samples_per_request == "n" else prompts * config.n
 
 
 def worker_count(config: GenerateConfig, router: Router) -> int:

@@ -313,7 +313,7 @@ async def run_jobs(
     flight are bounded across all of them, so the server never idles between datasets."""
     auto = runs[0].config.max_concurrent == AUTO
     slots = asyncio.Semaphore(max_concurrent) if isinstance(max_concurrent, int) else None
-    limits = adaptive_limits(runs, connection) if auto else None
+    limits = adaptive_limits([run.config for run in runs], connection) if auto else None
     jobs = asyncio.gather(
         *(
             generate(run, connection.backends, connection.health,
@@ -328,11 +328,14 @@ async def run_jobs(
     return await run_until_first_failure(jobs, *watchers)
 
 
-def adaptive_limits(runs: list[PreparedRun], connection: Connection) -> AdaptiveLimits | None:
-    """Per-server adaptive limits for HTTP servers; None for the in-process backend."""
+def adaptive_limits(
+    configs: Sequence[GenerateConfig], connection: Connection
+) -> AdaptiveLimits | None:
+    """Per-server adaptive limits for HTTP servers, shared by every job (config) that runs on
+    the connection; None for the in-process backend."""
     if not all(isinstance(b, OpenAIEndpoint) for b in connection.backends):
         return None
-    per_request = max(r.config.n if r.config.samples_per_request == "n" else 1 for r in runs)
+    per_request = max(c.n if c.samples_per_request == "n" else 1 for c in configs)
     readers: dict[str, MetricsReader | None] = {
         b.name: functools.partial(fetch_metrics, b.session, b.root_url)
         for b in connection.backends

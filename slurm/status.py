@@ -115,6 +115,7 @@ def format_status(status: RunStatus) -> str:
                 f"{task.get('units_done', 0)} units, {task.get('samples', 0)} samples, "
                 f"{float(task.get('samples_per_s', 0)):.1f} samples/s, "
                 f"{float(task.get('completion_tokens_per_s', 0)):.0f} tokens/s"
+                + _limits(task)
             )
     if status.jobs:
         lines.append("SLURM:")
@@ -124,6 +125,14 @@ def format_status(status: RunStatus) -> str:
     if status.units_done == status.units_total:
         lines.append(f"every unit is done: rollouts slurm merge {status.run_dir}")
     return "\n".join(lines)
+
+
+def _limits(task: dict[str, Any]) -> str:
+    """The limit in force per server of a task with `auto` concurrency, in sequences."""
+    servers = task.get("concurrency") or []
+    if not servers:
+        return ""
+    return ", limit_seqs=" + ",".join(str(server.get("final_sequences")) for server in servers)
 
 
 def _duration(seconds: float) -> str:

@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from rollouts.checkpoint import resolve_plan_model
-from rollouts.concurrency import fixed_requests
+from rollouts.concurrency import AUTO, AdaptiveLimits, fixed_requests
 from rollouts.engine import GenerateResult, generate, prepared_run
 from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import write_json_atomic
 from rollouts.launch import (
     Connection,
+    adaptive_limits,
     connect_managed,
     connect_servers,
     http_session,
@@ -109,6 +110,8 @@ class TaskStats:
     completion_tokens: int = 0
     error_samples: int = 0
     state: str = "starting"
+    # per server with `auto`: the limit in force, the search's state, every change (concurrency.py)
+    concurrency: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = max(time.time() - self.started, 1e-9)
@@ -134,6 +137,7 @@ class Task:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.first: Unit | None = None
         self._body: asyncio.Task[None] | None = None
+        self.limits: AdaptiveLimits | None = None  # the servers' adaptive limits, with `auto`
 
     # -- the task's life --------------------------------------------------------------------
 
@@ -201,6 +205,8 @@ class Task:
 
     def _write_stats(self, state: str) -> None:
         self.stats.state = state
+        if self.limits is not None:
+            self.stats.concurrency = self.limits.summary()
         path = self.run_dir / "tasks" / f"{self.task_id}.json"
         with contextlib.suppress(OSError):  # progress reporting must never stop the work
             write_json_atomic(self.stats.as_dict(), path)
@@ -211,7 +217,8 @@ class Task:
     async def _connection(self) -> AsyncIterator[Connection]:
         plan = self.run.plan
         count = 1 if plan.base_urls else servers_per_node(self.run.slurm, plan.server)
-        async with http_session(fixed_requests(plan.max_concurrent) * count) as session:
+        bound = plan.max_concurrent if plan.max_concurrent == AUTO else plan.max_concurrent * count
+        async with http_session(bound) as session:
             if plan.base_urls:
                 async with connect_servers(
                     session, plan.base_urls, plan.jobs[0].model, plan.api_key,
@@ -254,15 +261,26 @@ class Task:
     # -- units ------------------------------------------------------------------------------
 
     async def _work(self, connection: Connection) -> None:
+        """Units side by side over the servers, under one bound shared by all of them: each
+        server's adaptive limit (`auto`, rollouts.concurrency) or a fixed number of requests
+        per server."""
+        plan = self.run.plan
         servers = len(connection.backends)
-        # SLURM tasks keep a fixed bound (64 requests per server for `auto`).
-        requests = fixed_requests(self.run.plan.max_concurrent) * servers
-        slots = asyncio.Semaphore(requests)
+        limits = adaptive_limits(plan.jobs, connection) if plan.max_concurrent == AUTO else None
+        self.limits = limits
+        if limits is not None:
+            slots = None
+            requests = sum(math.ceil(limit.limit / limits.sequences_per_request)
+                           for limit in limits.limits.values())
+        else:
+            requests = fixed_requests(plan.max_concurrent) * servers
+            slots = asyncio.Semaphore(requests)
         workers = self._units_in_flight(requests)
         log(f"{self.task_id}: {workers} unit(s) in flight over {servers} server(s)")
-        await asyncio.gather(
-            *(self._unit_worker(index, connection, slots) for index in range(workers))
-        )
+        units = asyncio.gather(*(
+            self._unit_worker(index, connection, slots, limits) for index in range(workers)
+        ))
+        await run_until_first_failure(units, *([limits.watch()] if limits else []))
 
     def _units_in_flight(self, concurrency: int) -> int:
         """Enough units at once to keep twice the request bound queued."""
@@ -276,7 +294,8 @@ class Task:
         return max(1, min(MAX_UNITS_IN_FLIGHT, math.ceil(2 * concurrency / requests_per_unit)))
 
     async def _unit_worker(
-        self, index: int, connection: Connection, slots: asyncio.Semaphore
+        self, index: int, connection: Connection, slots: asyncio.Semaphore | None,
+        limits: AdaptiveLimits | None,
     ) -> None:
         while not self.stopping.is_set():
             unit = self._next_unit()
@@ -284,7 +303,9 @@ class Task:
                 if not await self._wait_for_more():
                     return
                 continue
-            unit_task = asyncio.create_task(self._run_unit(unit, index, connection, slots))
+            unit_task = asyncio.create_task(
+                self._run_unit(unit, index, connection, slots, limits)
+            )
             self.running[unit.id] = unit_task
             try:
                 await unit_task
@@ -323,7 +344,8 @@ class Task:
         return {u.id: live.get(u.id, False) for u in pending}
 
     async def _run_unit(
-        self, unit: Unit, index: int, connection: Connection, slots: asyncio.Semaphore
+        self, unit: Unit, index: int, connection: Connection, slots: asyncio.Semaphore | None,
+        limits: AdaptiveLimits | None,
     ) -> None:
         entry = self.run.table.datasets[unit.dataset]
         job = self.run.plan.jobs[entry.job]
@@ -337,7 +359,7 @@ class Task:
             with prepared_run(config, [dataset]) as prepared:
                 result = await generate(
                     prepared, _rotated(connection.backends, index), connection.health,
-                    model_label=connection.model_label, slots=slots,
+                    model_label=connection.model_label, slots=slots, limits=limits,
                 )
         except OutputConflictError as exc:  # another task still writes it (its lease looked stale)
             log(f"unit {unit.id}: {exc}; leaving it")
@@ -379,6 +401,7 @@ def _combined(connections: list[Connection]) -> Connection:
         backends=[b for c in connections for b in c.backends],
         health=health,
         watchers=[w for c in connections for w in c.watchers],
+        max_num_seqs=connections[0].max_num_seqs,  # one ServerConfig for all of them
     )
 
 

@@ -26,6 +26,7 @@ FAKE_VLLM_PIDS_FILE=PATH    write "MAIN_PID WORKER_PID" there once the worker ru
 FAKE_VLLM_ARGV_FILE=PATH    write the argv received there as JSON
 FAKE_VLLM_REQUESTS_FILE=PATH  append {prompt, n, seed} per completion request as it arrives
 FAKE_VLLM_DELAY=S           answer each completion request after S seconds
+FAKE_VLLM_PEAK_FILE=PATH    write to PATH.PID the most sequences (n per request) ever in flight
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class FakeEngine:
             self.die_after = self.hang_after = -1
         self.running = 0
         self.generation_tokens = 0
+        self.sequences_in_flight = 0
+        self.peak_sequences = 0
 
     def _strike(self, what: str) -> None:
         """A one-time fault fires: leave the marker so the next server process is sound."""
@@ -152,6 +155,22 @@ class FakeEngine:
         )
 
     async def _generate(self, body: dict[str, Any], prompt: str, chat: bool) -> web.Response:
+        sequences = int(body.get("n", 1)) if max_tokens_of(body) > 1 else 0  # not readiness probes
+        self.sequences_in_flight += sequences
+        try:
+            self._record_peak()
+            return await self._answer(body, prompt, chat)
+        finally:
+            self.sequences_in_flight -= sequences
+
+    def _record_peak(self) -> None:
+        peak_file = os.environ.get("FAKE_VLLM_PEAK_FILE")
+        if peak_file and self.sequences_in_flight > self.peak_sequences:
+            self.peak_sequences = self.sequences_in_flight
+            with open(f"{peak_file}.{os.getpid()}", "w") as handle:
+                handle.write(str(self.peak_sequences))
+
+    async def _answer(self, body: dict[str, Any], prompt: str, chat: bool) -> web.Response:
         self.requests += 1
         if 0 <= self.die_after < self.requests:
             self._strike("engine core died")

@@ -3,6 +3,7 @@ each on its own GPUs, behind one router; units spread over them; the merge gives
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -55,3 +56,30 @@ def test_a_task_serves_two_servers_and_finishes_every_unit(
     assert len(rows) == 24 and rows["error"].isna().all()
     assert rows["data_idx"].tolist() == sorted(rows["data_idx"].tolist())  # input order
     assert rows["endpoint"].nunique() == 2  # both servers served
+
+
+def test_auto_gives_each_server_of_a_task_its_adaptive_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `auto` in a task: every unit in flight shares each server's limit (rollouts.concurrency),
+    # which starts at the server's max_num_seqs (6 sequences: 3 requests of n=2), and the task's
+    # stats file shows it per server.
+    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "0.2")
+    monkeypatch.setenv("FAKE_VLLM_PEAK_FILE", str(tmp_path / "peak"))
+    path = write_config(tmp_path, gpus_per_node=2, tensor_parallel=1)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["max_concurrent"] = "auto"
+    config["server"]["extra_args"] = ["--max-num-seqs", "6"]
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    run = load_run(path)
+    run_dir = run.slurm.run_dir
+    write_run_dir(run, run_dir)
+    assert run_task(run_dir) == "done"
+    assert len(done_ids(run_dir)) == 4
+    peaks = [int(p.read_text()) for p in tmp_path.glob("peak.*")]
+    assert len(peaks) == 2 and max(peaks) == 6, peaks  # both servers full, never over the limit
+    [stats] = [json.loads(p.read_text()) for p in (run_dir / "tasks").glob("*.json")]
+    servers = stats["concurrency"]
+    assert [s["mode"] for s in servers] == ["auto", "auto"]
+    assert all(s["history"][0][1] == 6 for s in servers), servers
