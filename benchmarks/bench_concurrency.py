@@ -15,11 +15,13 @@ workload, the tokens/s of `auto` and of fixed limits, and the ratio auto / best 
 target is >= 0.95). A model, not a measurement of a GPU: it shows what the rule costs in
 transitions (the climb, a step past the edge, drains), which is what the rule decides.
 
-    python3 benchmarks/bench_concurrency.py
+    python3 benchmarks/bench_concurrency.py [--long 16]
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import heapq
 from collections import deque
 from dataclasses import dataclass
@@ -90,9 +92,15 @@ def simulate(work: Workload, fixed: int | None) -> tuple[float, list[tuple[int, 
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--long", type=int, default=1, metavar="K",
+                        help="K times the prompts: a run long enough for the held level's "
+                             "tries past the edge (every 120 readings) to show their cost")
+    args = parser.parse_args()
     levels = [256, 384, 448, 512, 576, 768, 1024]
     print("modelled vLLM engine (fitted to one H200, 0.39B model); tokens/s")
     for work in WORKLOADS:
+        work = dataclasses.replace(work, prompts=work.prompts * args.long)
         fixed = {level: simulate(work, level)[0] for level in levels}
         auto, measured = simulate(work, None)
         best = max(fixed, key=lambda level: fixed[level])
