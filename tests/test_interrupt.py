@@ -30,12 +30,15 @@ PROMPTS = 100
 class Command:
     """A `rollouts` subprocess whose stderr is read as it comes."""
 
+    started: list[Command] = []  # killed after each test (`no_command_left`), failed ones too
+
     def __init__(self, *args: str | Path, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rollouts.cli", *map(str, args)],
             env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
+        Command.started.append(self)
         self.stderr = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -61,6 +64,17 @@ class Command:
         elapsed = time.monotonic() - started
         self._reader.join(10)
         return elapsed
+
+
+@pytest.fixture(autouse=True)
+def no_command_left() -> Iterator[None]:
+    """A test that fails before its command ends must not leave it running into the next test."""
+    yield
+    while Command.started:
+        process = Command.started.pop().process
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
 
 
 def assert_interrupted(command: Command, elapsed: float, outputs: list[Path]) -> list[int]:
@@ -136,11 +150,13 @@ def test_ctrl_c_with_a_managed_server_stops_it(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_a_long_in_process_generation(tmp_path: Path, model: Path) -> None:
-    """The hf backend with the default --max-tokens: a generation is cut at its next token."""
+    """The hf backend with the default --max-tokens: a generation is cut at its next token.
+    Greedy, so the text is the same every time (sampled, a random model sometimes ends a sample
+    at once with its end-of-sequence token)."""
     source = write_jsonl(tmp_path / "d.jsonl", verl_rows(8, chat=False))
     out = tmp_path / "o.parquet"
     command = Command("generate", source, "-o", out, "--backend", "hf", "--model", model,
-                      "--n", "2", "--no-progress")
+                      "--n", "2", "--temperature", "0", "--no-progress")
     command.wait_for(lambda: "Loading weights: 100%" in command.stderr, "a loaded model")
     time.sleep(1.0)  # well into the first generation (1024 tokens take far longer)
     assert saved_rows(out) == 0
