@@ -150,17 +150,20 @@ def test_ctrl_c_with_a_managed_server_stops_it(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_a_long_in_process_generation(tmp_path: Path, model: Path) -> None:
-    """The hf backend with the default --max-tokens: a generation is cut at its next token.
-    Greedy, so the text is the same every time (sampled, a random model sometimes ends a sample
-    at once with its end-of-sequence token)."""
+    """The hf backend: a long generation is cut at its next token. Greedy, so the text is the
+    same every time (this model never ends it early), and 3,500 tokens take the tiny model far
+    longer than the second waited here (1,024 took 1.4 s on a quiet machine: too close)."""
     source = write_jsonl(tmp_path / "d.jsonl", verl_rows(8, chat=False))
     out = tmp_path / "o.parquet"
     command = Command("generate", source, "-o", out, "--backend", "hf", "--model", model,
-                      "--n", "2", "--temperature", "0", "--no-progress")
+                      "--n", "2", "--temperature", "0", "--max-tokens", "3500", "--no-progress")
     command.wait_for(lambda: "Loading weights: 100%" in command.stderr, "a loaded model")
-    time.sleep(1.0)  # well into the first generation (1024 tokens take far longer)
+    time.sleep(1.0)  # well into the first generation
     assert saved_rows(out) == 0
-    assert_interrupted(command, command.interrupt(), [out])
+    elapsed = command.interrupt()
+    assert_interrupted(command, elapsed, [out])
+    # Cut, not finished: the generation had at least 2.8 s to go (0.06 s to stop, measured).
+    assert elapsed < 1.5, elapsed
 
 
 def test_ctrl_c_while_the_model_loads(tmp_path: Path, model: Path) -> None:
