@@ -238,7 +238,7 @@ class LimitRule:
     best: tuple[int, float] | None = None  # (level, tokens/s)
     returns: float = 1.0  # the last better step's gain, as a fraction of the gain of linear scaling
     growth: float = FIRST_GROWTH
-    doubled_start: bool = True  # the next better step measured is the start's doubling
+    doubled_start: bool = True  # the next step measured is the start's doubling
     trial: Trial | None = None
     since_probe: int = 0
     probe_up: bool = True
@@ -333,12 +333,12 @@ class LimitRule:
             # probes; measured at once it costs a step past a slow edge (or a drain below it)
             # in every run, and requests started together make an early reading noisy.
             return self._settle()
+        after_doubling, self.doubled_start = self.doubled_start, False
         if rate > previous[1] * (1 + GAIN):
             self.best = (level, rate)
             # The step paid: the next one may be larger (after the start's doubling, small).
             self.returns = (rate / previous[1] - 1) / (level / previous[0] - 1)
-            self.growth = FINE_GROWTH if self.doubled_start else min(MAX_GROWTH, self.growth * 2)
-            self.doubled_start = False
+            self.growth = FINE_GROWTH if after_doubling else min(MAX_GROWTH, self.growth * 2)
             return self._up_from(level)
         if self.growth > FINE_GROWTH:
             self.growth = FINE_GROWTH  # a large step went too far: a small one from the best

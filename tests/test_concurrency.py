@@ -222,6 +222,18 @@ def test_a_given_number_stays_fixed(tmp_path: Path, emulated: SchedulerServer) -
     assert summary["concurrency"] == {"max_concurrent": 3, "workers": 3, "servers": []}
 
 
+@pytest.mark.parametrize("per_request, workers", [("n", 5), ("1", 5 * N)])
+def test_a_job_starts_no_more_workers_than_requests(
+    tmp_path: Path, emulated: SchedulerServer, per_request: str, workers: int
+) -> None:
+    # `auto` would fill 512 sequences (a SLURM task runs many small jobs like this at once).
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(5))
+    run_generate(source, "-o", tmp_path / "o.parquet", "--base-url", emulated.url, "--model",
+                 "sched", "--n", str(N), "--samples-per-request", per_request)
+    summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
+    assert summary["concurrency"]["workers"] == workers
+
+
 def reading(running: int, waiting: int, preemptions: int = 0, kv: float = 0.5,
             tokens: int = 0) -> VllmMetrics:
     return VllmMetrics(num_requests_running=running, num_requests_waiting=waiting,
