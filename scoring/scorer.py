@@ -228,8 +228,26 @@ def reward_specs(frame: pd.DataFrame, reward_fn: str) -> list[str]:
     """The reward function of every row: the one asked for, or by data_source under `auto`."""
     if reward_fn != AUTO:
         return [reward_fn] * len(frame)
-    mapping = dispatch_all(frame["data_source"].astype(str))
-    return [mapping[str(s)] for s in frame["data_source"]]
+    sources = frame["data_source"].astype(str).tolist()
+    metrics = reward_metrics(frame)
+    mapping = dispatch_all(sources, metrics)
+    return [mapping[pair] for pair in zip(sources, metrics, strict=True)]
+
+
+def reward_metrics(frame: pd.DataFrame) -> list[Any]:
+    """Each row's `extra_info["reward_metric"]` (GURU names a math row's reward there), or None."""
+    if "extra_info" not in frame.columns:
+        return [None] * len(frame)
+    return [_reward_metric(info) for info in frame["extra_info"]]
+
+
+def _reward_metric(extra_info: Any) -> Any:
+    if isinstance(extra_info, str):
+        extra_info = _decoded(extra_info)
+    if isinstance(extra_info, dict):
+        metric = extra_info.get("reward_metric")
+        return metric if isinstance(metric, str) else None
+    return None
 
 
 def check_rows(frame: pd.DataFrame, specs: list[str], options: RewardOptions, source: str) -> None:

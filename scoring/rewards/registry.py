@@ -1,13 +1,15 @@
 """Reward functions by name, and dispatch from a row's `data_source` to one of them.
 
-`auto` picks by data source: verl's dataset names (`openai/gsm8k`, `lighteval/MATH`, ...) and the
-`domain__dataset` prefixes of multi-domain sets (`math__aime`, `codegen__mbpp`, `stem__gpqa`).
+`auto` picks by data source from one table (scoring.rewards.sources): verl's dataset names
+(`openai/gsm8k`, `lighteval/MATH`, ...) and the `domain__dataset` prefixes of multi-domain sets
+(`math__aime`, `codegen__mbpp`, `stem__gpqa`).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from rollouts.errors import UserInputError
 from scoring.rewards.base import RewardFn, RewardOptions
@@ -19,6 +21,7 @@ from scoring.rewards.ifeval import IfevalReward
 from scoring.rewards.math import MathReward
 from scoring.rewards.mcq import McqReward
 from scoring.rewards.qa import QaReward
+from scoring.rewards.sources import find_source
 
 AUTO = "auto"
 
@@ -31,76 +34,29 @@ BUILTINS: dict[str, Callable[[RewardOptions], RewardFn]] = {
     "ifeval": lambda options: IfevalReward(),
 }
 
-# Dataset names (the part after the last `/`, lower case) and the reward that scores them.
-DATASETS: dict[str, str] = {
-    **dict.fromkeys(["gsm8k"], "gsm8k"),
-    **dict.fromkeys(
-        [
-            "math", "math-lighteval", "math-500", "math_dapo", "math_dapo_reasoning",
-            "dapo-math-17k", "aime", "aime24", "aime25", "aime2024", "aime2025", "aime_2024",
-            "aimo-validation-aime", "amc", "amc23", "olympiadbench", "minerva", "minerva_math",
-            "geometry3k", "deepscaler", "omni_math", "omni-math", "numinamath-cot", "polaris",
-        ],
-        "math",
-    ),
-    **dict.fromkeys(
-        [
-            "code", "livecodebench", "humaneval", "mbpp", "apps", "codecontests", "code_contests",
-            "taco", "primeintellect", "codeforces",
-        ],
-        "code",
-    ),
-    **dict.fromkeys(
-        [
-            "gpqa", "gpqa_diamond", "supergpqa", "mmlu", "mmlu_pro", "mmlu-pro", "ai2_arc", "arc",
-            "commonsense_qa", "mcq",
-        ],
-        "mcq",
-    ),
-    **dict.fromkeys(
-        [
-            "squad", "nq", "natural_questions", "triviaqa", "trivia_qa", "popqa", "hotpotqa",
-            "2wikimultihopqa", "musique", "bamboogle", "qa",
-        ],
-        "qa",
-    ),
-    **dict.fromkeys(["ifeval", "ifbench", "ifbench_test", "ifeval-like-data"], "ifeval"),
-}
-
-# `domain__dataset` prefixes; a domain left out here is dispatched by its dataset name.
-DOMAINS: dict[str, str] = {
-    "math": "math", "codegen": "code", "qa": "qa", "mcq": "mcq", "instruction_following": "ifeval"
-}
-# Dataset-name prefixes of families with many members (numina_olympiads, numina_amc_aime, ...).
-PREFIXES: dict[str, str] = {
-    "numina_": "math", "gsm8k": "gsm8k", "aime": "math", "ifeval": "ifeval", "ifbench": "ifeval"
-}
+def dispatch(data_source: str, reward_metric: Any = None) -> str | None:
+    """The built-in reward for a data source (and extra_info's `reward_metric`), or None when
+    none is known (see scoring.rewards.sources)."""
+    source = find_source(data_source)
+    return source.reward_for(reward_metric) if source is not None else None
 
 
-def dispatch(data_source: str) -> str | None:
-    """The built-in reward for a data source, or None when none is known."""
-    name = str(data_source).strip().lower()
-    domain, sep, dataset = name.partition("__")
-    if sep:
-        if domain in DOMAINS:
-            return DOMAINS[domain]
-        name = dataset
-    name = name.rsplit("/", 1)[-1]
-    if name in DATASETS:
-        return DATASETS[name]
-    return next((fn for prefix, fn in PREFIXES.items() if name.startswith(prefix)), None)
-
-
-def dispatch_all(data_sources: Iterable[str]) -> dict[str, str]:
-    """Reward name per distinct data source; one error listing every source that has none."""
-    mapping = {source: dispatch(source) for source in sorted(set(map(str, data_sources)))}
-    unknown = [source for source, fn in mapping.items() if fn is None]
+def dispatch_all(
+    data_sources: Iterable[str], reward_metrics: Iterable[Any] | None = None
+) -> dict[tuple[str, Any], str]:
+    """Reward name per distinct (data source, reward_metric); one error listing every source
+    that has none."""
+    sources = [str(source) for source in data_sources]
+    metrics = list(reward_metrics) if reward_metrics is not None else [None] * len(sources)
+    pairs = set(zip(sources, metrics, strict=True))
+    mapping = {pair: dispatch(*pair) for pair in pairs}
+    unknown = sorted({source for (source, _), fn in mapping.items() if fn is None})
     if unknown:
         raise UserInputError(
             f"no reward function for data_source {', '.join(map(repr, unknown))}; "
             f"pass --reward-fn ({'|'.join(BUILTINS)}|{SPEC_FORMS})"
         )
-    return {source: fn for source, fn in mapping.items() if fn is not None}
+    return {pair: fn for pair, fn in mapping.items() if fn is not None}
 
 
 def canonical_spec(spec: str) -> str:
