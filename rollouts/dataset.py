@@ -8,6 +8,12 @@ A dataset's display name (the `dataset` column, logs, summaries) is the same fil
 run config gives it a `name:`; the prompt ids stay those of the file, so naming a dataset never
 changes the ids of rows already generated.
 
+An output of the tools themselves is an input too: a rollouts file, a scored file or a bucket file
+of filter-difficulty (any file holding a column that generation adds). Its prompt columns are
+taken, the generated, scored and bucket columns are set aside, and each prompt is sampled once
+however many rows (samples) it had, so the new run's identity is its prompts. A prompt keeps the
+prompt id the file gives it, so the new run's rows pair up with those of the run it came from.
+
 A dataset's identity for resuming (`input_identity`) is its name and a digest of its set of prompt
 ids: computed from what validation already holds, so it costs no extra read of a big file, and it
 changes when a prompt or the file name changes, not when rows are reordered (resuming is keyed by
@@ -60,6 +66,14 @@ GENERATED_COLUMNS: tuple[str, ...] = (
     "error_kind",
     "config_hash",
 )
+# Columns that `score` and `filter-difficulty` add; set aside with the generated ones when an output
+# of the tools goes back into generate (tests/test_generate_inputs.py checks the lists agree).
+DERIVED_COLUMNS: tuple[str, ...] = (
+    "score", "acc", "pred", "score_status", "reward_fn", "reward_fn_version", "pred_source",
+    "answer_class", "score_error", "score_traceback",
+    "pass_rate", "n_samples", "n_pass", "pass_rate_ci_low", "pass_rate_ci_high", "bucket",
+    "n_unscoreable", "set_aside_reason",
+)
 CHAT_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 SCHEMA_SAMPLE_BATCH = 4096
 
@@ -78,7 +92,11 @@ class Dataset:
     # does not recompute hashes.
     digests: array[int] = field(default_factory=lambda: array("Q"), repr=False)
     stamp: tuple[int, int] = (0, 0)  # (size, mtime_ns) when validated
-    first_row: int = 0  # a slice (a SLURM work unit) streams rows first_row..first_row+num_prompts
+    first_row: int = 0  # a slice (a SLURM work unit) streams prompts first_row..first_row+num_prompts
+    # An output of the tools as input: the columns set aside, and the file row of each prompt
+    # (its first sample's row; empty when every file row is a prompt).
+    set_aside: tuple[str, ...] = ()
+    file_rows: array[int] = field(default_factory=lambda: array("Q"), repr=False)
 
     def slice(self, start: int, stop: int) -> Dataset:
         """The rows start..stop of this dataset, keeping their data_idx and prompt ids."""
@@ -195,21 +213,32 @@ def validate_dataset(
     table_format(path)
     name = dataset_name(path)  # prompt ids derive from the file's own name
     parquet_schema = _parquet_schema(path)
+    set_aside: tuple[str, ...] = ()
     if parquet_schema is not None:
         _check_columns(path, parquet_schema.names, prompt_key)
+        set_aside = derived_columns(parquet_schema.names)
     seen: set[int] = set()  # 64-bit digests only: memory stays small for millions of prompts
     digests: array[int] = array("Q")
     schemas: list[pa.Schema] = []
+    file_rows: array[int] = array("Q")
     batch: list[dict[str, Any]] = []
     chat = False
     for index, row in enumerate(iter_records(path)):
         if index == 0 and parquet_schema is None:
             _check_columns(path, list(row), prompt_key)
+            set_aside = derived_columns(list(row))
         where = f"{path} row {index}"
         prompt = normalize_prompt(row.get(prompt_key), where, system_prompt)
         chat = chat or not isinstance(prompt, str)
-        digest = int(prompt_id_for(name, prompt), 16)
-        if digest in seen:
+        digest = _kept_prompt_id(row) if set_aside else None
+        if digest is None:
+            digest = int(prompt_id_for(name, prompt), 16)
+        if set_aside:
+            if digest in seen:
+                continue  # another sample of a prompt already taken
+            file_rows.append(index)
+            row = {k: v for k, v in row.items() if k not in set_aside}
+        elif digest in seen:
             first = _first_row_with(path, name, prompt_key, system_prompt, digest)
             raise UserInputError(
                 f"{path}: rows {first} and {index} hold the same prompt; "
@@ -229,9 +258,41 @@ def validate_dataset(
     schema = parquet_schema or _unify(path, schemas)
     if parquet_schema is None:
         _check_columns(path, schema.names, prompt_key)
+    if set_aside:
+        schema = pa.schema([f for f in schema if f.name not in set_aside])
+        if len(file_rows) == index + 1:
+            file_rows = array("Q")  # one row per prompt: nothing to skip
     return Dataset(path=path, name=display_name or name, prompt_key=prompt_key,
                    num_prompts=len(seen), schema=schema, chat=chat, digests=digests,
-                   stamp=_stamp(path))
+                   stamp=_stamp(path), set_aside=set_aside, file_rows=file_rows)
+
+
+def derived_columns(names: Sequence[str]) -> tuple[str, ...]:
+    """The columns to set aside when `names` are those of an output of the tools, else ()."""
+    if not any(c in GENERATED_COLUMNS for c in names):
+        return ()
+    return tuple(c for c in names if c in GENERATED_COLUMNS or c in DERIVED_COLUMNS)
+
+
+def _kept_prompt_id(row: dict[str, Any]) -> int | None:
+    """The prompt id an output of the tools already gives its prompt, so that runs on a bucket
+    file pair up with the run it came from (a report compares them on the same prompts)."""
+    value = row.get("prompt_id")
+    if isinstance(value, str) and len(value) == 16:
+        try:
+            return int(value, 16)
+        except ValueError:
+            return None
+    return None
+
+
+def reuse_note(dataset: Dataset) -> str | None:
+    """One line saying what is taken from an output of the tools given as input, else None."""
+    if not dataset.set_aside:
+        return None
+    rows = f" (one per prompt of its {len(dataset.file_rows)} rows)" if dataset.file_rows else ""
+    return (f"{dataset.path}: an output of rollouts; taking its {dataset.num_prompts} prompt(s)"
+            f"{rows}, setting aside {', '.join(dataset.set_aside)}")
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -254,12 +315,6 @@ def _check_columns(path: Path, names: list[str], prompt_key: str) -> None:
     if prompt_key not in names:
         raise UserInputError(
             f"{path}: no prompt column {prompt_key!r} (columns: {names}); pass --prompt-key NAME"
-        )
-    clashing = [c for c in names if c in GENERATED_COLUMNS]
-    if clashing:
-        raise UserInputError(
-            f"{path}: input already has generated column(s) {clashing}; "
-            "drop them or rename them before generating"
         )
 
 
@@ -298,11 +353,24 @@ def iter_prompts(dataset: Dataset, system_prompt: str | None) -> Iterator[Prompt
             f"{dataset.path} changed after it was checked; rerun the command to check it again"
         )
     start = dataset.first_row
-    rows = itertools.islice(iter_records(dataset.path), start, start + dataset.num_prompts)
-    for index, row in enumerate(rows, start):
-        where = f"{dataset.path} row {index}"
+    rows = itertools.islice(_prompt_rows(dataset), start, start + dataset.num_prompts)
+    for index, (file_row, row) in enumerate(rows, start):
+        where = f"{dataset.path} row {file_row}"
         prompt = normalize_prompt(row.get(dataset.prompt_key), where, system_prompt)
         prompt_id = f"{dataset.digests[index]:016x}"
         yield PromptRecord(
             dataset=dataset.name, data_idx=index, prompt_id=prompt_id, prompt=prompt, row=row
         )
+
+
+def _prompt_rows(dataset: Dataset) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(file row, row) of each prompt in file order, without the columns set aside."""
+    records = enumerate(iter_records(dataset.path))
+    if dataset.file_rows:
+        wanted = set(dataset.file_rows)
+        records = ((i, row) for i, row in records if i in wanted)
+    if not dataset.set_aside:
+        yield from records
+        return
+    for file_row, row in records:
+        yield file_row, {k: v for k, v in row.items() if k not in dataset.set_aside}

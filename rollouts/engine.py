@@ -38,7 +38,14 @@ from rollouts.concurrency import (
     MaxConcurrent,
     auto_workers,
 )
-from rollouts.dataset import Dataset, PromptRecord, input_identity, iter_prompts, load_datasets
+from rollouts.dataset import (
+    Dataset,
+    PromptRecord,
+    input_identity,
+    iter_prompts,
+    load_datasets,
+    reuse_note,
+)
 from rollouts.errors import UserInputError
 from rollouts.io import json_columns, write_json_atomic
 from rollouts.router import HealthCheck, Router
@@ -552,6 +559,8 @@ def prepared_run(
         datasets = load_datasets(
             config.inputs, config.prompt_key, config.system_prompt, config.dataset_name
         )
+    for note in filter(None, map(reuse_note, datasets)):
+        print(f"rollouts: {note}", file=sys.stderr)
     schema = output_schema(d.schema for d in datasets)
     as_text = json_columns(schema)
     if as_text:

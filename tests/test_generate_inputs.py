@@ -89,10 +89,38 @@ def test_invalid_json_line(tmp_path: Path, server: FakeOpenAIServer) -> None:
     assert "d.jsonl:2: invalid JSON" in message
 
 
-def test_input_with_generated_columns_is_refused(tmp_path: Path, server: FakeOpenAIServer) -> None:
-    source = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "response": "b"}])
-    message = fails_before_any_request(server, source, "-o", tmp_path / "o.parquet")
-    assert "generated column(s) ['response']" in message
+def test_outputs_of_the_tools_go_back_into_generate(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """A scored file (N rows per prompt) and a bucket file are inputs: prompts taken once each,
+    generated/scored/bucket columns set aside, the new rows carry the prompts' own columns."""
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(3))
+    first = tmp_path / "first.parquet"
+    run_generate(source, "-o", first, "--base-url", server.url, "--n", "2")
+    scored = read_rows(first).assign(score=1.0, acc=True, pred="2", score_status="ok")
+    scored.to_parquet(tmp_path / "scored.parquet")
+    buckets = scored.drop_duplicates("prompt_id").assign(pass_rate=0.5, bucket="kept")
+    buckets.to_parquet(tmp_path / "kept.parquet")
+    for name in ("scored", "kept"):
+        server.requests.clear()
+        again = tmp_path / f"again-{name}.parquet"
+        result = run_generate(tmp_path / f"{name}.parquet", "-o", again, "--base-url", server.url,
+                              "--n", "2")
+        assert "taking its 3 prompt(s)" in result.stderr
+        rows = read_rows(again)
+        assert len(rows) == 6 and rows["error"].isna().all()
+        assert sorted(rows["data_idx"].unique()) == [0, 1, 2]
+        assert rows["dataset"].unique().tolist() == [name]
+        assert {"score", "acc", "pass_rate", "bucket"}.isdisjoint(rows.columns)
+        assert sorted(rows["extra_info"].map(lambda e: e["index"]).unique()) == [0, 1, 2]
+        assert len(server.requests) == 3  # one request of n=2 per prompt
+        assert set(rows["prompt_id"]) == set(scored["prompt_id"])  # pairs with the first run
+
+
+def test_the_columns_set_aside_cover_what_score_and_filter_add() -> None:
+    from rollouts.dataset import DERIVED_COLUMNS
+    from scoring.difficulty import SET_ASIDE_COLUMNS, STAT_COLUMNS
+    from scoring.scorer import SCORE_COLUMNS
+
+    assert set(SCORE_COLUMNS) | set(STAT_COLUMNS) | set(SET_ASIDE_COLUMNS) <= set(DERIVED_COLUMNS)
 
 
 def test_unknown_output_extension(tmp_path: Path, server: FakeOpenAIServer) -> None:
