@@ -365,7 +365,7 @@ def iter_prompts(dataset: Dataset, system_prompt: str | None) -> Iterator[Prompt
 
 def _prompt_rows(dataset: Dataset) -> Iterator[tuple[int, dict[str, Any]]]:
     """(file row, row) of each prompt in file order, without the columns set aside."""
-    records = enumerate(iter_records(dataset.path))
+    records: Iterator[tuple[int, dict[str, Any]]] = enumerate(iter_records(dataset.path))
     if dataset.file_rows:
         wanted = set(dataset.file_rows)
         records = ((i, row) for i, row in records if i in wanted)
