@@ -10,10 +10,14 @@ from rollouts.clitools import echo_err, handle_errors
 
 
 @click.command("report", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Directory for report.md/.html, report.json, metrics.parquet and the PNGs.")
-@click.option("--baseline", default=None, help="Model/checkpoint every other one is compared against.")
+@click.option("--baseline", default=None,
+              help="The run every other one is compared against: a label, an input file, or a "
+                   "model/checkpoint (each run is then compared with its run at the same settings).")
+@click.option("--label", "hand_labels", multiple=True, metavar="NAME=FILE",
+              help="Name the run in FILE (added to the inputs when not among them); repeatable.")
 @click.option("--metric", default="mean@n", show_default=True,
               help="What curves, best checkpoints and comparisons use: mean@n, pass@K or maj@K.")
 @click.option("--domains", "domains_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -33,6 +37,7 @@ def report(
     inputs: tuple[str, ...],
     output: Path,
     baseline: str | None,
+    hand_labels: tuple[str, ...],
     metric: str,
     domains_file: Path | None,
     select_on: str | None,
@@ -51,6 +56,7 @@ def report(
       rollouts report sweeps/run1 -o report/
       rollouts report 'scored/*.scored.parquet' -o report/ --baseline base --metric pass@8
       rollouts report sweeps/run1 -o report/ --select-on val --format html
+      rollouts report --label t1=t1.0.scored.parquet --label t06=t0.6.scored.parquet -o r/ --baseline t1
     """
     from scoring.report import ReportOptions, build_report, parse_metric, read_domain_map
 
@@ -63,7 +69,8 @@ def report(
         bootstrap=bootstrap,
         permutations=permutations,
     )
-    result = build_report(list(inputs), output, options, fmt=fmt, overwrite=overwrite)
+    result = build_report(list(inputs), output, options, fmt=fmt, overwrite=overwrite,
+                          labels=parse_labels(hand_labels))
     analysis = result.analysis
     for note in analysis.notes:
         echo_err(f"note: {note}")
@@ -74,3 +81,16 @@ def report(
         up, down = int((significant["delta"] > 0).sum()), int((significant["delta"] < 0).sum())
         click.echo(f"against {baseline}: {up} improvement(s), {down} regression(s) after Holm correction")
     click.echo(str(result.page))
+
+
+def parse_labels(pairs: tuple[str, ...]) -> dict[str, str]:
+    """--label NAME=FILE options -> {NAME: FILE}."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep or not name.strip() or not file.strip():
+            raise click.BadParameter(f"{pair!r}: use NAME=FILE", param_hint="--label")
+        if name in labels:
+            raise click.BadParameter(f"{name!r} is given twice", param_hint="--label")
+        labels[name.strip()] = file.strip()
+    return labels

@@ -248,6 +248,13 @@ def test_sweep_root_through_its_manifest(tmp_path: Path) -> None:
     assert set(tidy["step"].dropna()) == {50, 500}
     series = json.loads((tmp_path / "report" / "report.json").read_text())["models"]
     assert {m["series"] for m in series} == {"temperature=0.6", "temperature=1.0"}
+    # The README's example names the checkpoint only: each run is compared at its own temperature.
+    result = run(tmp_path / "sweep", "-o", tmp_path / "readme", "--baseline", "global_step_50")
+    assert result.exit_code == 0, result.output
+    comparisons = json.loads((tmp_path / "readme" / "report.json").read_text())["comparisons"]
+    assert {(c["label"], c["baseline"]) for c in comparisons} == {
+        (f"global_step_500 temperature={t}", f"global_step_50 temperature={t}") for t in (0.6, 1.0)
+    }
 
 
 def test_hand_written_jsonl_manifest_skips_unfinished_combinations(tmp_path: Path) -> None:
@@ -363,3 +370,42 @@ def test_a_model_missing_a_task_is_noted_and_its_average_says_over_how_many(tmp_
     assert domain.loc["a", ["value", "n_tasks"]].tolist() == [0.5, 2]
     assert domain.loc["b", ["value", "n_tasks"]].tolist() == [1.0, 1]
     assert result.analysis.comparisons["task"].tolist() == ["math__x"]
+
+
+# ---------------------------------------------------------------- labels from what differs
+
+
+def run_file(directory: Path, name: str, accs: list[int], **settings: Any) -> Path:
+    """A scored run of model `m` on 6 prompts (2 samples each) with sampling settings as columns."""
+    rows = [r for p, acc in enumerate(accs) for r in prompt_rows("m", "math__a", f"p{p}", [acc, acc], None, **settings)]
+    return write(rows, directory / f"{name}.scored.parquet")
+
+
+def test_runs_of_one_model_are_labelled_by_what_differs(tmp_path: Path) -> None:
+    hot = run_file(tmp_path, "t1.0", [1, 0, 1, 0, 1, 0], temperature=1.0, dataset="math")
+    cold = run_file(tmp_path, "t0.6", [1, 1, 1, 1, 1, 0], temperature=0.6, dataset="math")
+    result = run(hot, cold, "-o", tmp_path / "r", "--baseline", "t1.0")  # a file names its run
+    assert result.exit_code == 0, result.output
+    comparison = json.loads((tmp_path / "r" / "report.json").read_text())["comparisons"]
+    assert {(c["label"], c["baseline"]) for c in comparison} == {("m temperature=0.6", "m temperature=1.0")}
+    # The same settings on another input file (a bucket file generated again): the input tells them apart.
+    kept = run_file(tmp_path, "kept", [1, 1, 1, 1, 1, 1], temperature=1.0, dataset="kept")
+    result = run(hot, kept, "-o", tmp_path / "r2", "--baseline", "t1.0")
+    assert result.exit_code == 0, result.output
+    labels = set(pd.read_parquet(tmp_path / "r2" / "metrics.parquet")["label"])
+    assert labels == {"m input=math", "m input=kept"}
+
+
+def test_hand_labels_and_a_real_duplicate_names_both_files(tmp_path: Path) -> None:
+    first = run_file(tmp_path, "a", [1, 0, 1, 0, 1, 0])
+    copy = tmp_path / "copy" / "a.scored.parquet"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    result = run(first, copy, "-o", tmp_path / "r")
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {first} and {copy} both hold prompt p0 of 'm'")
+    assert "--label NAME=FILE" in result.output and len(result.output.strip().splitlines()) == 1
+    result = run("--label", f"before={first}", "--label", f"after={copy}", "-o", tmp_path / "r", "--baseline", "before")
+    assert result.exit_code == 0, result.output
+    comparison = json.loads((tmp_path / "r" / "report.json").read_text())["comparisons"]
+    assert {(c["label"], c["baseline"]) for c in comparison} == {("after", "before")}

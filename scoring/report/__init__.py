@@ -59,10 +59,12 @@ def build_report(
     options: ReportOptions,
     fmt: str = "md",
     overwrite: bool = False,
+    labels: dict[str, str] | None = None,
 ) -> ReportResult:
-    """Read the scored inputs, analyse them and write the report; every check runs first."""
+    """Read the scored inputs, analyse them and write the report; every check runs first.
+    `labels` (NAME -> FILE) names runs by hand."""
     check_output(output_dir, fmt, overwrite)
-    sources, notes = resolve_inputs(inputs)
+    sources, notes = resolve_inputs(inputs, labels)
     loaded = load(sources, notes, want_split=options.select_on is not None)
     analysis = analyse(loaded, options)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,8 @@ def _analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
     resampler = Resampler(options)  # the comparisons reuse the draws of the same prompts
     metrics = summary_rows(cells, labels, domains, options, notes, resampler=resampler)
     best = best_models(metrics, selection_cells, labels, domains, options, notes)
-    comparisons = compare(cells, labels, tasks, domains, options, resampler) if options.baseline else empty_comparisons()
+    baselines = baseline_of(loaded, options.baseline)
+    comparisons = compare(cells, labels, tasks, domains, options, resampler, baselines) if options.baseline else empty_comparisons()
     return Analysis(
         labels=labels,
         tasks=tasks,
@@ -147,9 +148,22 @@ def _analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
     )
 
 
+def baseline_of(loaded: Loaded, baseline: str | None) -> dict[str, str]:
+    """Each label's baseline. A --baseline naming a run is every label's; one naming a model
+    (`global_step_50` in a sweep over temperatures) pairs each label with that model's run at
+    the same settings (`global_step_500 temperature=0.6` against `global_step_50 temperature=0.6`)."""
+    if baseline is None:
+        return {}
+    if baseline in loaded.steps:
+        return {label: baseline for label in loaded.labels}
+    parts = {label: label.partition(" ") for label in loaded.labels}  # "model k=v k=v"
+    runs_of_model = {rest: label for label, (model, _, rest) in parts.items() if model == baseline}
+    return {label: runs_of_model[rest] for label, (_, _, rest) in parts.items() if rest in runs_of_model}
+
+
 def check_options(loaded: Loaded, options: ReportOptions) -> None:
     """Bad options fail here, before any resampling."""
-    if options.baseline is not None and options.baseline not in loaded.steps:
+    if options.baseline is not None and not baseline_of(loaded, options.baseline):
         raise UserInputError(
             f"--baseline {options.baseline!r} matches no model; the models are: "
             + ", ".join(repr(label) for label in loaded.labels)
@@ -367,22 +381,26 @@ def compare(
     domains: dict[str, str],
     options: ReportOptions,
     resampler: Resampler | None = None,
+    baselines: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Each label minus the baseline on every task both have; Holm across each label's tasks."""
+    """Each label minus its baseline (`baselines`, default the --baseline run for all) on every
+    task both have; Holm across each label's tasks."""
     assert options.baseline is not None
     resampler = resampler or Resampler(options)
+    baselines = baselines if baselines is not None else {label: options.baseline for label in labels}
     rows = []
     for label in labels:
-        if label == options.baseline:
+        baseline = baselines.get(label)
+        if baseline is None or label == baseline:
             continue
         found = []
         for task in tasks:
-            base, other = cells.get((options.baseline, task)), cells.get((label, task))
+            base, other = cells.get((baseline, task)), cells.get((label, task))
             if base is None or other is None:
                 continue
             row = compare_task(task, base, other, options, resampler)
             if row is not None:
-                found.append({"label": label, "baseline": options.baseline, "domain": domains[task], "task": task, **row})
+                found.append({"label": label, "baseline": baseline, "domain": domains[task], "task": task, **row})
         adjusted = holm(np.array([r["p_value"] for r in found], dtype=float))
         for row, p_holm in zip(found, adjusted, strict=True):
             row["p_holm"] = float(p_holm)

@@ -1,11 +1,14 @@
 """Finding and reading a report's inputs: scored files, globs, directories and sweep roots.
 
-Each input file gets a label (the model or checkpoint it holds), taken from, in order: the sweep
-manifest of a sweep root (`sweep.parquet` or `sweep.jsonl`, one row per combination: its name, its
-parameters, its outputs, its status), the summary `rollouts generate` wrote beside the output, the
-rows' `model` column, or the file name. A label's step is parsed from the checkpoint name. Files are
-reduced to per-prompt records one at a time (scoring.report.prompts), so memory follows prompts, not
-rows.
+Each input file gets a label (the run it holds): `--label NAME=FILE` names it by hand; a sweep
+root's manifest (`sweep.parquet` or `sweep.jsonl`, one row per combination: its name, its
+parameters, its outputs, its status) gives the checkpoint and the swept settings that vary; any other
+file is labelled by its model (the summary `rollouts generate` wrote beside the output, the rows'
+`model` column, or the file name) followed by what else differs between the inputs: temperature,
+top_p, n, system prompt and, when two runs would otherwise share prompts, the input file
+(`base temperature=0.6`, `base input=kept`). Two files that still hold the same prompts of one run
+are refused by name. A label's step is parsed from the checkpoint name. Files are reduced to
+per-prompt records one at a time (scoring.report.prompts), so memory follows prompts, not rows.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from rollouts.io import (
     to_python,
 )
 from scoring.report.naming import series_of, step_of
-from scoring.report.prompts import LABEL, TASK, PromptScores, merge, summarise
+from scoring.report.prompts import LABEL, SAMPLE, TASK, PromptScores, merge, summarise
 
 MANIFEST_NAMES = ("sweep.parquet", "sweep.jsonl")
 SCORED_SUFFIXES = (".scored.parquet", ".scored.jsonl")
@@ -42,6 +45,11 @@ MODEL_PARAMETERS = ("checkpoint", "model")
 MANIFEST_BOOKKEEPING = {"group", "config_hash", "directory", "rows", "error_rows", "error"}
 TASK_COLUMNS = ("data_source", "dataset")
 NOT_SCORED = "has no '{column}' column; run `score` on it first (score {path})"
+
+
+# What tells one run from another, in label order, after its model; `input` only when needed.
+RUN_SETTINGS = ("temperature", "top_p", "n", "system_prompt")
+INPUT_SETTING = "input"
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class Loaded:
     steps: dict[str, int | None]
     series: dict[str, str]
     notes: list[str] = field(default_factory=list)
-    aliases: dict[str, str] = field(default_factory=dict)  # full model name -> its label
+    aliases: dict[str, str] = field(default_factory=dict)  # full model name or input file -> its label
 
     @property
     def labels(self) -> list[str]:
@@ -75,9 +83,15 @@ class Loaded:
 # ---------------------------------------------------------------- finding inputs
 
 
-def resolve_inputs(inputs: Sequence[str | Path]) -> tuple[list[Source], list[str]]:
-    """Files, globs, plain directories (their scored files) and sweep roots -> sources, notes."""
-    if not inputs:
+def resolve_inputs(
+    inputs: Sequence[str | Path], labels: dict[str, str] | None = None
+) -> tuple[list[Source], list[str]]:
+    """Files, globs, plain directories (their scored files) and sweep roots -> sources, notes.
+
+    `labels` (NAME -> FILE, from --label) names files by hand; a file named there and not among
+    the inputs is added to them."""
+    labels = labels or {}
+    if not inputs and not labels:
         raise UserInputError("no inputs given; pass scored files, globs or directories")
     sources: list[Source] = []
     notes: list[str] = []
@@ -91,7 +105,24 @@ def resolve_inputs(inputs: Sequence[str | Path]) -> tuple[list[Source], list[str
                 sources += [Source(p) for p in scored_files_under(path)]
         else:
             sources += [Source(p) for p in expand_paths([str(item)])]
-    return sources, notes
+    return with_hand_labels(sources, labels), notes
+
+
+def with_hand_labels(sources: list[Source], labels: dict[str, str]) -> list[Source]:
+    """Sources with the --label names applied (files named only there appended)."""
+    by_file: dict[Path, str] = {}
+    for name, file in labels.items():
+        [path] = expand_paths([file]) if any(ch in file for ch in "*?[") else [Path(file)]
+        if not path.is_file():
+            raise UserInputError(f"--label {name}={file}: no such file")
+        by_file[path.resolve()] = name
+    found = {source.path.resolve() for source in sources}
+    sources = sources + [Source(path) for path in by_file if path not in found]
+    return [
+        Source(s.path, by_file[s.path.resolve()])
+        if s.path.resolve() in by_file else s
+        for s in sources
+    ]
 
 
 def scored_files_under(directory: Path) -> list[Path]:
@@ -161,15 +192,29 @@ def _parameters(frame: pd.DataFrame, position: int, known: set[str]) -> dict[str
 def _combination_labels(names: list[str], parameters: list[dict[str, Any]]) -> list[str]:
     """The model/checkpoint name plus the other parameters whose values vary across the sweep."""
     keys = sorted({k for p in parameters for k in p} - DATA_PARAMETERS)
-    varying = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in parameters}) > 1]
     models = [next((str(p[k]) for k in MODEL_PARAMETERS if p.get(k)), "") for p in parameters]
     short = short_names(models)
+    return [label or name for name, label in zip(names, run_labels(parameters, keys, short), strict=True)]
+
+
+def _varying(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[str]:
+    return [k for k in keys if len({json.dumps(r.get(k), sort_keys=True, default=str) for r in runs}) > 1]
+
+
+def run_labels(runs: Sequence[dict[str, Any]], keys: Sequence[str], short: dict[str, str]) -> list[str]:
+    """Per run: its model's short name, then `key=value` for each of `keys` that varies."""
+    varying = [k for k in _varying(runs, keys) if k not in MODEL_PARAMETERS]
+    models = [next((str(r[k]) for k in MODEL_PARAMETERS if r.get(k)), "") for r in runs]
     labels = []
-    for name, params, model in zip(names, parameters, (short[m] for m in models), strict=True):
-        rest = [f"{k}={params.get(k)}" for k in varying if k not in MODEL_PARAMETERS]
-        label = " ".join(part for part in [model, *rest] if part)
-        labels.append(label or name)
+    for run, model in zip(runs, models, strict=True):
+        rest = [f"{k}={_shown(run.get(k))}" for k in varying]
+        labels.append(" ".join(part for part in [short.get(model, model), *rest] if part))
     return labels
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def short_names(paths: Sequence[str]) -> dict[str, str]:
@@ -233,23 +278,114 @@ def _columns(path: Path) -> list[str]:
 
 def load(sources: Sequence[Source], notes: list[str], want_split: bool = False) -> Loaded:
     """Read every source and reduce it to prompts (one file in memory at a time)."""
-    parts: dict[tuple[str, str], list[PromptScores]] = {}
+    runs: list[RunPart] = []
     for source in sources:
         rows = read_rows(source, want_split)
-        for key, scores in summarise(rows, str(source.path)).items():
-            parts.setdefault(key, []).append(scores)
+        runs.append(RunPart(source, run_settings(source, rows), summarise(rows, str(source.path))))
         del rows
+    named, full_names = label_runs(runs)
+    parts: dict[tuple[str, str], list[PromptScores]] = {}
+    for run, label in zip(runs, named, strict=True):
+        for (row_label, task), scores in run.cells.items():
+            parts.setdefault((label or row_label, task), []).append(scores)
     # Model paths are shown by the fewest trailing parts that tell them apart.
     short = short_names(sorted({label for label, _ in parts}))
     cells = {(short[label], task): merge(found, f"{label} / {task}") for (label, task), found in parts.items()}
     labels = sorted(set(short.values()))
+    aliases = {full: label for full, label in short.items() if full != label}
+    aliases.update({full: short[label] for full, label in full_names.items() if full != short[label]})
+    for run, label in zip(runs, named, strict=True):
+        if label is not None:
+            aliases.setdefault(str(run.source.path), short[label])
+            aliases.setdefault(table_stem(run.source.path), short[label])
     return Loaded(
         cells=cells,
         steps={label: step_of(label) for label in labels},
         series={label: series_of(label) for label in labels},
         notes=notes,
-        aliases={full: label for full, label in short.items() if full != label},
+        aliases=aliases,
     )
+
+
+@dataclass
+class RunPart:
+    """One input file read: its source, what its run was (None when its rows hold several
+    models), and its prompts per (label from the rows, task)."""
+
+    source: Source
+    settings: dict[str, Any] | None
+    cells: dict[tuple[str, str], PromptScores]
+
+
+def run_settings(source: Source, rows: pd.DataFrame) -> dict[str, Any] | None:
+    """The model and sampling settings of the run a file holds, from its generate summary and rows."""
+    if source.label is not None:
+        return None
+    if isinstance(rows[LABEL], pd.Series) and rows[LABEL].nunique() > 1:
+        return None  # several models in one file: labelled row by row
+    config, datasets = _summary(source.path)
+    sampling = config.get("sampling") or {}
+    settings: dict[str, Any] = {"model": str(rows[LABEL].iloc[0]) if len(rows) else table_stem(source.path)}
+    for key in ("temperature", "top_p"):
+        value = sampling.get(key)
+        if value is None and key in rows.columns and rows[key].nunique() == 1:
+            value = to_python(rows[key].iloc[0])
+        settings[key] = value
+    settings["n"] = config.get("n") or (int(rows[SAMPLE].max()) + 1 if len(rows) else None)
+    settings["system_prompt"] = config.get("system_prompt")
+    if datasets:
+        settings[INPUT_SETTING] = ",".join(sorted(datasets))
+    elif "dataset" in rows.columns:
+        settings[INPUT_SETTING] = ",".join(sorted(rows["dataset"].astype(str).unique()))
+    else:
+        settings[INPUT_SETTING] = table_stem(source.path)
+    return settings
+
+
+def label_runs(runs: Sequence[RunPart]) -> tuple[list[str | None], dict[str, str]]:
+    """Each file's label (None: labelled row by row): the model plus the settings that differ,
+    the input file too when two runs would otherwise hold the same prompts; and the same labels
+    with the model's full name -> the label."""
+    with_settings = [i for i, run in enumerate(runs) if run.settings is not None]
+    settings = [runs[i].settings or {} for i in with_settings]
+    models = short_names(sorted({str(s["model"]) for s in settings}))
+    clash: tuple[RunPart, RunPart, str, str] | None = None
+    for keys in (RUN_SETTINGS, (*RUN_SETTINGS, INPUT_SETTING)):
+        labels: list[str | None] = [run.source.label for run in runs]
+        full: dict[str, str] = {}
+        shown = run_labels(settings, ("model", *keys), models)
+        for index, label, long in zip(with_settings, shown, run_labels(settings, ("model", *keys), {}), strict=True):
+            labels[index] = label
+            full[long] = label
+        clash = _shared_prompts(runs, labels)
+        if clash is None:
+            return labels, full
+    assert clash is not None
+    first, second, label, prompt = clash
+    raise UserInputError(
+        f"{first.source.path} and {second.source.path} both hold prompt {prompt} of {label!r} "
+        "(the same model, settings and input); pass each output once, or tell them apart with "
+        "--label NAME=FILE"
+    )
+
+
+def _shared_prompts(
+    runs: Sequence[RunPart], labels: Sequence[str | None]
+) -> tuple[RunPart, RunPart, str, str] | None:
+    """Two files given the same label that hold a prompt of the same task, if any."""
+    seen: dict[tuple[str, str], tuple[RunPart, np.ndarray]] = {}
+    for run, label in zip(runs, labels, strict=True):
+        for (row_label, task), scores in run.cells.items():
+            key = (label or row_label, task)
+            if key in seen:
+                other, ids = seen[key]
+                common = np.intersect1d(ids, scores.prompt_ids)
+                if len(common):
+                    return other, run, key[0], str(common[0])
+                seen[key] = (run, np.concatenate([ids, scores.prompt_ids]))
+            else:
+                seen[key] = (run, scores.prompt_ids)
+    return None
 
 
 def read_rows(source: Source, want_split: bool) -> pd.DataFrame:
@@ -260,12 +396,13 @@ def read_rows(source: Source, want_split: bool) -> pd.DataFrame:
         if column not in present:
             raise UserInputError(f"{path} " + NOT_SCORED.format(column=column, path=path))
     task_column = next((c for c in TASK_COLUMNS if c in present), None)
-    wanted = ["score", "acc", "prompt_id", "sample_idx", "answer_class", "model", "split", "data_idx"]
+    wanted = ["score", "acc", "prompt_id", "sample_idx", "answer_class", "model", "split", "data_idx",
+              "temperature", "top_p", "dataset"]
     if task_column:
         wanted.append(task_column)
     if want_split and "split" not in present and "extra_info" in present:
         wanted.append("extra_info")
-    rows = read_table(path, [c for c in wanted if c in present])
+    rows = read_table(path, [c for c in dict.fromkeys(wanted) if c in present])
     if len(rows) and isinstance(to_python(rows["score"].iloc[0]), list):
         rows = explode_wide(rows)
     rows[TASK] = rows[task_column].astype(str) if task_column else "unknown"
@@ -318,13 +455,21 @@ def label_from_files(path: Path, rows: pd.DataFrame) -> str | pd.Series:
 
 
 def _summary_model(path: Path) -> str | None:
+    model = _summary(path)[0].get("model")
+    return str(model) if model else None
+
+
+def _summary(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The run config and input dataset names of the generate summary beside a (scored) output."""
     stem = table_stem(path)
     for name in (f"{stem}.parquet.summary.json", f"{stem}.jsonl.summary.json", f"{stem}.summary.json"):
         candidate = path.parent / name
         if candidate.is_file():
             try:
-                model = json.loads(candidate.read_text(encoding="utf-8")).get("config", {}).get("model")
-            except (OSError, json.JSONDecodeError, AttributeError):
-                return None
-            return str(model) if model else None
-    return None
+                summary = json.loads(candidate.read_text(encoding="utf-8"))
+                config = summary.get("config") or {}
+                datasets = [str(d["name"]) for d in summary.get("datasets") or []]
+            except (OSError, json.JSONDecodeError, AttributeError, KeyError, TypeError):
+                return {}, []
+            return (config if isinstance(config, dict) else {}), datasets
+    return {}, []
