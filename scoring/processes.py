@@ -2,15 +2,19 @@
 
 Reward code may start processes (multiprocessing, concurrent.futures, subprocess, a child in its own
 session). None of them may outlive its item's timeout or the run, and no worker may outlive the
-`score` process, whatever signal ends it (SIGKILL included). On Linux:
+`score` process, whatever signal ends it (SIGKILL included), sent to it alone or to its whole
+process group (a closed terminal, `kill -- -PGID`, a job's end). On Linux:
 
+  - each worker and the reaper live in sessions of their own: a signal to the group of `score`
+    ends `score` but never reaches what must clean up after it;
   - each worker is a child subreaper (PR_SET_CHILD_SUBREAPER): a process orphaned anywhere below it
     (a double fork, a daemon) is re-parented to the worker, so the worker's tree holds every process
     its reward code started;
   - each worker gets SIGSTOP when its parent dies (PR_SET_PDEATHSIG): it freezes at once, even
     inside a C extension, and its tree stays intact;
-  - one small reaper process per pool watches the parent; when the parent is gone it kills every
-    worker's whole tree (see `kill_tree`) and exits. It is idle otherwise (one getppid a poll).
+  - one small reaper process watches the parent through a pidfd (the kernel wakes it when the
+    parent is gone; a getppid poll where there is no pidfd), kills every worker's whole tree
+    (see `kill_tree`) and exits. It is idle otherwise.
 
 `kill_tree` freezes a tree with SIGSTOP until no new process appears, then SIGKILLs all of it, so
 nothing forks its way out while the tree is being collected. Elsewhere (no prctl) only the tree
@@ -46,8 +50,16 @@ def _prctl(option: int, value: int) -> bool:
     return int(libc.prctl(option, value, 0, 0, 0)) == 0
 
 
+def _leave_the_group() -> None:
+    """A session of its own: a signal to the parent's process group does not reach it."""
+    with contextlib.suppress(OSError):
+        os.setsid()
+
+
 def leash_worker(parent_pid: int) -> None:
-    """Called first thing in a worker: adopt orphans below it, freeze when its parent dies."""
+    """Called first thing in a worker: out of the parent's process group, adopt orphans below it,
+    freeze when its parent dies."""
+    _leave_the_group()
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGSTOP)
     if os.getppid() != parent_pid:  # the parent died before the signal was armed
@@ -137,14 +149,33 @@ def is_alive(process: psutil.Process) -> bool:
 # ---------------------------------------------------------------- the reaper
 
 
+def _parent_watch(parent_pid: int) -> int | None:
+    """A pidfd of the parent (readable once it has exited), or None where there is none."""
+    try:
+        pidfd = os.pidfd_open(parent_pid)
+    except (AttributeError, OSError):
+        return None
+    if os.getppid() != parent_pid:  # gone before the pidfd was opened: it may name another process
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
 def _reaper_main(conn: multiprocessing.connection.Connection, parent_pid: int) -> None:
     """Learns worker pids from the pool; kills their trees when the parent dies, then exits."""
+    _leave_the_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # multiprocessing's exit-time terminate
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    pidfd = _parent_watch(parent_pid)
+    watched: list[Any] = [conn] if pidfd is None else [conn, pidfd]
     workers: dict[int, float] = {}
     while os.getppid() == parent_pid:
         try:
-            if not conn.poll(REAPER_POLL_S):
+            ready = multiprocessing.connection.wait(watched, timeout=REAPER_POLL_S)
+            if pidfd in ready:
+                break
+            if not ready:
                 continue
             message = conn.recv()
         except (EOFError, OSError):

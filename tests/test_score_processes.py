@@ -186,3 +186,61 @@ def test_pools_share_one_reaper_and_kill_every_tree_on_close(tmp_path: Path) -> 
         assert all(_alive(pid) for pid in started)
     assert survivors(started + workers) == []
     assert shared_reaper() is reaper  # closing the pools leaves the process's reaper running
+
+
+SESSION_REWARD = """
+import subprocess
+import time
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    # `setsid sleep`: a grandchild in a session of its own, out of reach of a group signal.
+    for _ in range(2):
+        subprocess.Popen(["setsid", "sleep", ground_truth], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    while True:
+        time.sleep(0.05)
+"""
+
+
+def _sleeping(token: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.info["cmdline"] == ["sleep", token] and is_alive(process):
+            found.append(process)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
+def test_signal_to_the_process_group_of_score_leaves_no_process(tmp_path: Path, sig: int) -> None:
+    """A closed terminal, `kill -- -PGID` or a job's end signals the whole group at once: the
+    workers and the reaper die with `score` unless they live outside its group."""
+    spec = write(tmp_path, "session_reward.py", SESSION_REWARD)
+    token = f"{4000 + os.getpid() % 1000 + sig}.{time.monotonic_ns() % 997}"  # this test's sleeps
+    rows = [{"prompt": f"p{i}", "response": f"r{i}", "data_source": "t", "ground_truth": token}
+            for i in range(4)]
+    data = tmp_path / "rollouts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {**os.environ, "ROLLOUTS_SCORE_CACHE": str(tmp_path / "cache")}
+    command = [*score_command(), str(data), "--reward-fn", spec, "--workers", "2",
+               "--timeout", "600"]
+    log = (tmp_path / "score.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_sleeping(token)) < 4 and time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "score.log").read_text()
+            time.sleep(0.05)
+        assert len(_sleeping(token)) == 4
+    finally:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=60)
+        log.close()
+    deadline = time.monotonic() + 5
+    while _sleeping(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _sleeping(token)
+    for survivor in left:
+        survivor.kill()
+    assert left == []
