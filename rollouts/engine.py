@@ -647,6 +647,7 @@ def _summary(
                 "requests": e.requests,
                 "failures": e.failures,
                 "ejections": e.ejections,
+                "readmissions": e.readmissions,
             }
             for e in router.endpoints
         ],

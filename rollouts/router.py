@@ -3,7 +3,10 @@
 Least-outstanding routing: each request goes to the healthy server with the fewest requests in
 flight, except that samples of one prompt stay on the server that got the prompt first, so its
 prefix cache serves them. A server that cannot be reached, or fails several requests in a row, is
-taken out of rotation; a background health check puts it back once it answers. When no server is
+taken out of rotation; a background health check puts it back once it answers. A server re-admitted
+that fails again before serving one request (it answers the 1-token probe but not real requests)
+waits twice as long for its next check each time, up to READMIT_BACKOFF_MAX_S; one success brings
+the wait back to the health interval. When no server is
 left, requests wait for one to come back, up to a bounded time, and then the run stops
 (`ServerUnavailable`): that is the server being gone, not one request failing.
 
@@ -26,6 +29,8 @@ from rollouts.errors import ServerUnavailable
 from rollouts.types import Backend
 
 FAILURES_BEFORE_EJECTION = 3
+HEALTH_INTERVAL_S = 1.0
+READMIT_BACKOFF_MAX_S = 60.0
 HealthCheck = Callable[[Backend], Awaitable[bool]]
 
 
@@ -38,6 +43,11 @@ class EndpointState:
     requests: int = 0
     failures: int = 0
     ejections: int = 0
+    readmissions: int = 0
+    # Re-admitted and not yet through one request: a failure now means the re-admission failed.
+    on_probation: bool = False
+    readmit_delay_s: float = 0.0  # wait before the next health check after an ejection
+    next_check_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -48,7 +58,7 @@ class EndpointState:
 class Router:
     backends: list[Backend]
     health_check: HealthCheck
-    health_interval_s: float = 1.0
+    health_interval_s: float = field(default_factory=lambda: HEALTH_INTERVAL_S)
     server_wait_s: float = 600.0
     affinity_size: int = 65536
     limits: dict[str, ServerLimit] | None = None  # by server name; None: no per-server bound
@@ -60,7 +70,9 @@ class Router:
     def __post_init__(self) -> None:
         if not self.backends:
             raise ValueError("a router needs at least one backend")
-        self.endpoints = [EndpointState(b) for b in self.backends]
+        self.endpoints = [
+            EndpointState(b, readmit_delay_s=self.health_interval_s) for b in self.backends
+        ]
         self._any_healthy.set()
 
     async def __aenter__(self) -> Router:
@@ -107,6 +119,9 @@ class Router:
 
     def record_success(self, endpoint: EndpointState) -> None:
         endpoint.consecutive_failures = 0
+        if endpoint.on_probation:
+            endpoint.on_probation = False
+            endpoint.readmit_delay_s = self.health_interval_s
 
     def record_failure(self, endpoint: EndpointState, *, unreachable: bool) -> None:
         endpoint.failures += 1
@@ -144,6 +159,10 @@ class Router:
         if endpoint.healthy:
             endpoint.healthy = False
             endpoint.ejections += 1
+            if endpoint.on_probation:  # failed again before serving anything: back off
+                endpoint.on_probation = False
+                endpoint.readmit_delay_s = min(READMIT_BACKOFF_MAX_S, 2 * endpoint.readmit_delay_s)
+            endpoint.next_check_at = time.monotonic() + endpoint.readmit_delay_s
             self._refresh_event()
 
     def _refresh_event(self) -> None:
@@ -168,7 +187,8 @@ class Router:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.health_interval_s)
-            down = [e for e in self.endpoints if not e.healthy]
+            now = time.monotonic()
+            down = [e for e in self.endpoints if not e.healthy and e.next_check_at <= now]
             if not down:
                 continue
             results = await asyncio.gather(*(self.health_check(e.backend) for e in down))
@@ -176,4 +196,6 @@ class Router:
                 if healthy:
                     endpoint.healthy = True
                     endpoint.consecutive_failures = 0
+                    endpoint.readmissions += 1
+                    endpoint.on_probation = True
             self._refresh_event()

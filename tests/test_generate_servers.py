@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import rollouts.client as client
+import rollouts.router as router
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
 from tests.openai_server import FakeOpenAIServer, Fault
 
@@ -92,3 +94,30 @@ def test_a_server_that_comes_back_is_used_again(
     assert rows["error"].isna().all()
     # The restarted server keeps its request log: it answered again after the restart.
     assert len(a.requests) - 10 > 10
+
+
+def test_a_server_that_fails_every_readmission_waits_longer_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    two_servers: tuple[FakeOpenAIServer, FakeOpenAIServer],
+) -> None:
+    """It answers the 1-token probe but fails every real request: each failed re-admission doubles
+    the wait for the next health check, so it costs a few requests, not one round per interval."""
+    monkeypatch.setattr(router, "HEALTH_INTERVAL_S", 0.05)
+    a, b = two_servers
+    a.faults.insert(0, Fault("status", status=500, times=None, match="what is"))  # probes pass
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(60))
+    out = tmp_path / "o.parquet"
+    started = time.monotonic()
+    run_generate(source, "-o", out, "--base-url", a.url, "--base-url", b.url, "--n", "4",
+                 "--samples-per-request", "1", "--max-concurrent", "4")
+    elapsed = time.monotonic() - started
+    rows = read_rows(out)
+    assert len(rows) == 240 and rows["error"].isna().all()
+    summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
+    by_name = {e["name"]: e for e in summary["endpoints"]}
+    readmitted = by_name[a.url]["readmissions"]
+    # Without back-off: one re-admission per 0.05 s interval (dozens over a run of seconds).
+    assert elapsed > 1.5
+    assert 2 <= readmitted <= 2 + math.log2(elapsed / 0.05)
+    # Each admission costs at most the requests in flight when it fails (--max-concurrent 4).
+    assert by_name[a.url]["failures"] <= 4 * (readmitted + 1)
