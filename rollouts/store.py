@@ -13,7 +13,9 @@ Beside the output file OUT lives its state folder `OUT.rollouts/`:
     manifest.json    the committed parts and the shards they replaced (written atomically)
 
 An unclosed parquet file is unreadable (its footer comes last), so no row ever lives only in an open
-parquet writer. OUT itself is rebuilt from the parts at the end of every run, atomically, with
+parquet writer. A record of a shard that cannot be read (a torn last line, or a corrupt line
+anywhere: a bad disk block, an editor) is left out on recovery and its sample is generated again;
+a corrupt line is kept in `corrupt-wal-NNNNNN.jsonl` and reported on stderr. OUT itself is rebuilt from the parts at the end of every run, atomically, with
 exactly one row per (prompt_id, sample_idx): the newest successful row wins.
 
 Every failure to write (disk full, read-only file system) is a StorageError naming the folder:
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import re
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -324,7 +328,11 @@ class RolloutStore:
         self._next_seq = max(numbers, default=-1) + 1
         for shard in sorted(self.state_dir.glob("wal-*.jsonl")):
             _truncate_torn_tail(shard)
-            self._compact_shard(shard)
+            try:
+                self._compact_shard(shard)
+            except (pa.ArrowInvalid, ValueError):  # a corrupt record somewhere in the shard
+                _set_aside_corrupt_records(shard, self.schema)
+                self._compact_shard(shard)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -492,12 +500,65 @@ def read_shard(shard: Path, schema: pa.Schema) -> pa.Table:
 
     pyarrow's JSON reader fails on a line longer than its block ("straddling object straddles two
     block boundaries"), so the block is sized from the shard's longest line."""
-    block = min(max(MIN_JSON_BLOCK, longest_line(shard) + 1), MAX_JSON_BLOCK)
+    return _read_json_rows(shard, longest_line(shard), schema)
+
+
+def _read_json_rows(source: Path | io.BytesIO, longest: int, schema: pa.Schema) -> pa.Table:
+    block = min(max(MIN_JSON_BLOCK, longest + 1), MAX_JSON_BLOCK)
     options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     table = pajson.read_json(
-        shard, read_options=pajson.ReadOptions(block_size=block), parse_options=options
+        source, read_options=pajson.ReadOptions(block_size=block), parse_options=options
     )
     return table.select(schema.names).cast(schema)
+
+
+def _is_row(line: bytes, schema: pa.Schema) -> bool:
+    try:
+        return _read_json_rows(io.BytesIO(line), len(line), schema).num_rows == 1
+    except (pa.ArrowInvalid, ValueError):
+        return False
+
+
+def _set_aside_corrupt_records(shard: Path, schema: pa.Schema) -> None:
+    """Move every line of `shard` that is not a row of `schema` to corrupt-<shard> beside it (kept,
+    never lost; their samples count as not done) and say so, one line each. Line by line: only
+    ever run on a shard that failed to read as a whole."""
+    good: list[bytes] = []
+    bad: list[tuple[int, bytes]] = []
+    with open(shard, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if _is_row(line, schema):
+                good.append(line)
+            else:
+                bad.append((number, line))
+    kept = shard.with_name(f"corrupt-{shard.name}")
+    with open(kept, "ab") as handle:
+        handle.writelines(line for _, line in bad)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp = shard.with_name(f".{shard.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.writelines(good)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, shard)
+    fsync_dir(shard.parent)
+    for number, line in bad:
+        print(f"rollouts: {shard} line {number}: corrupt record ({_first_fault(line)}) skipped, "
+              f"kept in {kept.name}; its sample is generated again", file=sys.stderr, flush=True)
+
+
+def _first_fault(line: bytes) -> str:
+    """What is wrong with a write-ahead line, in a few words."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte 0x{line[exc.start]:02x} at offset {exc.start} is not UTF-8"
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return f"not JSON: {exc}"
+    return "not a row of this run's columns"
 
 
 def saved_rows(output: Path) -> int:

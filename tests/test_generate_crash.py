@@ -133,3 +133,31 @@ def test_resume_after_input_rows_were_shuffled(tmp_path: Path, server: FakeOpenA
         index = int(row["prompt"][0]["content"].split(":")[0].split()[1])
         assert row["reward_model"]["ground_truth"] == str(2 * index)
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_a_corrupt_record_in_the_middle_of_the_log_is_skipped_and_generated_again(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(PROMPTS))
+    out = tmp_path / "o.parquet"
+    state_dir = tmp_path / "o.parquet.rollouts"
+    extra = ("--samples-per-request", "1")
+    kill_when(start_generate(source, out, server.url, *extra), state_dir, 40)
+    shards = [s for s in sorted(state_dir.glob("wal-*.jsonl")) if s.read_bytes().count(b"\n") >= 4]
+    assert shards, "no write-ahead shard with records at the kill"
+    shard = shards[0]
+    lines = shard.read_bytes().splitlines(keepends=True)
+    lost = json.loads(lines[1])
+    lines[1] = b'{"prompt_id": "\xff\xfe' + lines[1][20:]  # a bad block: not UTF-8, not JSON
+    shard.write_bytes(b"".join(lines))
+    requests_before = len(server.requests)
+    code, stderr = finish(start_generate(source, out, server.url, *extra))
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    [report] = [line for line in stderr.splitlines() if "corrupt record" in line]
+    assert f"{shard} line 2" in report and "0xff" in report and "generated again" in report
+    assert (state_dir / f"corrupt-{shard.name}").read_bytes() == lines[1]
+    rows = read_rows(out)
+    assert len(rows) == PROMPTS * N and rows["error"].isna().all()
+    assert not rows.duplicated(["prompt_id", "sample_idx"]).any()
+    assert lost["seed"] in {r["seed"] for r in server.requests[requests_before:]}
