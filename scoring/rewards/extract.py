@@ -191,3 +191,22 @@ def _checked(extraction: Extraction) -> Extraction:
     if not extraction.answer or looks_truncated(extraction.answer):
         return Extraction(None, "truncated")
     return extraction
+
+
+_TAG_PATTERNS: dict[tuple[str, bool], re.Pattern[str]] = {}
+
+
+def last_tag(text: str, tag: str = "answer", *, multiline: bool = False) -> str | None:
+    """The stripped text of the last `<tag>...</tag>`, None when there is none.
+
+    Matching is lazy from the first opening tag, as GURU's rewards do: without `multiline`, a tag
+    whose content spans lines is not found (their zebra, ordering and graph rewards)."""
+    key = (tag, multiline)
+    pattern = _TAG_PATTERNS.get(key)
+    if pattern is None:
+        flags = re.DOTALL if multiline else 0
+        pattern = _TAG_PATTERNS[key] = re.compile(f"<{tag}>(.*?)</{tag}>", flags)
+    last = None
+    for match in pattern.finditer(text):
+        last = match
+    return last.group(1).strip() if last is not None else None

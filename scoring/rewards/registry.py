@@ -12,16 +12,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rollouts.errors import UserInputError
+from scoring.rewards.arcagi import ArcagiReward
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import CodeReward
 from scoring.rewards.custom import SPEC_FORMS, CustomReward, looks_custom
 from scoring.rewards.custom import canonical_spec as custom_canonical_spec
+from scoring.rewards.graph_puzzle import GraphPuzzleReward
 from scoring.rewards.gsm8k import Gsm8kReward
 from scoring.rewards.ifeval import IfevalReward
+from scoring.rewards.livebench import LivebenchReward
 from scoring.rewards.math import MathReward
 from scoring.rewards.mcq import McqReward
+from scoring.rewards.ordering_puzzle import OrderingPuzzleReward
 from scoring.rewards.qa import QaReward
 from scoring.rewards.sources import find_source
+from scoring.rewards.zebra_puzzle import ZebraPuzzleReward
 
 AUTO = "auto"
 
@@ -32,6 +37,11 @@ BUILTINS: dict[str, Callable[[RewardOptions], RewardFn]] = {
     "mcq": lambda options: McqReward(),
     "code": CodeReward,
     "ifeval": lambda options: IfevalReward(),
+    "arcagi": lambda options: ArcagiReward(),
+    "zebra_puzzle": lambda options: ZebraPuzzleReward(),
+    "ordering_puzzle": lambda options: OrderingPuzzleReward(),
+    "graph_puzzle": lambda options: GraphPuzzleReward(),
+    "livebench": lambda options: LivebenchReward(),
 }
 
 def dispatch(data_source: str, reward_metric: Any = None) -> str | None:

@@ -57,6 +57,15 @@ def _datasets(names: Iterable[str], reward: str, origin: str = VERL) -> list[Sou
 
 SOURCES: tuple[Source, ...] = (
     # ---- GURU / Reasoning360 (`verl/utils/reward_score/__init__.py`, default_compute_score)
+    Source(pattern="simulation__arcagi", reward="arcagi", origin=GURU),
+    Source(pattern="simulation__barc", reward="arcagi", origin=GURU),
+    Source(pattern="logic__zebra_puzzle", reward="zebra_puzzle", origin=GURU),
+    Source(pattern="logic__ordering_puzzle", reward="ordering_puzzle", origin=GURU,
+           note="Reasoning360's puzzles_dataset"),
+    Source(pattern="logic__graph", reward="graph_puzzle", origin=GURU,
+           note="Reasoning360's graph_dataset"),
+    Source(pattern="ood__livebench", reward="livebench", origin=GURU,
+           note="LiveBench's scorers as Reasoning360 calls them"),
     # ---- the `domain__` prefixes of our own `prepare` and of other multi-domain sets
     Source(pattern="math__", reward="math", origin="rollouts"),
     Source(pattern="codegen__", reward="code", origin="rollouts"),
