@@ -94,6 +94,10 @@ def report(result: PrepareResult, output: Path) -> None:
         shown = ", ".join(summary["failed_reference_ids"])
         echo_err(f"dropped {len(result.failed_reference)} code item(s) whose reference solution "
                  f"fails its own tests (first ids: {shown})")
+    if result.duplicates:
+        shown = ", ".join(summary["duplicate_ids"])
+        echo_err(f"dropped {len(result.duplicates)} row(s) repeating an earlier prompt "
+                 f"(first ids: {shown}); each prompt is kept once")
     click.echo(json.dumps({**summary, "output": str(output)}))
 
 

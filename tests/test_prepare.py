@@ -255,3 +255,38 @@ def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
     result = run(["math", str(src), "-o", str(out)])
     assert result.exit_code == 1 and "exists; pass --overwrite" in result.output
     assert out.read_text() == "precious"
+
+
+def test_math_on_gsm8k_rows_takes_the_final_number_not_the_worked_solution(tmp_path: Path) -> None:
+    rows = [*fx.GSM8K[:2], {"question": "Long?", "answer": "Step one.\nStep two gives 9 apples."}]
+    source = fx.write_jsonl(tmp_path / "worked.jsonl", rows)
+    result = run(["math", str(source), "-o", str(tmp_path / "m.parquet")])
+    assert result.exit_code == 0, result.output
+    assert truths(pd.read_parquet(tmp_path / "m.parquet")) == ["72", "2400"]
+    assert "skipped 1 row(s) without a usable answer (first ids: 2)" in result.output
+    # --strict names why: a worked solution with no final answer.
+    result = run(["math", str(source), "-o", str(tmp_path / "s.parquet"), "--strict"])
+    assert result.exit_code == 1 and "worked solution with no '#### N'" in result.output
+
+
+def test_repeated_prompts_are_dropped_and_counted_so_generate_takes_the_file(tmp_path: Path) -> None:
+    rows = [fx.GSM8K[0], fx.GSM8K[1], dict(fx.GSM8K[0], id="again")]
+    source = fx.write_jsonl(tmp_path / "dup.jsonl", rows)
+    out = tmp_path / "g.parquet"
+    result = run(["gsm8k", str(source), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "dropped 1 row(s) repeating an earlier prompt (first ids: again)" in result.output
+    assert len(pd.read_parquet(out)) == 2
+    from rollouts.dataset import load_datasets
+
+    assert load_datasets([out])[0].num_prompts == 2
+
+
+def test_a_field_of_the_wrong_type_is_an_error_naming_the_row(tmp_path: Path) -> None:
+    rows = [fx.GSM8K[0], {"question": ["a", "list"], "answer": "#### 3"}]
+    source = fx.write_jsonl(tmp_path / "typed.jsonl", rows)
+    out = tmp_path / "t.parquet"
+    result = run(["gsm8k", str(source), "-o", str(out)])
+    assert result.exit_code == 1
+    assert f"{source} row 1 (id 1): field 'question' holds a list" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

@@ -6,6 +6,7 @@ Rows: `data_source`, `prompt` (chat messages), `ability`, `reward_model` {style,
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 from rollouts.errors import UserInputError
 from rollouts.io import table_format, write_table_atomic
 from scoring.prepare import code, kinds
-from scoring.prepare.kinds import ConvertOptions, Item, Kind, Unextractable
+from scoring.prepare.kinds import ConvertOptions, Item, Kind, Unextractable, WrongType
 from scoring.prepare.sources import load_rows, source_name
 from scoring.prepare.templates import apply_template, resolve_template, template_hash
 
@@ -71,6 +72,7 @@ class PrepareResult:
     read: int
     unextractable: list[tuple[str, str]]  # (source id, why)
     failed_reference: list[str]  # source ids whose reference solution failed its tests
+    duplicates: list[str] = field(default_factory=list)  # source ids of prompts seen before
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -81,6 +83,8 @@ class PrepareResult:
             "unextractable_ids": [i for i, _ in self.unextractable[:SHOWN_IDS]],
             "failed_reference_solution": len(self.failed_reference),
             "failed_reference_ids": self.failed_reference[:SHOWN_IDS],
+            "duplicate_prompts": len(self.duplicates),
+            "duplicate_ids": self.duplicates[:SHOWN_IDS],
         }
 
 
@@ -135,7 +139,7 @@ def prepare(kind_name: str, source: str, options: PrepareOptions) -> PrepareResu
         raise UserInputError(f"{source}: no rows to prepare")
     check_columns(kind, rows, source)
     indexed = _select(list(enumerate(rows)), options)
-    items, unextractable = _convert(kind, indexed, options)
+    items, unextractable = _convert(kind, indexed, options, source)
     if options.strict and unextractable:
         raise UserInputError(_unextractable_message(unextractable) + "; drop --strict to skip them")
     failed: set[int] = set()
@@ -151,7 +155,26 @@ def prepare(kind_name: str, source: str, options: PrepareOptions) -> PrepareResu
         if index not in failed
     ]
     failed_ids = [_source_id(rows[index], index) for index, _ in items if index in failed]
-    return PrepareResult(built, data_source, len(indexed), unextractable, failed_ids)
+    kept_indices = [index for index, _ in items if index not in failed]
+    built, duplicates = _drop_duplicate_prompts(built, [_source_id(rows[i], i) for i in kept_indices])
+    return PrepareResult(built, data_source, len(indexed), unextractable, failed_ids, duplicates)
+
+
+def _drop_duplicate_prompts(
+    built: list[dict[str, Any]], ids: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows with each prompt once (the first kept), and the source ids of the others:
+    `generate` samples a prompt N times already and refuses a file that repeats one."""
+    seen: set[str] = set()
+    kept, duplicates = [], []
+    for row, source_id in zip(built, ids, strict=True):
+        key = json.dumps(row["prompt"], sort_keys=True)
+        if key in seen:
+            duplicates.append(source_id)
+        else:
+            seen.add(key)
+            kept.append(row)
+    return kept, duplicates
 
 
 def write_prepared(result: PrepareResult, output: Path, *, overwrite: bool) -> None:
@@ -178,13 +201,18 @@ def _select(
 
 
 def _convert(
-    kind: Kind, indexed: list[tuple[int, dict[str, Any]]], options: PrepareOptions
+    kind: Kind, indexed: list[tuple[int, dict[str, Any]]], options: PrepareOptions, source: str
 ) -> tuple[list[tuple[int, Item]], list[tuple[str, str]]]:
     items: list[tuple[int, Item]] = []
     unextractable: list[tuple[str, str]] = []
     for index, row in indexed:
         try:
             items.append((index, kind.convert(row, options.convert)))
+        except WrongType as exc:
+            raise UserInputError(
+                f"{source} row {index} (id {_source_id(row, index)}): {exc}; fix the source, or "
+                f"map other columns with `rollouts prepare custom`"
+            ) from exc
         except (Unextractable, KeyError, TypeError, ValueError) as exc:
             unextractable.append((_source_id(row, index), str(exc) or type(exc).__name__))
     return items, unextractable

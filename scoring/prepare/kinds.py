@@ -22,6 +22,23 @@ class Unextractable(ValueError):
     """A row whose answer cannot be read; the message says why."""
 
 
+class WrongType(TypeError):
+    """A field holding another type than the kind reads (a list where text is expected): the
+    source is not what the kind thinks, so the run stops, naming the row."""
+
+
+def text_field(row: dict[str, Any], *names: str) -> str:
+    """The first of `names` present, which must be text (a number is taken as its digits)."""
+    name = next((n for n in names if row.get(n) is not None), None)
+    if name is None:
+        raise KeyError(names[0])
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise WrongType(f"field {name!r} holds a {type(value).__name__} ({str(value)[:40]!r}), "
+                        "where text is expected")
+    return str(value)
+
+
 @dataclass
 class Item:
     """One converted row before templating."""
@@ -76,30 +93,42 @@ def gsm8k_ground_truth(solution: str) -> str:
 
 
 def convert_gsm8k(row: dict[str, Any], options: ConvertOptions) -> Item:
-    answer = str(row["answer"])
+    answer = text_field(row, "answer")
+    question = text_field(row, "question")
     return Item(
-        question=str(row["question"]),
+        question=question,
         ground_truth=gsm8k_ground_truth(answer),
-        extra={"answer": answer, "question": str(row["question"])},
+        extra={"answer": answer, "question": question},
     )
 
 
+# An `answer` field longer than this, or of several lines, is a worked solution, not a final answer.
+FINAL_ANSWER_CHARS = 120
+
+
 def math_ground_truth(row: dict[str, Any]) -> str:
-    """A short `answer` field wins (MATH-500, AIME, AMC); else the last \\boxed{} of the solution."""
-    answer = first(row, "answer", "final_answer", "expected_answer")
-    if answer is not None and str(answer).strip():
-        return str(answer).strip()
+    """A short `answer` field wins (MATH-500, AIME, AMC); a gsm8k-style worked answer gives the
+    number after its `####`; else the last \\boxed{} of the solution (or of the worked answer)."""
     from scoring.rewards.extract import last_boxed  # imports every reward: only when needed
 
-    solution = first(row, "solution")
-    boxed = last_boxed(str(solution)) if solution is not None else None
+    names = [n for n in ("answer", "final_answer", "expected_answer") if row.get(n) is not None]
+    answer = text_field(row, *names).strip() if names else ""
+    if answer and _GSM8K_ANSWER.search(answer):
+        return gsm8k_ground_truth(answer)
+    if answer and "\n" not in answer and len(answer) <= FINAL_ANSWER_CHARS:
+        return answer
+    solution = answer or (text_field(row, "solution") if row.get("solution") is not None else "")
+    boxed = last_boxed(solution) if solution else None
     if boxed is None or boxed.answer is None:
+        if answer:
+            raise Unextractable("the answer field is a worked solution with no '#### N' and no "
+                                "\\boxed{} final answer")
         raise Unextractable("no answer field and no complete \\boxed{} in the solution")
     return boxed.answer
 
 
 def convert_math(row: dict[str, Any], options: ConvertOptions) -> Item:
-    question = str(first(row, "problem", "question", "Problem", "Question"))
+    question = text_field(row, "problem", "question", "Problem", "Question")
     extra: dict[str, Any] = {"question": question}
     for key in ("level", "type", "subject"):
         if row.get(key) is not None:
@@ -123,7 +152,7 @@ def qa_answers(row: dict[str, Any]) -> list[str]:
 
 
 def convert_qa(row: dict[str, Any], options: ConvertOptions) -> Item:
-    question = str(first(row, "question", "query")).strip()
+    question = text_field(row, "question", "query").strip()
     context = row.get("context")
     text = f"Context: {context}\n\n{question}" if context else question
     return Item(question=text, ground_truth=qa_answers(row), extra={"question": question})
@@ -200,7 +229,7 @@ def convert_custom_answer(row: dict[str, Any], options: ConvertOptions) -> Item:
     if answer is None or not str(answer).strip():
         raise Unextractable(f"empty {options.answer_col!r}")
     ground_truth = [str(a) for a in answer] if isinstance(answer, list) else str(answer).strip()
-    return Item(question=str(row[options.question_col]), ground_truth=ground_truth)
+    return Item(question=text_field(row, options.question_col), ground_truth=ground_truth)
 
 
 def convert_custom_mcq(row: dict[str, Any], options: ConvertOptions) -> Item:
