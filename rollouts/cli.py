@@ -19,9 +19,10 @@ from rollouts import __version__
 from rollouts.checkpoint_cli import convert_checkpoint_command
 from rollouts.clitools import echo_err, handle_errors
 from rollouts.concurrency import parse_max_concurrent
-from rollouts.engine import GenerateConfig, GenerateResult, unseeded_notice
+from rollouts.engine import GenerateConfig, GenerateResult, describe_run, unseeded_notice
 from rollouts.errors import UserInputError
 from rollouts.inspect_cli import show_command, status_command
+from rollouts.model_ref import check_model_reference
 from rollouts.sweep_cli import sweep_command
 from rollouts.tiny_model import DEFAULT_TRAIN_STEPS
 from rollouts.types import SamplingParams
@@ -215,6 +216,10 @@ def seed_was_given() -> bool:
 @click.option("--stall-timeout", type=float, default=120.0, show_default=True,
               help="Seconds a server may make no progress with requests in flight before a "
                    "managed one is restarted or an external one ejected; 0: never.")
+@click.option("--limit", type=int, default=None,
+              help="Only the first N prompts of each input (a quick try; the full run resumes it).")
+@click.option("--dry-run", is_flag=True,
+              help="Check the inputs and print what would run; start nothing, write nothing.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @managed_server_options
 @handle_errors
@@ -245,6 +250,8 @@ def generate(
     server_wait: float,
     request_timeout: float | None,
     stall_timeout: float,
+    limit: int | None,
+    dry_run: bool,
     progress: bool,
     managed: dict[str, Any],
 ) -> None:
@@ -255,6 +262,7 @@ def generate(
       rollouts generate data/*.parquet -o out.parquet --base-url http://localhost:8000/v1 --n 8
       rollouts generate gsm8k.jsonl -o out.jsonl --model Qwen/Qwen2.5-7B-Instruct --n 16
       rollouts generate demo.jsonl -o out.parquet --backend hf --model ./tiny-model --n 4
+      rollouts generate buckets/kept.parquet -o again.parquet --model M --n 16 --limit 20 --dry-run
 
     Rerunning the same command resumes: finished samples are never requested again.
     """
@@ -278,7 +286,15 @@ def generate(
         request_timeout_s=request_timeout,
         stall_timeout_s=stall_timeout,
         progress=progress,
+        limit=limit,
     )
+    if dry_run:
+        where = backend_description(backend, base_urls, server_infos)
+        if backend == "hf" or not (base_urls or server_infos):
+            check_model_reference(config.model, in_process=backend == "hf")
+        for line in describe_run(config, where):
+            click.echo(line)
+        return
     if seed_was_given() and (notice := unseeded_notice(config)):
         echo_err(f"note: {notice}")
     try:
@@ -298,6 +314,8 @@ async def _dispatch(
 ) -> GenerateResult:
     from rollouts import launch
 
+    if backend == "hf" or not (base_urls or server_infos):  # --model is what loads, not a served name
+        check_model_reference(config.model, in_process=backend == "hf")
     if backend == "hf":
         if not config.model:
             raise UserInputError("--backend hf needs --model (a local directory or hub id)")
@@ -314,6 +332,14 @@ async def _dispatch(
             config, server_config, max_restarts=managed["max_restarts"]
         )
     return await launch.generate_from_servers(config, urls, api_key)
+
+
+def backend_description(backend: str, base_urls: tuple[str, ...], server_infos: tuple[Path, ...]) -> str:
+    if backend == "hf":
+        return "in process, transformers"
+    if base_urls or server_infos:
+        return "servers " + ", ".join([*base_urls, *map(str, server_infos)])
+    return "a managed vLLM server"
 
 
 def _read_info(path: Path) -> ServerInfo:

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -49,7 +50,7 @@ from rollouts.dataset import (
 from rollouts.errors import UserInputError
 from rollouts.io import json_columns, write_json_atomic
 from rollouts.router import HealthCheck, Router
-from rollouts.store import DoneIndex, RolloutStore, output_schema, storage_errors
+from rollouts.store import DoneIndex, RolloutStore, output_schema, state_dir_for, storage_errors
 from rollouts.types import Backend, CompletionBatch, SamplingParams
 
 SamplesPerRequest = Literal["n", "1"]
@@ -86,8 +87,11 @@ class GenerateConfig:
     stall_timeout_s: float = 120.0  # no progress this long with requests in flight: restart/eject
     progress: bool = True
     dataset_name: str | None = None  # a run config's `name:` for its one input file
+    limit: int | None = None  # the first N prompts of each input (a quick try); resumable later
 
     def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise UserInputError(f"--limit must be at least 1, got {self.limit}")
         if not 1 <= self.n <= MAX_SAMPLES_PER_PROMPT:
             raise UserInputError(f"--n must be between 1 and {MAX_SAMPLES_PER_PROMPT}, got {self.n}")
         if self.max_concurrent != AUTO and self.max_concurrent < 1:
@@ -547,6 +551,39 @@ class PreparedRun:
     store: RolloutStore
 
 
+def load_run_datasets(config: GenerateConfig) -> list[Dataset]:
+    """The run's inputs, validated whole, then cut to the first `limit` prompts of each. The
+    inputs' identity stays the whole files', so the same command without --limit resumes."""
+    datasets = load_datasets(config.inputs, config.prompt_key, config.system_prompt, config.dataset_name)
+    if config.limit is None:
+        return datasets
+    return [d.slice(0, min(config.limit, d.num_prompts)) for d in datasets]
+
+
+def describe_run(config: GenerateConfig, where: str) -> list[str]:
+    """What `generate` would do (--dry-run): inputs, samples, requests, what is on disk already.
+    Reads the inputs and the output's files only: claims nothing, starts nothing."""
+    from rollouts.status import read_status
+
+    datasets = load_run_datasets(config)
+    lines = [f"would sample {config.n} per prompt with {config.model or 'the served model'} "
+             f"({where}), temperature {config.params.temperature}, top_p {config.params.top_p}, "
+             f"max_tokens {config.params.max_tokens}"]
+    for d in datasets:
+        note = f"; {reuse_note(d)}" if d.set_aside else ""
+        lines.append(f"  {d.name}: {d.num_prompts} prompt(s) -> {d.num_prompts * config.n} "
+                     f"sample(s) [{d.path}]{note}")
+    samples = sum(d.num_prompts for d in datasets) * config.n
+    lines.append(f"total: {samples} sample(s) in at most {requests_in(config, datasets)} "
+                 f"request(s) -> {config.output}")
+    if state_dir_for(config.output).is_dir():
+        done = read_status(config.output).done
+        lines.append(f"{done} sample(s) already on disk: the run resumes"
+                     + (" (--overwrite discards them)" if not config.overwrite else
+                        "; --overwrite would discard them"))
+    return lines
+
+
 @contextlib.contextmanager
 def prepared_run(
     config: GenerateConfig, datasets: list[Dataset] | None = None
@@ -556,9 +593,7 @@ def prepared_run(
     Everything that can be wrong with the user's input fails here, before a model loads.
     `datasets` already validated (a SLURM work unit's slice of them) are not read again."""
     if datasets is None:
-        datasets = load_datasets(
-            config.inputs, config.prompt_key, config.system_prompt, config.dataset_name
-        )
+        datasets = load_run_datasets(config)
     for note in filter(None, map(reuse_note, datasets)):
         print(f"rollouts: {note}", file=sys.stderr)
     schema = output_schema(d.schema for d in datasets)
@@ -575,8 +610,16 @@ def prepared_run(
         inputs=[input_identity(d) for d in datasets],
         overwrite=config.overwrite,
     )
-    with store:
-        yield PreparedRun(config, datasets, store)
+    fresh = not store.state_dir.exists()
+    try:
+        with store:
+            yield PreparedRun(config, datasets, store)
+    except BaseException:
+        # A run that failed before its first sample (a model that would not load) leaves no
+        # claim behind: the corrected command, with another model, is not refused as a resume.
+        if fresh and store.state_dir.is_dir() and store.holds_no_rows():
+            shutil.rmtree(store.state_dir, ignore_errors=True)
+        raise
 
 
 async def generate(

@@ -402,6 +402,12 @@ class RolloutStore:
         manifest["compacted_shards"].remove(shard.name)
         self._write_manifest(manifest)
 
+    def holds_no_rows(self) -> bool:
+        """No sample was ever written into the state folder (no parquet part, no shard line)."""
+        if any(self.state_dir.glob("part-*.parquet")):
+            return False
+        return all(shard.stat().st_size == 0 for shard in self.state_dir.glob("wal-*.jsonl"))
+
     def close(self) -> None:
         """Release the shard and the lock; never raises (it runs while another error unwinds).
 
