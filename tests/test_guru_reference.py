@@ -11,10 +11,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from rollouts.errors import UserInputError
 from scoring.scorer import ScoreConfig, score_files
 
 REFERENCE = Path(__file__).parent / "guru_reference"
-DOMAINS = ["arcagi", "zebra_puzzle", "ordering_puzzle", "graph", "livebench"]
+DOMAINS = ["arcagi", "zebra_puzzle", "ordering_puzzle", "graph", "livebench", "ifeval", "ifbench"]
 
 
 def reference_rows(domain: str) -> list[dict[str, Any]]:
@@ -72,5 +73,30 @@ def test_one_mixed_file_scores_every_domain(tmp_path: Path) -> None:
     frame = scored(rollout_file(rows, tmp_path / "mixed.jsonl"))
     assert differences(rows, frame) == []
     assert set(frame["reward_fn"]) == {
-        "arcagi", "zebra_puzzle", "ordering_puzzle", "graph_puzzle", "livebench"
+        "arcagi", "zebra_puzzle", "ordering_puzzle", "graph_puzzle", "livebench", "guru_ifeval",
+        "guru_ifbench",
     }
+
+
+REFUSED = [
+    (domain, i, row)
+    for domain in ("ifeval_refused", "ifbench_refused")
+    for i, row in enumerate(reference_rows(domain))
+]
+
+
+@pytest.mark.parametrize(("domain", "i", "row"), REFUSED, ids=[f"{d}-{i}" for d, i, _ in REFUSED])
+def test_instructions_without_their_kwargs_are_refused_before_scoring(
+    domain: str, i: int, row: dict[str, Any], tmp_path: Path
+) -> None:
+    """Where Reasoning360 draws parameters at random (or raises), the run stops with one line
+    naming the row and the instruction, and nothing is written."""
+    assert row["reference"].get("random") or "raises" in row["reference"]
+    source = rollout_file([row], tmp_path / "refused.jsonl")
+    with pytest.raises(UserInputError) as caught:
+        score_files([source], ScoreConfig(workers=1))
+    message = str(caught.value)
+    assert "\n" not in message and "row 0" in message, message
+    ids = row["extra_info"]["instruction_id_list"] if row["extra_info"] else None
+    assert (ids or [""])[0] in message or "instruction" in message, message
+    assert list(tmp_path.glob("refused.scored.*")) == []

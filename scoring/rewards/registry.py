@@ -19,6 +19,7 @@ from scoring.rewards.custom import SPEC_FORMS, CustomReward, looks_custom
 from scoring.rewards.custom import canonical_spec as custom_canonical_spec
 from scoring.rewards.graph_puzzle import GraphPuzzleReward
 from scoring.rewards.gsm8k import Gsm8kReward
+from scoring.rewards.guru_ifeval import GuruIfbenchReward, GuruIfevalReward
 from scoring.rewards.ifeval import IfevalReward
 from scoring.rewards.livebench import LivebenchReward
 from scoring.rewards.math import MathReward
@@ -42,6 +43,8 @@ BUILTINS: dict[str, Callable[[RewardOptions], RewardFn]] = {
     "ordering_puzzle": lambda options: OrderingPuzzleReward(),
     "graph_puzzle": lambda options: GraphPuzzleReward(),
     "livebench": lambda options: LivebenchReward(),
+    "guru_ifeval": lambda options: GuruIfevalReward(),
+    "guru_ifbench": lambda options: GuruIfbenchReward(),
 }
 
 def dispatch(data_source: str, reward_metric: Any = None) -> str | None:

@@ -66,6 +66,10 @@ SOURCES: tuple[Source, ...] = (
            note="Reasoning360's graph_dataset"),
     Source(pattern="ood__livebench", reward="livebench", origin=GURU,
            note="LiveBench's scorers as Reasoning360 calls them"),
+    Source(pattern="ood__ifeval", reward="guru_ifeval", origin=GURU,
+           note="kwargs as the ground truth, ids in extra_info"),
+    Source(pattern="ood__ifbench", reward="guru_ifbench", origin=GURU,
+           note="open-instruct's IFEvalG ids"),
     # ---- the `domain__` prefixes of our own `prepare` and of other multi-domain sets
     Source(pattern="math__", reward="math", origin="rollouts"),
     Source(pattern="codegen__", reward="code", origin="rollouts"),
