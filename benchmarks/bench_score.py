@@ -14,11 +14,19 @@ Verdicts must be identical; the script exits 1 if any differ.
 
     python3 benchmarks/bench_score.py            # 300 prompts x 16 samples (+ 20,000 cheap rows)
     python3 benchmarks/bench_score.py --full     # 2,000 prompts x 16 samples
+    python3 benchmarks/bench_score.py --reasoning360 /path/to/Reasoning360 [--guru-only]
+
+With `--reasoning360` (a checkout of LLM360/Reasoning360), the GURU domains too: per domain, the
+rows of tests/guru_reference/ repeated to --guru-rows rows in one jsonl file, scored by `score
+--reward-fn auto` (reading the file and writing the scored one) against a plain in-process loop
+that reads the same file and calls Reasoning360's `default_compute_score` on each row. Cheap
+domains target <= 1.5x the loop's time. Verdicts must be equal (the script exits 1 if not).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -30,7 +38,7 @@ from typing import Any
 import pandas as pd
 from math_verify import parse, verify
 
-from scoring.scorer import ScoreConfig, Scorer
+from scoring.scorer import ScoreConfig, Scorer, score_files
 from scoring.workers import default_workers
 
 FILLER = [
@@ -207,13 +215,122 @@ def timed(func: Any, *args: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - started
 
 
+# ---------------------------------------------------------------- GURU domains
+
+GURU_SETS = Path(__file__).resolve().parents[1] / "tests" / "guru_reference"
+# Domain -> its file of rows in GURU_SETS (the cheap ones: string and grid comparisons).
+GURU_DOMAINS = {
+    "arcagi": "arcagi", "zebra_puzzle": "zebra_puzzle", "ordering_puzzle": "ordering_puzzle",
+    "graph": "graph", "livebench": "livebench", "ifeval": "ifeval", "ifbench": "ifbench",
+}
+
+
+def load_reasoning360(root: Path) -> Any:
+    """Reasoning360's `default_compute_score`, imported from a checkout without verl's package
+    __init__ (it needs torch and more); only `verl.utils.import_utils` is stubbed."""
+    import types
+
+    import nltk
+
+    from scoring.rewards.ifeval_data import instruction_registries
+
+    instruction_registries()  # our NLTK data on nltk's path and langdetect seeded, for both sides
+    nltk.download = lambda *args, **kwargs: True  # type: ignore[assignment]  # no network here
+    for name, folder in (("verl", "verl"), ("verl.utils", "verl/utils")):
+        package = types.ModuleType(name)
+        package.__path__ = [str(root / folder)]
+        sys.modules[name] = package
+    stub = types.ModuleType("verl.utils.import_utils")
+    stub.deprecated = lambda *args, **kwargs: (lambda function: function)  # type: ignore[attr-defined]
+    sys.modules["verl.utils.import_utils"] = stub
+    from verl.utils.reward_score import default_compute_score  # type: ignore[import-not-found]
+
+    return default_compute_score
+
+
+def guru_file(domain: str, rows: int, folder: Path) -> Path:
+    """The domain's reference rows (those the reference scores) repeated to `rows` rollouts."""
+    lines = (GURU_SETS / f"{GURU_DOMAINS[domain]}.jsonl").read_text().splitlines()
+    cases = [json.loads(line) for line in lines]
+    cases = [c for c in cases if "score" in c["reference"]]
+    path = folder / f"{domain}.jsonl"
+    with path.open("w") as out:
+        for i in range(rows):
+            case = cases[i % len(cases)]
+            out.write(json.dumps({
+                "prompt": f"p{i // 8}", "data_idx": i // 8, "sample_idx": i % 8,
+                "response": case["response"], "data_source": case["data_source"],
+                "reward_model": {"style": "rule", "ground_truth": case["ground_truth"]},
+                "extra_info": case["extra_info"],
+            }) + "\n")
+    return path
+
+
+def reference_loop(compute_score: Any, path: Path) -> list[float]:
+    """The plain way: read the file, call the reference on each row, in this process."""
+    import contextlib
+    import io
+
+    frame = pd.read_json(path, lines=True, dtype=False)
+    scores = []
+    with contextlib.redirect_stdout(io.StringIO()):  # some reference rewards print per row
+        for source, response, model, extra in zip(
+            frame["data_source"], frame["response"], frame["reward_model"], frame["extra_info"],
+            strict=True,
+        ):
+            result = compute_score(source, response, model["ground_truth"], extra)
+            scores.append(float(result["score"] if isinstance(result, dict) else result))
+    return scores
+
+
+def through_score(path: Path, workers: int) -> list[float]:
+    for old in path.parent.glob(f"{path.stem}.scored*"):
+        old.unlink()
+    score_files([path], ScoreConfig(workers=workers, cache_dir=None))
+    (scored,) = path.parent.glob(f"{path.stem}.scored.*[!n]")
+    frame = pd.read_parquet(scored) if scored.suffix == ".parquet" else pd.read_json(scored, lines=True)
+    return [float(x) for x in frame["score"]]
+
+
+def guru_ratios(root: Path, rows: int, workers: int) -> bool:
+    """Per GURU domain: seconds of the reference loop and of `score`, medians of 3 alternating
+    runs; True when every verdict agrees."""
+    compute_score = load_reasoning360(root)
+    all_same = True
+    print(f"\nGURU domains, {rows} rows each, workers: {workers} (median of {CHEAP_REPEATS} runs)")
+    with tempfile.TemporaryDirectory() as folder:
+        for domain in GURU_DOMAINS:
+            path = guru_file(domain, rows, Path(folder))
+            loop_runs, score_runs, same = [], [], True
+            for _ in range(CHEAP_REPEATS):
+                theirs, seconds = timed(reference_loop, compute_score, path)
+                loop_runs.append(seconds)
+                ours, seconds = timed(through_score, path, workers)
+                score_runs.append(seconds)
+                same = same and theirs == ours
+            loop_s, score_s = statistics.median(loop_runs), statistics.median(score_runs)
+            all_same = all_same and same
+            print(f"RATIO {domain:16s} score / reference loop: {score_s / loop_s:5.2f}x "
+                  f"(loop {loop_s:.3f} s, score {score_s:.3f} s; target <= 1.5x), "
+                  f"same verdicts: {same}")
+    return all_same
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reasoning360", type=Path, help="a checkout of LLM360/Reasoning360")
+    parser.add_argument("--guru-rows", type=int, default=4000, help="rows per GURU domain")
+    parser.add_argument("--guru-only", action="store_true", help="only the GURU domains")
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--full", action="store_true", help="2,000 prompts x 16 samples")
     parser.add_argument("--workers", type=int, default=default_workers())
     args = parser.parse_args()
+    guru_same = True
+    if args.reasoning360 is not None:
+        guru_same = guru_ratios(args.reasoning360, args.guru_rows, args.workers)
+        if args.guru_only:
+            return 0 if guru_same else 1
     prompts = 2000 if args.full else args.prompts
     frame = synthetic_rollouts(prompts, args.samples)
     print(f"rows: {len(frame)} ({prompts} prompts x {args.samples} samples), workers: {args.workers}")
@@ -258,7 +375,7 @@ def main() -> int:
     print(f"RATIO cheap custom fn, score / plain loop: {scorer_s / loop_s:.2f}x (target <= 2x)")
     print(f"RATIO Math-Verify, naive loop / score (empty cache): {naive_s / cold_s:.1f}x "
           f"(target >= 20x)")
-    return 1 if mismatches or not same else 0
+    return 1 if mismatches or not same or not guru_same else 0
 
 
 if __name__ == "__main__":
