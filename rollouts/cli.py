@@ -30,6 +30,7 @@ from scoring.prepare_cli import prepare_group
 from scoring.report_cli import report as report_command
 from server.cli import serve
 from server.info import ServerInfo
+from server.replicas import parse_replicas
 from server.vllm import ServerConfig
 from slurm.cli import slurm as slurm_command
 
@@ -102,9 +103,14 @@ def managed_server_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Managed server: seconds to wait for it to be ready."),
         click.option("--max-restarts", type=int, default=3, show_default=True,
                      help="Managed server: restarts after it dies mid-run."),
+        click.option("--replicas", default="auto", show_default=True,
+                     help="Managed server: vLLM servers of the model on one GPU, each with its "
+                          "share of the memory (auto: 2 when the weights are at most 5% of the "
+                          "GPU's memory, else 1)."),
     ]
     names = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization",
-             "max_model_len", "vllm_args", "server_log", "ready_timeout", "max_restarts")
+             "max_model_len", "vllm_args", "server_log", "ready_timeout", "max_restarts",
+             "replicas")
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -321,7 +327,7 @@ async def _dispatch(
             raise UserInputError("--backend hf needs --model (a local directory or hub id)")
         return await launch.generate_in_process(config, config.model)
     infos = [_read_info(path) for path in server_infos]
-    urls = list(base_urls) + [info.base_url for info in infos]
+    urls = list(base_urls) + [url for info in infos for url in info.urls()]
     if infos and not config.model:
         config = dataclasses.replace(config, model=infos[0].model)
     if not urls:
@@ -329,9 +335,13 @@ async def _dispatch(
             raise UserInputError("pass --base-url URL, --server-info FILE, or --model to start a server")
         server_config = server_config_from(config.model, managed, config.seed)
         return await launch.generate_with_managed_server(
-            config, server_config, max_restarts=managed["max_restarts"]
+            config, server_config, max_restarts=managed["max_restarts"],
+            replicas=parse_replicas(managed["replicas"]),
         )
-    return await launch.generate_from_servers(config, urls, api_key)
+    # The servers' batch, when every one of them comes from an info file that says the same.
+    batches = {info.max_num_seqs for info in infos}
+    max_num_seqs = batches.pop() if infos and not base_urls and len(batches) == 1 else None
+    return await launch.generate_from_servers(config, urls, api_key, max_num_seqs)
 
 
 def backend_description(backend: str, base_urls: tuple[str, ...], server_infos: tuple[Path, ...]) -> str:

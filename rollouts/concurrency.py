@@ -10,7 +10,12 @@ gives each server its own limit, counted in sequences (a request with n=16 is 16
   target. Either means the server is full: from then on the limit follows its capacity, growing
   a step while the server starves (waiting under the target, the limit in use, KV cache not all
   but full). A full KV cache alone is no reason to back off: a server bound by its cache runs best
-  with it full; more sequences would only wait, which the waiting rule catches.
+  with it full; more sequences would only wait, which the waiting rule catches. While more is
+  held than the limit (a cut still draining) neither rule cuts again: the queue and preemptions
+  then are those of the excess, and cutting on each reading took a limit to a twentieth.
+- a server whose batch is known to stop at or below the CUDA-graph edge (the servers rollouts
+  starts: --max-num-seqs 512) is held at that batch plus the waiting target from the start, by
+  the rules above alone: its queue is never empty, so a sequence starts the step another ends.
 - until then, the limit is the level that generates the most tokens per second, measured from
   vLLM's token counter: more sequences are not always faster (a batch larger than the largest
   CUDA graph vLLM captured runs without one, several times slower per step on a small model). The
@@ -31,7 +36,7 @@ import enum
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,16 +98,6 @@ def fixed_requests(max_concurrent: MaxConcurrent) -> int:
     """Requests in flight for a path that has no adaptive limits (yet): the number, or the
     fallback for `auto`."""
     return FALLBACK_REQUESTS if max_concurrent == AUTO else max_concurrent
-
-
-def max_num_seqs_from_args(args: Sequence[str]) -> int | None:
-    """The value of vLLM's --max-num-seqs among server flags, if given."""
-    for index, arg in enumerate(args):
-        if arg.startswith("--max-num-seqs="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--max-num-seqs" and index + 1 < len(args):
-            return int(args[index + 1])
-    return None
 
 
 class ServerLimit:
@@ -264,7 +259,13 @@ class LimitRule:
         waiting = metrics.num_requests_waiting
         target = self.target_waiting(metrics.num_requests_running)
         in_use = in_flight + self.sequences_per_request > self.limit
-        if preempted > 0:
+        # More held than the limit: an earlier cut is still taking effect as requests finish,
+        # and the server's queue and preemptions are those of the excess. Cutting again on
+        # each such reading would take the limit far below what the server holds once settled.
+        draining = in_flight > self.limit
+        if draining and (preempted > 0 or waiting > target + self.step()):
+            pass
+        elif preempted > 0:
             self._server_full(int(self.limit * BACKOFF))
         elif waiting > target + self.step():
             # What runs plus the target: measured against what we hold now, so readings taken
@@ -421,9 +422,19 @@ class AdaptiveLimits:
         start = max(start, self.sequences_per_request)
         # vLLM's default: graphs up to min(2 x max_num_seqs, 512) sequences.
         edge = min(2 * self.max_num_seqs, GRAPH_EDGE) if self.max_num_seqs else GRAPH_EDGE
+        capped = self.max_num_seqs is not None and self.max_num_seqs <= GRAPH_EDGE
+        if capped:
+            # The server never runs a batch past its CUDA graphs (the servers rollouts starts
+            # cap it at 512): no level to search for. Hold its batch full and a few requests
+            # queued behind it, so that one starts the step another ends, as offline.
+            rule = LimitRule(start, self.sequences_per_request, edge)
+            start += rule.target_waiting(start)
         self.limits = {name: ServerLimit(name, start, adaptive=True) for name in self.readers}
-        self._rules = {name: LimitRule(start, self.sequences_per_request, edge)
-                       for name in self.readers}
+        self._rules = {
+            name: LimitRule(start, self.sequences_per_request, edge,
+                            search=Search.CAPACITY if capped else Search.CLIMB)
+            for name in self.readers
+        }
 
     async def watch(self) -> None:
         """Read every adaptive server's /metrics each interval and set its limit."""

@@ -21,13 +21,7 @@ import aiohttp
 
 from rollouts.checkpoint import resolve_plan_model
 from rollouts.client import OpenAIEndpoint
-from rollouts.concurrency import (
-    AUTO,
-    AdaptiveLimits,
-    MaxConcurrent,
-    MetricsReader,
-    max_num_seqs_from_args,
-)
+from rollouts.concurrency import AUTO, AdaptiveLimits, MaxConcurrent, MetricsReader
 from rollouts.engine import GenerateConfig, GenerateResult, PreparedRun, generate, prepared_run
 from rollouts.errors import ServerStartError, ServerUnavailable, UserInputError
 from rollouts.io import write_json_atomic
@@ -44,6 +38,8 @@ from rollouts.watchdog import (
     echo_warning,
     watched_endpoints,
 )
+from server import replicas as replica_sets
+from server.replicas import Replicas
 from server.vllm import ManagedServer, ServerConfig
 
 T = TypeVar("T")
@@ -146,13 +142,15 @@ async def connect_servers(
     api_key: str | None,
     request_timeout_s: float | None,
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+    max_num_seqs: int | None = None,
 ) -> AsyncIterator[Connection]:
-    """Running OpenAI-compatible servers (one or several); one that stalls is ejected."""
+    """Running OpenAI-compatible servers (one or several); one that stalls is ejected.
+    max_num_seqs: the servers' batch, when known (their info files say it)."""
     endpoints = watched_endpoints(base_urls, model, session, api_key, request_timeout_s)
     watchers: list[Watcher] = []
     if stall_timeout_s:
         watchers.append(ProgressWatch(endpoints, stall_timeout_s, _eject).run)
-    yield Connection(list(endpoints), _watched_health, watchers)
+    yield Connection(list(endpoints), _watched_health, watchers, max_num_seqs=max_num_seqs)
 
 
 @asynccontextmanager
@@ -179,8 +177,49 @@ async def connect_managed(
         async def health(backend: Backend) -> bool:
             return supervisor.ready and await _watched_health(backend)
 
-        yield Connection([endpoint], health, watchers,
-                         max_num_seqs=max_num_seqs_from_args(server_config.extra_args))
+        yield Connection([endpoint], health, watchers, max_num_seqs=server_config.max_num_seqs)
+
+
+@asynccontextmanager
+async def connect_managed_replicas(
+    server_configs: Sequence[ServerConfig],
+    replicas: Replicas,
+    session: aiohttp.ClientSession,
+    max_restarts: int,
+    request_timeout_s: float | None,
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+) -> AsyncIterator[Connection]:
+    """Each config's server as `replicas` managed servers (server.replicas), started one after
+    another and each supervised on its own, as one connection."""
+    configs, why = replica_sets.expand(server_configs, replicas)
+    if len(configs) > len(server_configs):
+        echo_warning(f"starting {why}")
+    async with contextlib.AsyncExitStack() as stack:
+        connections = [
+            await stack.enter_async_context(connect_managed(
+                config, session, max_restarts, request_timeout_s, stall_timeout_s,
+            ))
+            for config in configs
+        ]
+        yield combined(connections)
+
+
+def combined(connections: list[Connection]) -> Connection:
+    """Several connections as one: all backends, each health check, all watchers."""
+    if len(connections) == 1:
+        return connections[0]
+    owner = {id(b): c for c in connections for b in c.backends}
+
+    async def health(backend: Backend) -> bool:
+        return await owner[id(backend)].health(backend)
+
+    seqs = {c.max_num_seqs for c in connections}
+    return Connection(
+        backends=[b for c in connections for b in c.backends],
+        health=health,
+        watchers=[w for c in connections for w in c.watchers],
+        max_num_seqs=seqs.pop() if len(seqs) == 1 else None,
+    )
 
 
 @asynccontextmanager
@@ -348,9 +387,11 @@ def adaptive_limits(
 
 
 async def generate_from_servers(
-    config: GenerateConfig, base_urls: Sequence[str], api_key: str | None = None
+    config: GenerateConfig, base_urls: Sequence[str], api_key: str | None = None,
+    max_num_seqs: int | None = None,
 ) -> GenerateResult:
-    """Generate against running OpenAI-compatible servers (one or several)."""
+    """Generate against running OpenAI-compatible servers (one or several); max_num_seqs: their
+    batch, when known."""
     if not base_urls:
         raise UserInputError("no server given; pass --base-url URL, --server-info FILE or --model")
     async with http_session(config.max_concurrent) as session:
@@ -360,18 +401,20 @@ async def generate_from_servers(
         with prepared_run(config) as run:
             async with connect_servers(
                 session, base_urls, config.model, api_key, config.request_timeout_s,
-                config.stall_timeout_s,
+                config.stall_timeout_s, max_num_seqs,
             ) as connection:
                 return (await run_jobs([run], connection))[0]
 
 
 async def generate_with_managed_server(
-    config: GenerateConfig, server_config: ServerConfig, max_restarts: int = 3
+    config: GenerateConfig, server_config: ServerConfig, max_restarts: int = 3,
+    replicas: Replicas = 1,
 ) -> GenerateResult:
-    """Start a server for config.model, generate, stop it: also on error and on Ctrl-C."""
+    """Start a server (or replicas of it) for config.model, generate, stop it: also on error and
+    on Ctrl-C."""
     with prepared_run(config) as run:
-        async with http_session(config.max_concurrent) as session, connect_managed(
-            server_config, session, max_restarts, config.request_timeout_s,
+        async with http_session(config.max_concurrent) as session, connect_managed_replicas(
+            [server_config], replicas, session, max_restarts, config.request_timeout_s,
             config.stall_timeout_s,
         ) as connection:
             return (await run_jobs([run], connection))[0]
@@ -435,13 +478,21 @@ async def _plan_connection(plan: RunPlan) -> AsyncIterator[Connection]:
         server_config = ServerConfig(
             model=plan.model,
             seed=plan.jobs[0].seed,
-            **{k: v for k, v in plan.server.items() if k != "extra_args"},
+            **{k: v for k, v in plan.server.items() if k not in ("extra_args", "replicas")},
             extra_args=server_extra_args(plan.server),
         )
-        async with connect_managed(
-            server_config, session, plan.max_restarts, request_timeout, stall_timeout
+        async with connect_managed_replicas(
+            [server_config], plan_replicas(plan), session, plan.max_restarts, request_timeout,
+            stall_timeout,
         ) as connection:
             yield connection
+
+
+def plan_replicas(plan: RunPlan) -> Replicas:
+    """`server: {replicas: N}` of a run config (`auto` when not set)."""
+    return replica_sets.parse_replicas(
+        plan.server.get("replicas", replica_sets.AUTO), "server: replicas"
+    )
 
 
 def _dataset_entry(run: PreparedRun, result: GenerateResult | None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from rollouts.concurrency import AUTO, MaxConcurrent, parse_max_concurrent
 from rollouts.engine import GenerateConfig, unseeded_notice
 from rollouts.errors import UserInputError
 from rollouts.types import SamplingParams
+from server.replicas import parse_replicas
 
 TOP_LEVEL_KEYS = {
     "model", "backend", "base_urls", "api_key", "server", "max_concurrent", "max_rps", "seed",
@@ -40,6 +41,7 @@ TOP_LEVEL_KEYS = {
 SERVER_KEYS = {
     "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
     "served_model_name", "extra_args", "log_file", "ready_timeout", "port", "host", "max_restarts",
+    "replicas",  # vLLM servers of the model on one GPU (server.replicas): a number or auto
 }
 DATASET_KEYS = {
     "path", "name", "output", "n", "max_tokens", "temperature", "top_p", "stop", "system_prompt",
@@ -87,6 +89,8 @@ def load_plan(config_path: Path, *, overwrite: bool = False, progress: bool = Tr
     base = config_path.resolve().parent
     server = dict(data.get("server") or {})
     _check_keys(server, SERVER_KEYS, f"{where}: server")
+    if "replicas" in server:
+        server["replicas"] = parse_replicas(server["replicas"], f"{where}: server: replicas")
     defaults = dict(data.get("defaults") or {})
     _check_keys(defaults, DATASET_KEYS - {"path", "name", "output"}, f"{where}: defaults")
     model = str(data.get("model") or "")

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from rollouts.clitools import echo_err, handle_errors
+from server.replicas import expand, parse_replicas
 from server.vllm import ManagedServer, ServerConfig, serve_until_stopped
 
 
@@ -31,12 +32,16 @@ class PortType(click.ParamType):
             self.fail(f"{value!r} is not a port number or 'auto'", param, ctx)
 
 
-def _announce(server: ManagedServer, info_file: Path | None) -> None:
-    echo_err(
-        f"vLLM ready: model {server.model!r} at {server.base_url} (pid {server.pid}, "
-        f"log {server.log_file})" + (f", info file {info_file}" if info_file else "")
-    )
-    click.echo(server.base_url)  # the result, on stdout, for scripts: URL=$(rollouts serve ...)
+def _announce(servers: list[ManagedServer], info_file: Path | None) -> None:
+    for server in servers:
+        echo_err(
+            f"vLLM ready: model {server.model!r} at {server.base_url} (pid {server.pid}, "
+            f"log {server.log_file})"
+        )
+    if info_file:
+        echo_err(f"info file {info_file}")
+    for server in servers:  # the result, on stdout, for scripts: URL=$(rollouts serve ...)
+        click.echo(server.base_url)
 
 
 @click.command(
@@ -62,6 +67,10 @@ def _announce(server: ManagedServer, info_file: Path | None) -> None:
 )
 @click.option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=1800.0,
               help="Seconds to wait for readiness before killing the server.")
+@click.option("--replicas", default="auto",
+              help="vLLM servers of the model on one GPU, each with its share of the memory, "
+                   "on its own port. auto: 2 when the weights are at most 5% of the GPU's "
+                   "memory (a small model leaves the GPU waiting on one engine's CPU), else 1.")
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def serve(
@@ -77,12 +86,13 @@ def serve(
     info_file: Path | None,
     log_file: Path | None,
     ready_timeout: float,
+    replicas: str,
     extra_args: tuple[str, ...],
 ) -> None:
     """Serve MODEL with vLLM until Ctrl-C / SIGTERM, or exit non-zero if the server dies.
 
     Ready means /health answers 200 and a 1-token completion succeeds; the base URL is then
-    printed on stdout. Flags after `--` go to `vllm serve` unchanged:
+    printed on stdout (one line per replica). Flags after `--` go to `vllm serve` unchanged:
 
     \b
       rollouts serve --model Qwen/Qwen2.5-7B-Instruct -tp 2 --info-file server.json \\
@@ -100,15 +110,19 @@ def serve(
         seed=seed,
         extra_args=extra_args,
         log_file=log_file,
-        info_file=info_file,
         ready_timeout=ready_timeout,
     )
-    server = asyncio.run(serve_until_stopped(config, lambda s: _announce(s, info_file)))
-    if server.leftover_pids:
-        raise click.ClickException(
-            f"stopped vLLM, but processes {server.leftover_pids} survived SIGKILL"
-        )
-    echo_err(f"stopped vLLM (pid {server.pid}); no process of it is left")
+    configs, why = expand([config], parse_replicas(replicas))
+    if len(configs) > 1:
+        echo_err(f"starting {why}")
+    servers = asyncio.run(
+        serve_until_stopped(configs, lambda s: _announce(s, info_file), info_file=info_file)
+    )
+    left = [pid for server in servers for pid in server.leftover_pids]
+    if left:
+        raise click.ClickException(f"stopped vLLM, but processes {left} survived SIGKILL")
+    pids = ", ".join(str(server.pid) for server in servers if server.pid is not None)
+    echo_err(f"stopped vLLM (pid {pids}); no process of it is left")
 
 
 if __name__ == "__main__":

@@ -1,24 +1,22 @@
 """The server-info file: how `rollouts generate --server-info FILE` finds a running server.
 
 Written atomically by `rollouts serve` once the server is ready (so a reader never sees half a file
-or a server that cannot answer yet) and removed when it stops.
+or a server that cannot answer yet) and removed when it stops. With replicas (`--replicas N`) one
+file names every replica: `base_urls` and `pids`, the first of each also as `base_url` and `pid`.
+
+This module knows only the file; server.vllm builds a ServerInfo from a running server.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollouts.errors import UserInputError
 from rollouts.io import write_json_atomic
-
-if TYPE_CHECKING:
-    from server.vllm import ManagedServer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,31 +31,25 @@ class ServerInfo:
     started_at: str = ""
     log_file: str = ""
     hostname: str = ""
+    # vLLM's --max-num-seqs, when known: where `--max-concurrent auto` sets each limit.
+    max_num_seqs: int | None = None
+    # Every replica when several serve the model on one GPU (`rollouts serve --replicas N`).
+    base_urls: tuple[str, ...] = ()
+    pids: tuple[int, ...] = ()
+
+    def urls(self) -> list[str]:
+        """The base URL of every replica (the one server's when there is one)."""
+        return list(self.base_urls) or [self.base_url]
 
 
 _REQUIRED = {"base_url": str, "model": str, "pid": int}
-_OPTIONAL = {"tp": int, "dp": int, "started_at": str, "log_file": str, "hostname": str}
+_OPTIONAL = {"tp": int, "dp": int, "started_at": str, "log_file": str, "hostname": str,
+             "max_num_seqs": int}
+_LISTS = {"base_urls": str, "pids": int}
 
 
-def server_info(server: ManagedServer) -> ServerInfo:
-    if server.pid is None or server.started_at is None:
-        raise RuntimeError("the server has not been started")
-    started = datetime.fromtimestamp(server.started_at, tz=UTC)
-    return ServerInfo(
-        base_url=server.base_url,
-        model=server.model,
-        pid=server.pid,
-        tp=server.config.tensor_parallel_size,
-        dp=server.config.data_parallel_size,
-        started_at=started.isoformat(timespec="seconds"),
-        log_file=str(server.log_file or ""),
-        hostname=socket.gethostname(),
-    )
-
-
-def write_server_info(path: str | Path, server: ManagedServer) -> ServerInfo:
+def write_server_info(path: str | Path, info: ServerInfo) -> ServerInfo:
     """Write the info JSON of a ready server atomically and return what was written."""
-    info = server_info(server)
     write_json_atomic(asdict(info), path)
     return info
 
@@ -94,7 +86,7 @@ def _checked_fields(path: Path, data: dict[str, Any]) -> dict[str, Any]:
         raise UserInputError(f"{path}: server info file lacks {', '.join(missing)}")
     fields: dict[str, Any] = {}
     for key, kind in {**_REQUIRED, **_OPTIONAL}.items():
-        if key not in data:
+        if key not in data or (key in _OPTIONAL and data[key] is None):
             continue
         value = data[key]
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -102,6 +94,16 @@ def _checked_fields(path: Path, data: dict[str, Any]) -> dict[str, Any]:
                 f"{path}: server info field {key!r} should be {kind.__name__}, got {value!r}"
             )
         fields[key] = value
-    if not fields["base_url"].startswith(("http://", "https://")):
-        raise UserInputError(f"{path}: base_url {fields['base_url']!r} is not an http(s) URL")
+    for key, kind in _LISTS.items():
+        values = data.get(key) or []
+        if not isinstance(values, list) or not all(
+            isinstance(v, kind) and not isinstance(v, bool) for v in values
+        ):
+            raise UserInputError(
+                f"{path}: server info field {key!r} should be a list of {kind.__name__}"
+            )
+        fields[key] = tuple(values)
+    for url in [fields["base_url"], *fields["base_urls"]]:
+        if not url.startswith(("http://", "https://")):
+            raise UserInputError(f"{path}: base_url {url!r} is not an http(s) URL")
     return fields

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
@@ -26,12 +27,14 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,7 +42,7 @@ from typing import Any
 import aiohttp
 
 from rollouts.errors import ServerStartError, ServerUnavailable, UserInputError
-from server.info import remove_server_info, write_server_info
+from server.info import ServerInfo, remove_server_info, write_server_info
 from server.process import pick_free_port, port_in_use, stop_group
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,11 @@ INSTALL_HINT = "vLLM is not installed: pip install 'rollouts[vllm]'"
 # that has the flag.
 STREAM_INTERVAL = 16
 STREAM_INTERVAL_SINCE = (0, 12)
+# The batch of the servers we start, unless given (see build_vllm_command): the largest that
+# vLLM runs as a CUDA graph by default (graphs up to min(2 x max_num_seqs, 512) sequences), and
+# the chunked-prefill budget that vLLM's offline engine takes by default on H100/H200.
+MAX_NUM_SEQS = 512
+MAX_NUM_BATCHED_TOKENS = 16384
 
 # Lines after which a starting vLLM never becomes ready, though with tensor parallelism the process
 # may hang instead of exiting. vLLM itself logs "Address already in use. Retrying with a new port."
@@ -147,6 +155,24 @@ class ServerConfig:
     def served_name(self) -> str:
         return self.served_model_name or self.model
 
+    @property
+    def max_num_seqs(self) -> int:
+        """The batch vLLM runs at most: --max-num-seqs among extra_args, else ours."""
+        given = flag_value(self.extra_args, "--max-num-seqs")
+        return int(given) if given is not None else MAX_NUM_SEQS
+
+
+def flag_value(args: Sequence[str], flag: str) -> str | None:
+    """The value of `flag` among command-line args (`--flag V` or `--flag=V`; the last wins, as
+    argparse does), or None."""
+    value = None
+    for index, arg in enumerate(args):
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        elif arg == flag and index + 1 < len(args):
+            value = args[index + 1]
+    return value
+
 
 def _check_extra_args(extra_args: tuple[str, ...]) -> None:
     for arg in extra_args:
@@ -178,6 +204,12 @@ def build_vllm_command(config: ServerConfig, port: int | None = None) -> list[st
       generate` with n=1 from 12.8k to 24.0k tokens/s and n=8 at 64 requests from 20.8k to 43.4k
       (benchmarks/gpu/RESULTS.md).
       Chunks still arrive every fraction of a second, which is all the stall watchdog needs.
+    - `--max-num-seqs 512` and `--max-num-batched-tokens 16384` (each unless given): the batch
+      and prefill budget of vLLM's offline engine at its best. vLLM's server defaults (1,024
+      sequences, 8,192 tokens on H100/H200) let a batch grow past the largest CUDA graph (512),
+      where each step of a small model runs several times slower; capped at 512, the server
+      keeps a few requests queued (`--max-concurrent auto` sends them) and starts one the step
+      another ends, as the offline engine does (benchmarks/gpu/RESULTS.md).
     Request logging (`--enable-log-requests`) is already off by default in vLLM >= 0.10.
     """
     port = port if port is not None else config.port
@@ -198,6 +230,10 @@ def build_vllm_command(config: ServerConfig, port: int | None = None) -> list[st
     command += ["--disable-uvicorn-access-log"]
     if not _given(config.extra_args, "--stream-interval") and supports_stream_interval():
         command += ["--stream-interval", str(STREAM_INTERVAL)]
+    if not _given(config.extra_args, "--max-num-seqs"):
+        command += ["--max-num-seqs", str(MAX_NUM_SEQS)]
+    if not _given(config.extra_args, "--max-num-batched-tokens"):
+        command += ["--max-num-batched-tokens", str(MAX_NUM_BATCHED_TOKENS)]
     command += list(config.extra_args)
     return command
 
@@ -389,6 +425,23 @@ class ManagedServer:
     def command(self) -> list[str]:
         return build_vllm_command(self.config, self.port)
 
+    def info(self) -> ServerInfo:
+        """What the server-info file says of this (started) server."""
+        if self.pid is None or self.started_at is None:
+            raise RuntimeError("the server has not been started")
+        started = datetime.fromtimestamp(self.started_at, tz=UTC)
+        return ServerInfo(
+            base_url=self.base_url,
+            model=self.model,
+            pid=self.pid,
+            tp=self.config.tensor_parallel_size,
+            dp=self.config.data_parallel_size,
+            started_at=started.isoformat(timespec="seconds"),
+            log_file=str(self.log_file or ""),
+            hostname=socket.gethostname(),
+            max_num_seqs=self.config.max_num_seqs,
+        )
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -445,7 +498,7 @@ class ManagedServer:
             await self.stop(grace=grace)
             raise
         if self.config.info_file is not None:
-            write_server_info(self.config.info_file, self)
+            write_server_info(self.config.info_file, self.info())
 
     async def _poll_until_ready(self) -> None:
         assert self._log_file is not None
@@ -539,36 +592,58 @@ class ManagedServer:
 
 
 async def serve_until_stopped(
-    config: ServerConfig,
-    on_ready: Callable[[ManagedServer], None],
+    configs: Sequence[ServerConfig],
+    on_ready: Callable[[list[ManagedServer]], None],
     *,
+    info_file: Path | None = None,
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
-) -> ManagedServer:
-    """Start a server, call on_ready once it serves, then keep it until one of signals arrives (a
-    clean stop) or it dies (ServerUnavailable with the log tail). The whole process group is
-    stopped either way, also when a signal comes while it is still starting."""
+) -> list[ManagedServer]:
+    """Start the servers one after another (each once the one before serves: replicas that
+    share a GPU must not measure its free memory while another loads), write info_file and call
+    on_ready once all serve, then keep them until one of signals arrives (a clean stop) or one
+    dies (ServerUnavailable with its log tail). Every process group is stopped either way, also
+    when a signal comes while they are still starting."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in signals:
         loop.add_signal_handler(sig, stop_requested.set)
-    server = ManagedServer(config)
+    servers = [ManagedServer(config) for config in configs]
     try:
-        await server.start()
-        if await _first_of(server.wait_ready(), stop_requested):
-            on_ready(server)
-            while not stop_requested.is_set() and server.is_running():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop_requested.wait(), timeout=WATCH_POLL_S)
-            if not stop_requested.is_set():
-                raise ServerUnavailable(
-                    f"vLLM exited with status {server.returncode} while serving. "
-                    f"Log {server.log_file} ends with:\n{server.log_tail()}"
-                )
+        for server in servers:
+            await server.start()
+            if not await _first_of(server.wait_ready(), stop_requested):
+                return servers
+        if info_file is not None:
+            write_server_info(info_file, group_info(servers))
+        on_ready(servers)
+        while not stop_requested.is_set() and all(s.is_running() for s in servers):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop_requested.wait(), timeout=WATCH_POLL_S)
+        if not stop_requested.is_set():
+            dead = next(s for s in servers if not s.is_running())
+            raise ServerUnavailable(
+                f"vLLM exited with status {dead.returncode} while serving. "
+                f"Log {dead.log_file} ends with:\n{dead.log_tail()}"
+            )
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        await server.stop()
-    return server
+        if info_file is not None:
+            remove_server_info(info_file)
+        await asyncio.gather(*(server.stop() for server in servers))
+    return servers
+
+
+def group_info(servers: Sequence[ManagedServer]) -> ServerInfo:
+    """The info of one server, or of replicas: the first's, listing every base URL and pid."""
+    first = servers[0].info()
+    if len(servers) == 1:
+        return first
+    return dataclasses.replace(
+        first,
+        base_urls=tuple(s.base_url for s in servers),
+        pids=tuple(s.pid for s in servers if s.pid is not None),
+    )
 
 
 async def _first_of(work: Awaitable[None], stop_requested: asyncio.Event) -> bool:

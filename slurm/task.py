@@ -39,9 +39,10 @@ from rollouts.io import write_json_atomic
 from rollouts.launch import (
     Connection,
     adaptive_limits,
-    connect_managed,
+    connect_managed_replicas,
     connect_servers,
     http_session,
+    plan_replicas,
     run_until_first_failure,
 )
 from rollouts.runconfig import RunPlan, server_extra_args
@@ -226,20 +227,18 @@ class Task:
                 ) as connection:
                     yield connection
                 return
-            async with contextlib.AsyncExitStack() as stack:
-                connections = [
-                    await stack.enter_async_context(connect_managed(
-                        config, session, plan.max_restarts, plan.jobs[0].request_timeout_s,
-                        plan.jobs[0].stall_timeout_s,
-                    ))
-                    for config in self._server_configs(count)
-                ]
-                log(f"{count} server(s) ready")
-                yield _combined(connections)
+            # Each server may be several replicas on its GPU (`server: {replicas: N}`).
+            async with connect_managed_replicas(
+                self._server_configs(count), plan_replicas(plan), session, plan.max_restarts,
+                plan.jobs[0].request_timeout_s, plan.jobs[0].stall_timeout_s,
+            ) as connection:
+                log(f"{len(connection.backends)} server(s) ready")
+                yield connection
 
     def _server_configs(self, count: int) -> list[ServerConfig]:
         plan = resolve_model(self.run.plan)
-        options = {k: v for k, v in plan.server.items() if k not in ("extra_args", "log_file")}
+        options = {k: v for k, v in plan.server.items()
+                   if k not in ("extra_args", "log_file", "replicas")}
         extra = server_extra_args(plan.server)
         if os.environ.get("ROLLOUTS_RAY"):
             extra += ("--distributed-executor-backend", "ray")
@@ -386,23 +385,6 @@ class Task:
         self.stats.completion_tokens += int(this_run["completion_tokens"])
         self.stats.error_samples += result.error_rows
         log(f"unit {unit.id} done ({rows} rows, {elapsed:.1f}s)")
-
-
-def _combined(connections: list[Connection]) -> Connection:
-    """Several managed servers as one connection: all backends, each health check, all watchers."""
-    if len(connections) == 1:
-        return connections[0]
-    owner = {id(b): c for c in connections for b in c.backends}
-
-    async def health(backend: Backend) -> bool:
-        return await owner[id(backend)].health(backend)
-
-    return Connection(
-        backends=[b for c in connections for b in c.backends],
-        health=health,
-        watchers=[w for c in connections for w in c.watchers],
-        max_num_seqs=connections[0].max_num_seqs,  # one ServerConfig for all of them
-    )
 
 
 def _rotated(backends: list[Backend], index: int) -> list[Backend]:

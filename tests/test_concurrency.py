@@ -25,12 +25,12 @@ from rollouts.concurrency import (
     LimitRule,
     Search,
     ServerLimit,
-    max_num_seqs_from_args,
     parse_max_concurrent,
 )
 from rollouts.errors import UserInputError
 from rollouts.types import SamplingParams
 from rollouts.vllm_metrics import VllmMetrics, fetch_metrics
+from server.vllm import ServerConfig
 from tests.fake_vllm import FAKE_VLLM_COMMAND
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
 from tests.vllm_scheduler import SchedulerServer
@@ -121,6 +121,30 @@ def test_backs_off_on_preemptions(emulated: SchedulerServer) -> None:
     assert min(value for _, value in limit.history) < 320 * 0.75
 
 
+def test_a_server_that_shrinks_is_not_cut_below_what_it_holds() -> None:
+    # A replica whose room halves mid-run, serving long requests: while the excess drains, its
+    # queue stays long and its preemption counter grows for many readings. Cutting again on each
+    # of them took a replica on an H100 from 512 sequences to 28; the limit must settle near
+    # what the server holds.
+    with SchedulerServer(capacity=160, service_s=1.0) as server:
+        [_, steady], limits = asyncio.run(drive(server, [(160, 2.5), (80, 5.0)], 160, n=8))
+    [limit] = limits.limits.values()
+    assert server.preemptions > 0
+    assert min(level for _, level in limit.history) >= 0.6 * 80, limit.history
+    # Settled: the capacity, plus the queued requests the queue rules keep (one to three of 8).
+    assert all(0.9 * 80 <= level <= 80 + 3 * 8 for level in steady), steady
+
+
+def test_no_second_cut_while_the_first_drains() -> None:
+    rule = LimitRule(limit=512, sequences_per_request=16, search=Search.CAPACITY,
+                     last_preemptions=0)
+    assert rule.update(reading(512, 64, preemptions=1), 512, now=0.0) == 358
+    for second, held in enumerate(range(560, 358, -16), start=1):  # requests finishing
+        assert rule.update(reading(358, 100, preemptions=1 + second), held, float(second)) == 358
+    # Drained and still preempting: the server holds less than that, so cut again.
+    assert rule.update(reading(340, 40, preemptions=99), 358, 99.0) == 250
+
+
 def test_finds_the_level_with_the_most_tokens_below_the_capacity(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -142,10 +166,10 @@ def test_finds_the_level_with_the_most_tokens_below_the_capacity(
 
 
 def test_a_server_without_a_token_counter_is_held_by_its_queue() -> None:
-    # Started at 256 with room for 300: it grows to the capacity by the queue rules alone.
-    with SchedulerServer(capacity=300, service_s=0.5, metrics="no-tokens") as server:
-        [steady], limits = asyncio.run(drive(server, [(300, SETTLE_S)], max_num_seqs=256))
-    assert within(steady, 300, 0.10), steady
+    # Started at 512 with room for 600: it grows to the capacity by the queue rules alone.
+    with SchedulerServer(capacity=600, service_s=0.5, metrics="no-tokens") as server:
+        [steady], limits = asyncio.run(drive(server, [(600, SETTLE_S)], workers=400))
+    assert within(steady, 600, 0.10), steady
     assert limits.summary()[0]["search"] == "off"
 
 
@@ -190,9 +214,9 @@ def test_parse_max_concurrent_and_max_num_seqs() -> None:
     for bad in ("0", "-3", "many", 1.5, True):
         with pytest.raises(UserInputError, match="'auto' or a whole number"):
             parse_max_concurrent(bad)
-    assert max_num_seqs_from_args(["--max-num-seqs", "512"]) == 512
-    assert max_num_seqs_from_args(["--enforce-eager", "--max-num-seqs=96"]) == 96
-    assert max_num_seqs_from_args(["--enforce-eager"]) is None
+    assert ServerConfig(model="m", extra_args=("--max-num-seqs", "256")).max_num_seqs == 256
+    assert ServerConfig(model="m", extra_args=("-O3", "--max-num-seqs=96")).max_num_seqs == 96
+    assert ServerConfig(model="m", extra_args=("-O3",)).max_num_seqs == 512  # ours, not vLLM's
 
 
 def test_generate_defaults_to_auto_and_records_the_limit_per_server(
@@ -348,7 +372,9 @@ def test_a_managed_server_starts_at_its_own_max_num_seqs(
     summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
     [server] = summary["concurrency"]["servers"]
     assert server["mode"] == "auto"  # the stand-in serves vLLM's gauges
-    assert server["history"][0] == [0.0, 96]
+    # Its batch full and a request queued behind it: no search past a batch the server caps.
+    assert server["history"][0] == [0.0, 96 + N]
+    assert server["search"] == "capacity"
 
 
 def test_the_progress_bar_shows_the_limit_per_server(
@@ -363,5 +389,11 @@ def test_the_progress_bar_shows_the_limit_per_server(
 
 def test_the_edge_follows_a_known_max_num_seqs() -> None:
     limits = AdaptiveLimits({"a": None}, 2, max_num_seqs=96)
-    assert limits._rules["a"].edge == 192 and limits.limits["a"].limit == 96
-    assert AdaptiveLimits({"a": None}, 2)._rules["a"].edge == 512
+    assert limits._rules["a"].edge == 192 and limits.limits["a"].limit == 96 + 2
+    limits = AdaptiveLimits({"a": None}, 1, max_num_seqs=512)  # the servers rollouts starts
+    assert limits.limits["a"].limit == 512 + 6  # 1% queued behind the batch
+    assert limits._rules["a"].search is Search.CAPACITY
+    unknown = AdaptiveLimits({"a": None}, 2)
+    assert unknown._rules["a"].edge == 512 and unknown._rules["a"].search is Search.CLIMB
+    past_edge = AdaptiveLimits({"a": None}, 2, max_num_seqs=1024)  # may run past its graphs
+    assert past_edge.limits["a"].limit == 512 and past_edge._rules["a"].search is Search.CLIMB

@@ -29,6 +29,7 @@ def test_minimal_command_has_the_throughput_and_sampling_defaults() -> None:
         "--served-model-name", "Qwen/Qwen2.5-0.5B",
         "--seed", "0", "--generation-config", "vllm",
         "--disable-uvicorn-access-log",
+        "--max-num-seqs", "512", "--max-num-batched-tokens", "16384",
     ]  # fmt: skip
 
 
@@ -42,7 +43,7 @@ def test_every_option_and_extra_args_last() -> None:
         max_model_len=4096,
         served_model_name="policy",
         seed=7,
-        extra_args=("--max-num-seqs", "512", "--enable-prefix-caching"),
+        extra_args=("--max-num-seqs", "256", "--enable-prefix-caching"),
         vllm_command="python3 -m vllm.entrypoints.cli.main",
     )
     command = build_vllm_command(config, port=9000)
@@ -50,8 +51,18 @@ def test_every_option_and_extra_args_last() -> None:
         "python3 -m vllm.entrypoints.cli.main serve /models/m --host 0.0.0.0 --port 9000 "
         "--served-model-name policy --tensor-parallel-size 4 --data-parallel-size 2 "
         "--gpu-memory-utilization 0.85 --max-model-len 4096 --seed 7 --generation-config vllm "
-        "--disable-uvicorn-access-log --max-num-seqs 512 --enable-prefix-caching"
+        "--disable-uvicorn-access-log --max-num-batched-tokens 16384 "
+        "--max-num-seqs 256 --enable-prefix-caching"
     )
+
+
+@pytest.mark.parametrize("given", [("--max-num-seqs", "1024"), ("--max-num-seqs=1024",)])
+def test_the_batch_defaults_give_way_to_the_users(given: tuple[str, ...]) -> None:
+    config = ServerConfig(model="m", port=1, vllm_command="vllm",
+                          extra_args=(*given, "--max-num-batched-tokens=8192"))
+    command = " ".join(build_vllm_command(config))
+    assert command.count("--max-num-seqs") == 1 and command.count("--max-num-batched-tokens") == 1
+    assert config.max_num_seqs == 1024
 
 
 def test_stream_interval_is_set_where_vllm_has_it_unless_given(
@@ -59,7 +70,7 @@ def test_stream_interval_is_set_where_vllm_has_it_unless_given(
 ) -> None:
     monkeypatch.setattr(server.vllm, "supports_stream_interval", lambda: True)
     command = build_vllm_command(ServerConfig(model="m", port=1, vllm_command="vllm"))
-    assert command[-2:] == ["--stream-interval", "16"]
+    assert command[command.index("--stream-interval") + 1] == "16"
     for given in (("--stream-interval", "1"), ("--stream-interval=4",)):
         config = ServerConfig(model="m", port=1, vllm_command="vllm", extra_args=given)
         assert " ".join(build_vllm_command(config)).count("--stream-interval") == 1

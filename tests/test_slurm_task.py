@@ -63,8 +63,8 @@ def test_auto_gives_each_server_of_a_task_its_adaptive_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `auto` in a task: every unit in flight shares each server's limit (rollouts.concurrency),
-    # which starts at the server's max_num_seqs (6 sequences: 3 requests of n=2), and the task's
-    # stats file shows it per server.
+    # which starts at the server's max_num_seqs (6 sequences: 3 requests of n=2) and a request
+    # queued behind them (8), and the task's stats file shows it per server.
     monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
     monkeypatch.setenv("FAKE_VLLM_DELAY", "0.2")
     monkeypatch.setenv("FAKE_VLLM_PEAK_FILE", str(tmp_path / "peak"))
@@ -81,9 +81,31 @@ def test_auto_gives_each_server_of_a_task_its_adaptive_limit(
     [stats] = [json.loads(p.read_text()) for p in (run_dir / "tasks").glob("*.json")]
     servers = stats["concurrency"]
     assert [s["mode"] for s in servers] == ["auto", "auto"]
-    assert all(s["history"][0][1] == 6 for s in servers), servers
+    assert all(s["history"][0][1] == 8 for s in servers), servers
     highest = max(limit for s in servers for _, limit in s["history"])
     peaks = [int(p.read_text()) for p in tmp_path.glob("peak.*")]
     # Both servers filled to their limit, never over it (without it: 12 sequences at once).
     assert len(peaks) == 2 and min(peaks) >= 6 and max(peaks) <= highest, (peaks, servers)
-    assert "limit_seqs=6,6" in format_status(run_status(run_dir))
+    assert "limit_seqs=8,8" in format_status(run_status(run_dir))
+
+
+def test_replicas_share_each_gpu_of_a_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `server: {replicas: 2}` on a node of one GPU: two servers on GPU 0, each with half the
+    # memory, behind the task's router.
+    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "0.05")
+    path = write_config(tmp_path, gpus_per_node=1, tensor_parallel=1)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["server"].update(replicas=2, gpu_memory_utilization=0.9)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    run = load_run(path)
+    run_dir = run.slurm.run_dir
+    write_run_dir(run, run_dir)
+    assert run_task(run_dir) == "done"
+    logs = sorted((run_dir / "logs").glob("server-*-*.log"))
+    assert [log.name.rsplit("-", 1)[1] for log in logs] == ["r0.log", "r1.log"]
+    for log in logs:
+        assert "--gpu-memory-utilization 0.45 " in log.read_text().splitlines()[0]
+    [merged] = merge_run(run_dir)
+    rows = pd.read_parquet(merged.output)
+    assert len(rows) == 24 and rows["endpoint"].nunique() == 2
