@@ -60,10 +60,10 @@ def engine_core_pids(pid: int) -> list[int]:
     return [p.pid for p in tree(pid) if process_label(p) == "engine_core"]
 
 
-def cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) so far of each process in pid's tree, summed by label."""
+def cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each process in the pids' trees, summed by label."""
     totals: dict[str, float] = {}
-    for proc in tree(pid):
+    for proc in [p for pid in pids for p in tree(pid)]:
         try:
             times = proc.cpu_times()
         except psutil.Error:
@@ -74,11 +74,12 @@ def cpu_seconds(pid: int) -> dict[str, float]:
 
 
 class Monitor(threading.Thread):
-    """Samples a vLLM server's metrics every `interval` seconds until stopped."""
+    """Samples vLLM servers' metrics (summed over replicas) every `interval` seconds until
+    stopped."""
 
-    def __init__(self, root_url: str, interval: float = 1.0) -> None:
+    def __init__(self, root_urls: list[str], interval: float = 1.0) -> None:
         super().__init__(daemon=True)
-        self.root_url = root_url
+        self.root_urls = root_urls
         self.interval = interval
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop_event = threading.Event()
@@ -86,7 +87,11 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.is_set():
             with contextlib.suppress(OSError):
-                self.samples.append((time.monotonic(), scrape_metrics(self.root_url)))
+                total: dict[str, float] = {}
+                for url in self.root_urls:
+                    for name, value in scrape_metrics(url).items():
+                        total[name] = total.get(name, 0.0) + value
+                self.samples.append((time.monotonic(), total))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:

@@ -48,11 +48,39 @@ def main() -> None:
             ratios.append(f"{rate / ref['tokens_per_s']:.3f}" if ref else "-")
         print(f"| {model} | {mns} | {how} | {r['seeds']} | {rate:,.0f} | {ratios[0]} | "
               f"{ratios[1]} | {ok} | {running} | {cpu} |")
+    print_against_offline(results)
     print_targets(results)
     for r in results:
         if r["kind"] == "kill_restart":
             print(f"\nkill/restart: ok={r['ok']} killed={r['killed']} restarts={r['restarts_logged']} "
                   f"check={r['check']} retries={r['retries']} wall={r['wall_s']}s")
+
+
+def print_against_offline(results: list[dict[str, Any]]) -> None:
+    """Per workload label: every run's tokens/s against the offline engine at max_num_seqs 512
+    (its best) and at its default, as measured in these results."""
+    labels = sorted({r.get("label") for r in results if r.get("label")})
+    print("\n| workload | how | tok/s | vs offline @512 | vs offline default | mean running |")
+    print("|---|---|---|---|---|---|")
+    for label in labels:
+        mine = [r for r in results if r.get("label") == label and r.get("tokens_per_s")]
+        offline = {r["engine_args"]["max_num_seqs"]: r["tokens_per_s"]
+                   for r in mine if r["kind"] == "offline"}
+        for r in mine:
+            if r["kind"] == "offline":
+                seqs = r["engine_args"]["max_num_seqs"] or "default"
+                how = f"offline LLM.generate, max_num_seqs {seqs}"
+                running = "-"
+            elif r["kind"] == "rollouts" and r["check"].get("ok"):
+                how = (f"rollouts, {r.get('replicas', 1)} server(s), "
+                       f"{r['max_concurrent']} in flight {' '.join(r.get('vllm_flags') or [])}")
+                running = r["engine"].get("mean_running", "-")
+            else:
+                continue
+            rate = r["tokens_per_s"]
+            ratios = [f"{rate / offline[k]:.3f}" if k in offline else "-" for k in (512, None)]
+            print(f"| {label} | {how.strip()} | {rate:,.0f} | {ratios[0]} | {ratios[1]} | "
+                  f"{running} |")
 
 
 def print_targets(results: list[dict[str, Any]]) -> None:

@@ -53,7 +53,8 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
         sys.executable, "-m", "rollouts.cli", "serve", "--model", args.model,
         "--info-file", str(info_file), "--log-file", str(workdir / "vllm.log"),
         "--gpu-memory-utilization", str(args.gpu_memory_utilization),
-        "--max-model-len", str(args.max_model_len), "--seed", str(args.seed), "--",
+        "--max-model-len", str(args.max_model_len), "--seed", str(args.seed),
+        *(["--replicas", args.replicas] if args.replicas else []), "--",
         *engine_flags(args), *args.vllm_flag,
     ]
     print("+", " ".join(command), flush=True)
@@ -115,9 +116,10 @@ def run_generate(
     if concurrency != "default":  # default: rollouts' own (auto), the option not given at all
         command += ["--max-concurrent", concurrency]
     print("+", " ".join(command), flush=True)
-    root_url = info["base_url"].removesuffix("/v1")
-    monitor = Monitor(root_url)
-    server_cpu_before = cpu_seconds(info["pid"])
+    urls = info.get("base_urls") or [info["base_url"]]
+    pids = info.get("pids") or [info["pid"]]
+    monitor = Monitor([url.removesuffix("/v1") for url in urls])
+    server_cpu_before = cpu_seconds(pids)
     monitor.start()
     started = time.monotonic()
     with open(workdir / f"generate-{tag}.log", "wb") as log:
@@ -125,7 +127,7 @@ def run_generate(
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
     monitor.stop()
-    server_cpu_after = cpu_seconds(info["pid"])
+    server_cpu_after = cpu_seconds(pids)
     returncode = os.waitstatus_to_exitcode(status)
     summary_path = output.with_name(output.name + ".summary.json")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -152,6 +154,7 @@ def run_generate(
             "seed": args.seed,
         },
         "vllm_flags": args.vllm_flag,
+        "replicas": len(urls),
         # What the requests carried, read back from the output's seed column.
         "seeds": "per-request" if check.get("seeded_rows") else "none",
         "max_concurrent": int(concurrency) if concurrency.isdigit() else concurrency,
@@ -168,7 +171,7 @@ def run_generate(
         "retries": this_run.get("retries"),
         "cpu_seconds": cpu,
         "cpu_utilization": {k: round(v / max(elapsed, 1e-9), 2) for k, v in cpu.items()},
-        "engine": monitor.summary(args.max_num_seqs or None),
+        "engine": monitor.summary((args.max_num_seqs or 512) * len(urls)),
         "command": " ".join(command),
     }
 
@@ -191,6 +194,7 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vllm-flag", action="append", default=[], help="extra vllm serve flag")
+    parser.add_argument("--replicas", default=None, help="rollouts serve --replicas")
     parser.add_argument("--ready-timeout", type=float, default=400.0)
     parser.add_argument("--keep-server", action="store_true",
                         help="leave the server running for a later call with this --workdir")
@@ -204,8 +208,9 @@ def main() -> None:
     else:
         proc, info = start_server(args, workdir)
     try:
-        print("server processes:", [(p.pid, " ".join(p.cmdline())[:60]) for p in tree(info["pid"])],
-              flush=True)
+        pids = info.get("pids") or [info["pid"]]
+        print("server processes:",
+              [(p.pid, " ".join(p.cmdline())[:60]) for pid in pids for p in tree(pid)], flush=True)
         for spec in args.run:
             append_result(Path(args.results), run_generate(args, info, workdir, spec))
     finally:

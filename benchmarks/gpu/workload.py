@@ -1,7 +1,8 @@
-"""One workload of the concurrency table (issue 15) in one command: offline, rollouts defaults, fixed.
+"""The workloads of the throughput table in one command: offline, rollouts defaults, fixed.
 
     python3 benchmarks/gpu/workload.py n16[,n8,n1] --model $W/m04 --results $W/concurrency.jsonl \
-        [--parts offline,defaults,fixed] [--fixed 16,24,32] [--keep-server]
+        [--parts offline,defaults,fixed] [--offline-seqs 512,default] [--fixed 16,24,32] \
+        [--replicas N|auto] [--keep-server]
 
 Workloads (prompts of 150-350 random tokens, `ignore_eos`, temperature 1.0):
     n1   2,048 prompts x n=1  x 256 tokens     fixed settings 256, 512, 1024 requests
@@ -9,10 +10,13 @@ Workloads (prompts of 150-350 random tokens, `ignore_eos`, temperature 1.0):
     n16    256 prompts x n=16 x 512 tokens     fixed settings 16, 24, 32
 Every engine argument is left to its own side's default except memory 0.85, context 4096 and
 seed 0, as in the issue:
-    offline   vLLM's `LLM.generate` (benchmarks/gpu/offline.py, no seed);
-    defaults  `rollouts serve` + `rollouts generate` with no --max-concurrent (auto);
+    offline   vLLM's `LLM.generate` (benchmarks/gpu/offline.py, no seed), once per
+              --offline-seqs: max_num_seqs 512 (its best: the largest batch it runs as a CUDA
+              graph) and `default` (vLLM's own, 1,024 on H100/H200);
+    defaults  `rollouts serve` + `rollouts generate` with no --max-concurrent (auto); `rollouts
+              serve` with its defaults too, unless --replicas N is given;
     fixed     the same server, --max-concurrent at each fixed setting.
-The offline engine is loaded once for all the workloads named; the server is started once
+The offline engine is loaded once per --offline-seqs for all the workloads named; the server is started once
 (benchmarks/gpu/served.py) and, with --keep-server, left running for the next call (folder
 --server under --workdir); every rollouts run is checked for exactly P x N rows, unique keys and
 no error row. A command on the GPU machine may run 10 minutes: split with --parts and --fixed
@@ -63,6 +67,10 @@ def main() -> None:
     parser.add_argument("--keep-server", action="store_true",
                         help="leave the server running for a later call (same --server)")
     parser.add_argument("--vllm-flag", action="append", default=[], help="extra vllm serve flag")
+    parser.add_argument("--offline-seqs", default="512,default",
+                        help="offline engine max_num_seqs, comma-separated; default: vLLM's own")
+    parser.add_argument("--replicas", default=None,
+                        help="rollouts serve --replicas (default: not given, its own default)")
     args = parser.parse_args()
     names = args.workload.split(",")
     unknown = sorted(set(names) - set(WORKLOADS))
@@ -72,11 +80,15 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     files = {name: prompts_file(workdir, args.model, WORKLOADS[name]) for name in names}
-    if "offline" in parts:  # one engine load for every workload asked for
+    if "offline" in parts:  # one engine load per batch size for every workload asked for
         jobs = [f"--job={name}:{files[name]}:{WORKLOADS[name]['n']}:{WORKLOADS[name]['max_tokens']}"
                 for name in names]
-        run([sys.executable, str(HERE / "offline.py"), "--model", args.model, "--prompts",
-             str(files[names[0]]), "--results", args.results, "--seeds", "none", *COMMON, *jobs])
+        for seqs in args.offline_seqs.split(","):
+            engine = [*COMMON]
+            engine[engine.index("--max-num-seqs") + 1] = "0" if seqs == "default" else seqs
+            run([sys.executable, str(HERE / "offline.py"), "--model", args.model, "--prompts",
+                 str(files[names[0]]), "--results", args.results, "--seeds", "none", *engine,
+                 *jobs])
     for index, name in enumerate(names):
         spec = WORKLOADS[name]
         runs = (["default"] if "defaults" in parts else []) + (
@@ -90,6 +102,7 @@ def main() -> None:
              args.results, "--n", str(spec["n"]), "--max-tokens", str(spec["max_tokens"]),
              *COMMON, "--label", name, *(f"--run={r}" for r in runs),
              *(f"--vllm-flag={flag}" for flag in args.vllm_flag),
+             *([f"--replicas={args.replicas}"] if args.replicas else []),
              *(["--keep-server"] if keep else [])])
 
 

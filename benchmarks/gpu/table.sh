@@ -1,0 +1,33 @@
+#!/bin/bash
+# The table "the engine at its best, and replicas" of RESULTS.md in two device calls of under 10
+# minutes each, back to back on one machine, from the repo root after ../shared/gpu's install:
+#   bash benchmarks/gpu/table.sh offline OUT_DIR  # the model, prompts, offline @512 and @default
+#   bash benchmarks/gpu/table.sh served OUT_DIR   # rollouts with every default, then one server
+# Results are appended to OUT_DIR/table.jsonl as each run ends; then report.py prints the table.
+set -euo pipefail
+source benchmarks/gpu/env.sh
+OUT=${2:?usage: table.sh offline|served OUT_DIR}
+R=$OUT/table.jsonl
+mkdir -p "$OUT"
+# The end of every server log, whatever happens (a start that fails says why there).
+trap 'for f in "$W"/*/vllm*.log; do echo "== $f"; tail -n 40 "$f"; done > "$OUT/logs-$1.txt" 2>&1' EXIT
+[ -f "$W/m04/config.json" ] || python3 benchmarks/gpu/mkmodel.py "$W/m04"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/gpu.txt"
+M=(--model "$W/m04" --results "$R")
+case $1 in
+  offline)
+    python3 benchmarks/gpu/workload.py n1,n8,n16 "${M[@]}" --parts offline --offline-seqs 512,default
+    ;;
+  served)
+    # Every default: `rollouts serve` chooses its replicas (auto), `generate` its concurrency.
+    python3 benchmarks/gpu/workload.py n16,n8,n1 "${M[@]}" --parts defaults --server auto
+    # One server (--replicas 1), all else default; on n8 also 64 requests of n=8 (512
+    # sequences, none queued: how `auto` held a server before its batch was known).
+    python3 benchmarks/gpu/workload.py n16,n1 "${M[@]}" --parts defaults --server one \
+      --replicas 1 --keep-server
+    python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts defaults,fixed --fixed 64 \
+      --server one --replicas 1
+    ;;
+  *) echo "usage: table.sh offline|served OUT_DIR" >&2; exit 2 ;;
+esac
+python3 benchmarks/gpu/report.py "$R" | tee "$OUT/report-$1.md"
