@@ -46,6 +46,7 @@ def _check_inputs(scored: tuple[str, ...]) -> None:
 Examples:
   filter-difficulty scored/*.parquet -o buckets --strategy percentile --percentiles 33,66
   filter-difficulty scored.parquet -o train --strategy band --min 0.1 --max 0.9
+  filter-difficulty t0.6.scored.parquet t1.0.scored.parquet -o b --group-by temperature
   filter-difficulty scored.parquet -o bins --strategy bins --plot
   filter-difficulty scored.parquet -o dapo --strategy nonzero-variance
   filter-difficulty scored.jsonl -o hard --strategy k-of-n --min-k 1 --max-k 4 --format jsonl
@@ -70,6 +71,11 @@ Examples:
 @click.option("--keep-mixed", is_flag=True,
               help="Bucket prompts whose sample count differs from the majority (set aside "
                    "by default).")
+@click.option("--group-by", default="", metavar="COL[,COL]",
+              help="Bucket each run apart: model, checkpoint and/or temperature (kept in the "
+                   "bucket rows). Inputs mixing runs on shared prompts need this or --pool.")
+@click.option("--pool", is_flag=True,
+              help="Pool the samples of different runs (models, temperatures) of a prompt.")
 @click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="parquet",
               help="Format of the bucket files.")
 @click.option("--plot", is_flag=True, help="Also write pass_rates.png, a histogram per data source.")
@@ -88,6 +94,8 @@ def main(
     k: int | None,
     pass_threshold: float | None,
     keep_mixed: bool,
+    group_by: str,
+    pool: bool,
     output_format: str,
     plot: bool,
     overwrite: bool,
@@ -115,6 +123,8 @@ def main(
         output_format=output_format,
         pass_threshold=pass_threshold,
         keep_mixed=keep_mixed,
+        group_by=tuple(c.strip() for c in group_by.split(",") if c.strip()),
+        pool=pool,
         plot=plot,
         overwrite=overwrite,
     )

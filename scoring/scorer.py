@@ -579,6 +579,10 @@ class FileResult:
     stats: ScoreStats
 
 
+# What `score` names its outputs: a glob over a run folder must not take them as inputs.
+SCORED_NAMES = (".scored.parquet", ".results.json")
+
+
 def output_paths(inputs: Sequence[Path], output: Path | None) -> list[FileJob]:
     """`<stem>.scored.parquet` beside each input, or in OUTPUT (a file only for one input)."""
     one_file = output is not None and len(inputs) == 1 and _is_table_name(output) and not output.is_dir()
@@ -597,6 +601,21 @@ def output_paths(inputs: Sequence[Path], output: Path | None) -> list[FileJob]:
     if output is not None and len(inputs) > 1 and _is_table_name(output):
         raise UserInputError(f"-o {output}: with several inputs, -o must be a directory")
     return jobs
+
+
+def without_own_outputs(
+    inputs: Sequence[Path], output: Path | None, summary: Path | None = None
+) -> tuple[list[Path], list[Path]]:
+    """The inputs less the files this command writes for them (a glob such as 'runs/*' matches
+    last run's `x.scored.parquet` and `x.results.json`): never score our own outputs again."""
+    sources = [p for p in inputs if not p.name.endswith(SCORED_NAMES)] or list(inputs)
+    if len(sources) > 1 and output is not None and _is_table_name(output):
+        return list(inputs), []  # output_paths says what is wrong with that
+    ours = {summary.resolve()} if summary is not None else set()
+    for job in output_paths(sources, output):
+        ours |= {job.output.resolve(), job.results.resolve()}
+    kept = [p for p in inputs if p.resolve() not in ours]
+    return kept, [p for p in inputs if p.resolve() in ours]
 
 
 def _is_table_name(path: Path) -> bool:
@@ -698,7 +717,8 @@ def score_files(
     command judges only what is missing.
     """
     started = time.monotonic()
-    jobs = output_paths(expand_paths(patterns), output)
+    inputs, own = without_own_outputs(expand_paths(patterns), output, summary)
+    jobs = output_paths(inputs, output)
     check_outputs(jobs, summary, overwrite)
     validate_spec(config.reward_fn)
     prepared = _prepare_jobs(jobs, config)
@@ -717,6 +737,10 @@ def score_files(
             each.journal.close()
     total.elapsed_s = time.monotonic() - started
     batch = batch_summary(file_results, total, config)
+    if own:
+        shown = ", ".join(p.name for p in own[:3]) + (", ..." if len(own) > 3 else "")
+        batch["notes"].insert(0, f"left out {len(own)} file(s) the inputs matched that this command "
+                                 f"writes itself ({shown})")
     if summary is not None:
         write_json_atomic(batch, summary)
     return batch

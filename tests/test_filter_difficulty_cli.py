@@ -435,3 +435,39 @@ def test_missing_data_source_counts_as_unknown_and_plots_with_nothing_bucketed(
     assert summary["counts_by_data_source"]["unknown"]["set_aside"] == 2
     assert summary["n_bucketed"] == 0 and summary["mean_pass_rate"] is None
     assert (out / "pass_rates.png").read_bytes().startswith(b"\x89PNG")
+
+
+def two_temperatures(tmp_path: Path) -> tuple[Path, Path]:
+    """The same three prompts at two temperatures: all pass at 0.6, half at 1.0."""
+    cold = [dict(r, temperature=0.6) for k in range(3) for r in sample_rows(f"p{k}", 4, 4, data_idx=k)]
+    hot = [dict(r, temperature=1.0) for k in range(3) for r in sample_rows(f"p{k}", 2, 4, data_idx=k)]
+    return write_rows(cold, tmp_path / "t0.6.parquet"), write_rows(hot, tmp_path / "t1.0.parquet")
+
+
+def test_runs_sharing_prompts_are_not_pooled_silently(tmp_path, monkeypatch):
+    cold, hot = two_temperatures(tmp_path)
+    result = run([cold, hot, "-o", tmp_path / "out", "--strategy", "band"], monkeypatch)
+    assert result.exit_code == 1
+    assert ("the inputs hold 2 runs (model=tiny temperature=0.6; model=tiny temperature=1.0) with "
+            "samples of the same 3 prompt(s)") in result.output
+    assert "--group-by" in result.output and "--pool" in result.output
+    assert not (tmp_path / "out").exists()
+
+    result = run([cold, hot, "-o", tmp_path / "grouped", "--strategy", "band", "--min", "0.1",
+                  "--max", "0.9", "--group-by", "temperature"], monkeypatch)
+    assert result.exit_code == 0, result.output
+    kept, dropped = read(tmp_path / "grouped" / "kept.parquet"), read(tmp_path / "grouped" / "dropped.parquet")
+    assert sorted(kept["temperature"]) == [1.0] * 3 and set(kept["pass_rate"]) == {0.5}
+    assert sorted(dropped["temperature"]) == [0.6] * 3 and set(dropped["pass_rate"]) == {1.0}
+
+    result = run([cold, hot, "-o", tmp_path / "pooled", "--strategy", "band", "--pool"], monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert "warning: pooling the samples of 2 runs" in result.output
+    pooled = read(tmp_path / "pooled" / "kept.parquet")
+    assert set(pooled["n_samples"]) == {8} and set(pooled["pass_rate"]) == {0.75}
+
+
+def test_group_by_names_only_run_columns(tmp_path, monkeypatch):
+    cold, _ = two_temperatures(tmp_path)
+    result = run([cold, "-o", tmp_path / "out", "--group-by", "seed"], monkeypatch)
+    assert result.exit_code == 1 and "--group-by seed: choose from model, checkpoint, temperature" in result.output

@@ -276,3 +276,20 @@ def test_jsonl_output_file_is_strict_json_with_nulls(tmp_path: Path) -> None:
     assert rows[3]["score_status"] == "error" and rows[3]["pred"] is None and rows[3]["response"] is None
     assert rows[0]["error"] is None and rows[0]["score"] == 1.0
     assert (tmp_path / "out" / "scored.results.json").is_file()
+
+
+def test_a_glob_never_reads_the_files_score_wrote_for_it(tmp_path: Path) -> None:
+    rows = mixed_rows()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_jsonl(runs / "a.jsonl", rows[:4])
+    write_jsonl(runs / "b.jsonl", rows[4:])
+    summary = runs / "summary.json"
+    assert run(str(runs / "*"), "--summary", summary).exit_code == 0
+    written = sorted(p.name for p in runs.iterdir())
+    result = run(str(runs / "*"), "--summary", summary, "--overwrite")  # matches last run's outputs
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in runs.iterdir()) == written  # no a.scored.scored.parquet
+    batch = json.loads(summary.read_text())
+    assert [Path(i["input"]).name for i in batch["inputs"]] == ["a.jsonl", "b.jsonl"]
+    assert "note: left out 5 file(s) the inputs matched that this command writes itself" in result.output

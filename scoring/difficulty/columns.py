@@ -37,3 +37,6 @@ SET_ASIDE_COLUMNS = ("n_unscoreable", "set_aside_reason")
 Rows: TypeAlias = pa.Table | pd.DataFrame
 
 
+# What tells one run's samples from another's: pooled only when the user says so (--pool), or
+# bucketed apart (--group-by).
+RUN_COLUMNS = ("model", "checkpoint", "temperature")

@@ -33,13 +33,14 @@ def _varies_within_prompt(values: pd.Series, group: np.ndarray, first_row: np.nd
 
 
 def prompt_columns(
-    sources: Sequence[ScoredSource], stats: PromptStats
+    sources: Sequence[ScoredSource], stats: PromptStats, keep: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
-    """(columns to keep per prompt, unknown columns dropped because they vary within a prompt)."""
+    """(columns to keep per prompt, unknown columns dropped because they vary within a prompt).
+    `keep`: per-sample columns kept all the same (the --group-by ones, constant per group)."""
     ordered: list[str] = []
     for source in sources:
         ordered.extend(c for c in source.columns if c not in ordered)
-    candidates = [c for c in ordered if c not in PER_SAMPLE_COLUMNS]
+    candidates = [c for c in ordered if c not in PER_SAMPLE_COLUMNS or c in keep]
     varying = []
     first_row = stats.frame["first_row"].to_numpy()
     for name in candidates:

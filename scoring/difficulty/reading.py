@@ -219,11 +219,35 @@ class PromptStats:
     n_rows: int
 
 
-def prompt_stats(samples: pa.Table) -> PromptStats:
-    """Group per-row statistics by (dataset, key) with vectorised counts."""
+def run_ids(sources: Sequence[ScoredSource], columns: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Per row of all sources: the id of its run (its values of `columns`, e.g. model and
+    temperature), and each id's description (`model=a temperature=0.6`)."""
+    names: dict[str, int] = {}
+    pieces = []
+    for source in sources:
+        present = [c for c in columns if c in source.columns]
+        if not present:
+            pieces.append(np.full(source.num_rows, names.setdefault("", len(names)), dtype=np.int64))
+            continue
+        frame = source.arrow_columns(present).to_pandas().astype(str)
+        local = frame.groupby(present, sort=False, dropna=False).ngroup().to_numpy()
+        firsts = frame.drop_duplicates()  # in order of first appearance, as ngroup numbers them
+        described = [" ".join(f"{c}={v}" for c, v in zip(present, row, strict=True))
+                     for row in firsts.itertuples(index=False)]
+        mapping = np.array([names.setdefault(d, len(names)) for d in described], dtype=np.int64)
+        pieces.append(mapping[local])
+    ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    return ids, list(names)
+
+
+def prompt_stats(samples: pa.Table, run: np.ndarray | None = None) -> PromptStats:
+    """Group per-row statistics by (dataset, key), and by `run` (a run id per row) when given,
+    with vectorised counts."""
     dataset = _codes(samples.column("dataset"))
     key = _codes(samples.column("key"))
     combined = dataset * (int(key.max(initial=0)) + 1) + key
+    if run is not None:
+        combined = combined * (int(run.max(initial=0)) + 1) + run
     group, _ = pd.factorize(combined)
     group = np.asarray(group, dtype=np.int64)
     n_groups = int(group.max(initial=-1)) + 1

@@ -24,13 +24,14 @@ from rollouts.io import (
 from scoring.difficulty.columns import (
     OUTPUT_FORMATS,
     PLOT_NAME,
+    RUN_COLUMNS,
     SET_ASIDE_BUCKET,
     SET_ASIDE_COLUMNS,
     SUMMARY_NAME,
     Rows,
 )
 from scoring.difficulty.prompt_rows import first_rows, prompt_columns, select_rows, with_columns
-from scoring.difficulty.reading import PassRule, ScoredSource, prompt_stats, sample_table
+from scoring.difficulty.reading import PassRule, ScoredSource, prompt_stats, run_ids, sample_table
 from scoring.difficulty.stats import pass_rates, wilson_interval
 from scoring.difficulty.strategies import Strategy
 from scoring.difficulty.summary import build_summary, plot_pass_rates
@@ -48,9 +49,18 @@ class FilterConfig:
     keep_mixed: bool = False
     plot: bool = False
     overwrite: bool = False
+    group_by: tuple[str, ...] = ()  # bucket each run apart (model, checkpoint, temperature)
+    pool: bool = False  # pool the samples of different runs of a prompt, said aloud
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
+        unknown = [c for c in self.group_by if c not in RUN_COLUMNS]
+        if unknown:
+            raise UserInputError(
+                f"--group-by {','.join(unknown)}: choose from {', '.join(RUN_COLUMNS)}"
+            )
+        if self.group_by and self.pool:
+            raise UserInputError("--group-by and --pool exclude each other: bucket runs apart, or pool them")
         if self.output_format not in OUTPUT_FORMATS:
             raise UserInputError(
                 f"--format {self.output_format}: choose one of {', '.join(OUTPUT_FORMATS)}"
@@ -154,23 +164,50 @@ def run_filter(config: FilterConfig) -> FilterResult:
     rule = _pass_rule(sources, config.pass_threshold)
     key_column = _key_column(sources)
     samples = pa.concat_tables([sample_table(s, rule, key_column) for s in sources])
-    stats = prompt_stats(samples)
+    runs, run_names = run_ids(sources, RUN_COLUMNS)
+    grouping = run_ids(sources, config.group_by)[0] if config.group_by else None
+    stats = prompt_stats(samples, grouping)
     del samples
+    pooled = _pooled_prompts(stats.group_of_row, runs)
+    if pooled and not config.pool:
+        raise UserInputError(_pooling_message(pooled, run_names))
     frame = stats.frame
     details, mixed, unscoreable = assign_buckets(frame, config.strategy, config.keep_mixed)
     bucketed = (frame["bucket"] != SET_ASIDE_BUCKET).to_numpy()
 
-    columns, varying = prompt_columns(sources, stats)
+    columns, varying = prompt_columns(sources, stats, keep=config.group_by)
     rows = first_rows(sources, frame["first_row"].to_numpy(), columns)
     rows = with_columns(rows, _stat_columns(frame, key_column, "prompt_id" in columns))
     written = _write_outputs(config, rows, frame)
     warnings = _warnings(frame, mixed, unscoreable, config.keep_mixed)
+    if pooled:
+        warnings.insert(0, f"pooling the samples of {len(run_names)} runs ({'; '.join(run_names[:4])}) "
+                           f"on {pooled} shared prompt(s), as --pool asks")
     summary = build_summary(config, rule, sources, frame, mixed, details, varying, written)
+    summary["runs"] = {"found": run_names, "group_by": list(config.group_by),
+                       "pooled_prompts": pooled}
     if config.plot:
         plot_pass_rates(frame[bucketed], config.output_dir / PLOT_NAME, details)
     _remove_stale_files(config, written)
     write_json_atomic(summary, config.output_dir / SUMMARY_NAME)
     return FilterResult(summary, warnings)
+
+
+def _pooled_prompts(group_of_row: np.ndarray, runs: np.ndarray) -> int:
+    """How many prompts (groups) hold samples of more than one run."""
+    if len(runs) == 0 or runs.min() == runs.max():
+        return 0
+    pairs = np.unique(group_of_row * (int(runs.max()) + 1) + runs)
+    return int((np.bincount(pairs // (int(runs.max()) + 1)) > 1).sum())
+
+
+def _pooling_message(pooled: int, run_names: list[str]) -> str:
+    shown = "; ".join(run_names[:4]) + ("; ..." if len(run_names) > 4 else "")
+    return (
+        f"the inputs hold {len(run_names)} runs ({shown}) with samples of the same {pooled} "
+        "prompt(s); pass --group-by model,temperature (or checkpoint) to bucket each run apart, "
+        "or --pool to pool their samples into one pass rate per prompt"
+    )
 
 
 def _stat_columns(frame: pd.DataFrame, key_column: str, has_prompt_id: bool) -> dict[str, Any]:
