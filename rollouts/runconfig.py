@@ -37,6 +37,7 @@ TOP_LEVEL_KEYS = {
     "stall_timeout",  # the progress watchdog (rollouts.watchdog); 0 turns it off
     "slurm",  # read by `rollouts slurm submit` (slurm/config.py); `rollouts run` ignores it
     "base_model",  # the HuggingFace model a DCP checkpoint `model` converts with (checkpoint.py)
+    "score",  # read by `rollouts slurm submit`: score the merged outputs in a job (slurm/score.py)
 }
 SERVER_KEYS = {
     "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
@@ -81,12 +82,17 @@ def read_yaml_mapping(path: Path, kind: str) -> dict[str, Any]:
     return data
 
 
-def load_plan(config_path: Path, *, overwrite: bool = False, progress: bool = True) -> RunPlan:
-    """Read and check a run config; raises UserInputError naming the key and the fix."""
+def load_plan(
+    config_path: Path, *, overwrite: bool = False, progress: bool = True,
+    base_dir: Path | None = None,
+) -> RunPlan:
+    """Read and check a run config; raises UserInputError naming the key and the fix. Relative
+    paths are taken from base_dir (default: the config's folder; a copy of a config, such as a
+    SLURM run's snapshot, passes the original's)."""
     data = read_yaml_mapping(config_path, "config")
     where = str(config_path)
     _check_keys(data, TOP_LEVEL_KEYS, where)
-    base = config_path.resolve().parent
+    base = base_dir or config_path.resolve().parent
     server = dict(data.get("server") or {})
     _check_keys(server, SERVER_KEYS, f"{where}: server")
     if "replicas" in server:

@@ -443,22 +443,29 @@ def _check_unique_dirs(combinations: list[Combination], where: str) -> None:
 def combination_status(combination: Combination) -> str:
     """done (every output written, no error rows), errors (written, with error rows), partial
     (generation started), or pending."""
+    return outputs_status(combination.outputs())
+
+
+def outputs_status(outputs: list[Path]) -> str:
     from rollouts.store import state_dir_for
 
-    outputs = combination.outputs()
     if all(o.exists() for o in outputs):
-        return "errors" if _summary_totals(combination)[1] else "done"
+        return "errors" if _output_totals(outputs)[1] else "done"
     if any(o.exists() or state_dir_for(o).exists() for o in outputs):
         return "partial"
     return "pending"
 
 
 def _summary_totals(combination: Combination) -> tuple[int, int]:
+    return _output_totals(combination.outputs())
+
+
+def _output_totals(outputs: list[Path]) -> tuple[int, int]:
     """Rows and error rows written so far, from the outputs' summaries."""
     from rollouts.engine import summary_path_for
 
     rows = errors = 0
-    for output in combination.outputs():
+    for output in outputs:
         summary = summary_path_for(output)
         if summary.is_file():
             written = json.loads(summary.read_text(encoding="utf-8"))["output"]
@@ -494,6 +501,21 @@ def manifest_rows(sweep: Sweep, failures: dict[str, str] | None = None) -> list[
         })
         rows.append(row)
     return rows
+
+
+def refresh_manifest(path: Path) -> None:
+    """Each row's status, rows and error rows again from its outputs: a `--slurm` group's merge
+    job writes them long after the sweep was submitted."""
+    import pandas as pd
+
+    from rollouts.io import write_table_atomic
+
+    frame = pd.read_parquet(path)
+    for index, outputs in frame["outputs"].items():
+        paths = [Path(str(o)) for o in outputs]
+        frame.at[index, "status"] = outputs_status(paths)
+        frame.at[index, "rows"], frame.at[index, "error_rows"] = _output_totals(paths)
+    write_table_atomic(frame, path)
 
 
 def _column(key: str) -> str:
@@ -538,6 +560,7 @@ def write_group_config(
     config = group.run_config(combinations, sweep.root)
     if with_slurm and sweep.slurm is not None:
         config["slurm"] = group_slurm_section(sweep.slurm, group)
+        config["slurm"]["sweep_manifest"] = str(sweep.root / MANIFEST)  # the merge updates it
     path = folder / f"{group.name}.yaml"
     _write_yaml(config, path)
     return path

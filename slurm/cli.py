@@ -1,4 +1,4 @@
-"""`rollouts slurm submit | status | merge` (and `task`, what each array task runs)."""
+"""`rollouts slurm submit | status | merge | cancel` (and `task` and `score`, what jobs run)."""
 
 from __future__ import annotations
 
@@ -62,8 +62,11 @@ def submit(config_file: Path, dry_run: bool, force: bool) -> None:
     if result.array_job_id is None:
         echo_err(f"nothing left to do; merge with: rollouts slurm merge {result.run_dir}")
         return
+    for job_id in result.replaced:
+        echo_err(f"cancelled job {job_id}: a merge or score of an earlier submit, replaced")
     echo_err(f"submitted array job {result.array_job_id} ({result.array_script})"
-             + (f", merge job {result.merge_job_id}" if result.merge_job_id else ""))
+             + (f", merge job {result.merge_job_id}" if result.merge_job_id else "")
+             + (f", score job {result.score_job_id}" if result.score_job_id else ""))
     echo_err(f"watch it with: rollouts slurm status {result.run_dir}")
     click.echo(result.array_job_id)
 
@@ -74,9 +77,8 @@ def submit(config_file: Path, dry_run: bool, force: bool) -> None:
 def status(run_dir: Path) -> None:
     """Units done / leased / pending, rates, ETA, errors and SLURM states of RUN_DIR."""
     from slurm.status import format_status, run_status
-    from slurm.task import lease_timeout
 
-    click.echo(format_status(run_status(run_dir, lease_timeout=lease_timeout(run_dir))))
+    click.echo(format_status(run_status(run_dir)))
 
 
 @slurm.command(context_settings=CONTEXT)
@@ -91,14 +93,49 @@ def merge(run_dir: Path) -> None:
         click.echo(str(merged.output))
 
 
+@slurm.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@handle_errors
+def cancel(run_dir: Path) -> None:
+    """Stop every job of RUN_DIR (tasks, merge, score); finished units stay done.
+
+    Running tasks stop claiming, give their units back and are not requeued; submit the config
+    again to go on."""
+    from slurm.submit import cancel_run
+
+    cancelled = cancel_run(run_dir)
+    if not cancelled:
+        echo_err(f"{run_dir}: no job of this run is queued or running")
+    for job_id in cancelled:
+        click.echo(job_id)
+    if cancelled:
+        echo_err(f"cancelled {len(cancelled)} job(s); see them go with: "
+                 f"rollouts slurm status {run_dir}")
+
+
 @slurm.command(context_settings=CONTEXT, hidden=True)
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--check", is_flag=True, help="Exit 0 when a unit is left to claim, else 1.")
+@click.option("--check", is_flag=True, help="Exit 0 when a unit is left to claim, 3 when none "
+              "is, anything else when the check could not run.")
 @handle_errors
 def task(run_dir: Path, check: bool) -> None:
     """What one array task runs (the rendered sbatch script calls it)."""
+    from slurm.render import NOTHING_LEFT_EXIT
     from slurm.task import has_work, run_task
 
     if check:
-        sys.exit(0 if has_work(run_dir) else 1)
+        sys.exit(0 if has_work(run_dir) else NOTHING_LEFT_EXIT)
     run_task(run_dir)
+
+
+@slurm.command(context_settings=CONTEXT, hidden=True)
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@handle_errors
+def score(run_dir: Path) -> None:
+    """Score RUN_DIR's merged outputs with its config's `score:` section (the score job)."""
+    from slurm.score import score_run
+
+    batch = score_run(run_dir)
+    for item in batch["inputs"]:
+        echo_err(f"{item['input']} -> {item['output']}: {item['rows']} rows scored")
+        click.echo(item["output"])

@@ -48,7 +48,11 @@ SLURM_KEYS: dict[str, str] = {
     "signal_seconds": "USR1 this long before the time limit (default 120)",
     "python": "the interpreter that runs rollouts in jobs (default: the one running submit)",
     "merge_job": "queue a merge job after the array (default true)",
+    "max_retries": "requeue a task that fails (non-zero exit) up to this many times (default 0)",
+    "sweep_manifest": "set by `rollouts sweep --slurm`: the sweep.parquet the merge brings up to date",
 }
+INTEGER_KEYS = ("array_size", "nodes_per_task", "gpus_per_node", "cpus_per_task",
+                "max_concurrent_tasks", "unit_prompts", "signal_seconds", "max_retries")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +83,8 @@ class SlurmConfig:
     signal_seconds: int = 120
     python: str = ""
     merge_job: bool = True
+    max_retries: int = 0
+    sweep_manifest: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("array_size", "nodes_per_task", "unit_prompts"):
@@ -94,10 +100,46 @@ class SlurmConfig:
             )
         if self.signal_seconds < 1:
             raise UserInputError("slurm: signal_seconds must be at least 1")
+        if self.max_retries < 0:
+            raise UserInputError("slurm: max_retries must be 0 or more")
+        if self.time is not None:
+            limit = time_limit_seconds(self.time)
+            if limit is not None and self.signal_seconds >= limit:
+                raise UserInputError(
+                    f"slurm: signal_seconds ({self.signal_seconds}) must be shorter than time "
+                    f"({self.time} = {limit} s), or a task is told to stop before it starts; "
+                    "lower signal_seconds or raise time"
+                )
 
     @property
     def logs(self) -> Path:
         return self.log_dir or self.run_dir / "logs"
+
+
+def time_limit_seconds(value: str) -> int | None:
+    """SLURM's --time formats in seconds (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S); None when
+    unlimited."""
+    text = str(value).strip()
+    if text.upper() in ("INFINITE", "UNLIMITED", "-1"):
+        return None
+    try:
+        days = 0
+        if "-" in text:
+            day_text, text = text.split("-", 1)
+            days = int(day_text)
+            fields = [int(p) for p in text.split(":")]  # H, H:M or H:M:S
+            fields += [0] * (3 - len(fields))
+        else:
+            fields = [int(p) for p in text.split(":")]  # M, M:S or H:M:S
+            fields = {1: [0, fields[0], 0], 2: [0, *fields]}.get(len(fields), fields)
+        if len(fields) != 3 or min(days, *fields) < 0:
+            raise ValueError(text)
+    except ValueError:
+        raise UserInputError(
+            f"slurm: time {value!r} is not a SLURM time limit (e.g. 04:00:00, 90, 1-12:00:00)"
+        ) from None
+    hours, minutes, seconds = fields
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def server_gpus(server: dict[str, Any]) -> int:
@@ -126,8 +168,11 @@ def check_fits(slurm: SlurmConfig, server: dict[str, Any], where: str) -> None:
         )
 
 
-def load_slurm_config(config_path: Path, output_dir: Path) -> SlurmConfig:
-    """Read and check the `slurm:` section of config_path (the rest is load_plan's)."""
+def load_slurm_config(
+    config_path: Path, output_dir: Path, *, base_dir: Path | None = None
+) -> SlurmConfig:
+    """Read and check the `slurm:` section of config_path (the rest is load_plan's). Relative
+    paths are taken from base_dir (default: the config's folder)."""
     where = f"{config_path}: slurm"
     data = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     section = data.get("slurm") if isinstance(data, dict) else None
@@ -142,9 +187,10 @@ def load_slurm_config(config_path: Path, output_dir: Path) -> SlurmConfig:
         )
     if "array_size" not in section:
         raise UserInputError(f"{where}: `array_size` (number of array tasks) is required")
-    base = config_path.resolve().parent
+    base = (base_dir or config_path.resolve().parent)
     stem = config_path.stem
     options = dict(section)
+    _check_integers(options, where)
     try:
         return SlurmConfig(
             array_size=int(options["array_size"]),
@@ -172,9 +218,23 @@ def load_slurm_config(config_path: Path, output_dir: Path) -> SlurmConfig:
             signal_seconds=int(options.get("signal_seconds", 120)),
             python=str(options.get("python") or _default_python(options)),
             merge_job=bool(options.get("merge_job", True)),
+            max_retries=int(options.get("max_retries", 0)),
+            sweep_manifest=_path(base, options.get("sweep_manifest"), output_dir),
         )
     except (TypeError, ValueError) as exc:
         raise UserInputError(f"{where}: bad value ({exc}); see docs/slurm.md") from exc
+
+
+def _check_integers(options: dict[str, Any], where: str) -> None:
+    """Counts are whole numbers: 2.5 tasks is a typo, not 2 (int() would round it quietly)."""
+    for key in INTEGER_KEYS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().isdigit():
+                continue
+            raise UserInputError(f"{where}: {key} must be an integer, not {value!r}")
 
 
 def _default_python(options: dict[str, Any]) -> str:

@@ -4,11 +4,17 @@ The outputs are written at the paths the config names, with the rows and schema 
 gives: exactly one row per (prompt, sample), in input order, plus each output's summary JSON and
 the run summary. Units are streamed one at a time (memory stays at one unit), each checked against
 its done marker's row count; an output is written to a temp name and renamed, so merging again is
-safe and gives the same files. A run with units not done is refused, listing them.
+safe and gives the same files. A run with units not done is refused, listing them and how to
+finish. Merges of one run take turns (an exclusive lock on the run directory), so the merge job
+and a user's merge at the same time both succeed. Either way the outcome is kept in merge.json
+(merged or incomplete, and why) for `rollouts slurm status` and the score job; after a merge of a
+`rollouts sweep --slurm` group, the sweep's sweep.parquet is brought up to date.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -16,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +34,9 @@ from rollouts.io import fsync_dir, table_format, temp_path, write_json_atomic
 from rollouts.store import output_schema, write_long, write_wide
 from slurm.units import DatasetEntry, Unit, WorkTable, done_ids, read_done, unit_output
 
-MERGED_FILE = "merged.json"
+MERGED_FILE = "merged.json"  # every output path this run's merges wrote (never replace others)
+MERGE_MARKER = "merge.json"  # the last merge's outcome
+MERGE_LOCK = ".merge.lock"
 MISSING_LISTED = 10
 ROWS_PER_WRITE = 65536
 
@@ -41,15 +50,65 @@ class MergedOutput:
 
 def merge_run(run_dir: Path) -> list[MergedOutput]:
     """Merge every dataset job of the run; refuses (UserInputError) while units are missing."""
+    from slurm.submit import read_run
+
     table = WorkTable.load(run_dir)
-    _refuse_missing(table, run_dir)
-    recorded = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    merged = []
-    for job_index in sorted({e.job for e in table.datasets}):
-        entries = [i for i, e in enumerate(table.datasets) if e.job == job_index]
-        merged.append(_merge_job(run_dir, table, entries))
-    _write_run_summary(Path(recorded["summary"]), merged, table)
+    recorded = read_run(run_dir)
+    with _merge_lock(run_dir):
+        try:
+            _refuse_missing(table, run_dir, recorded)
+            merged = []
+            for job_index in sorted({e.job for e in table.datasets}):
+                entries = [i for i, e in enumerate(table.datasets) if e.job == job_index]
+                merged.append(_merge_job(run_dir, table, entries))
+            _write_run_summary(Path(recorded["summary"]), merged, table)
+        except UserInputError as exc:
+            missing = len(missing_units(table, run_dir))
+            _write_marker(run_dir, {"state": "incomplete" if missing else "failed",
+                                    "message": str(exc), "missing": missing})
+            raise
+        _write_marker(run_dir, {"state": "merged", "outputs": [
+            {"output": str(m.output), "rows": m.rows, "error_rows": m.error_rows} for m in merged
+        ]})
+    _update_sweep(recorded)
     return merged
+
+
+def read_merge_marker(run_dir: Path) -> dict[str, Any]:
+    """The last merge's outcome ({} before any merge)."""
+    try:
+        marker: dict[str, Any] = json.loads((run_dir / MERGE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return marker
+
+
+def _write_marker(run_dir: Path, marker: dict[str, Any]) -> None:
+    job = os.environ.get("SLURM_JOB_ID")
+    write_json_atomic({**marker, "job": job, "at": time.time()}, run_dir / MERGE_MARKER)
+
+
+@contextlib.contextmanager
+def _merge_lock(run_dir: Path) -> Iterator[None]:
+    """One merge of a run at a time; the second waits, then merges again (same files)."""
+    try:
+        handle = open(run_dir / MERGE_LOCK, "a+b")  # noqa: SIM115 (held for the whole merge)
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot write the run directory {run_dir} ({exc.strerror}); merge needs it writable"
+        ) from exc
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _update_sweep(recorded: dict[str, Any]) -> None:
+    """A group of `rollouts sweep --slurm`: its combinations' status in sweep.parquet."""
+    manifest = recorded.get("sweep_manifest")
+    if manifest and Path(manifest).is_file():
+        from rollouts.sweep import refresh_manifest
+
+        refresh_manifest(Path(manifest))
 
 
 def missing_units(table: WorkTable, run_dir: Path) -> list[Unit]:
@@ -57,7 +116,7 @@ def missing_units(table: WorkTable, run_dir: Path) -> list[Unit]:
     return [u for u in table.units if u.id not in done]
 
 
-def _refuse_missing(table: WorkTable, run_dir: Path) -> None:
+def _refuse_missing(table: WorkTable, run_dir: Path, recorded: dict[str, Any]) -> None:
     missing = missing_units(table, run_dir)
     if not missing:
         return
@@ -68,7 +127,8 @@ def _refuse_missing(table: WorkTable, run_dir: Path) -> None:
     more = f" and {len(missing) - MISSING_LISTED} more" if len(missing) > MISSING_LISTED else ""
     raise UserInputError(
         f"{run_dir}: {len(missing)} of {len(table.units)} units are not done: {listed}{more}; "
-        "wait for the jobs, or `rollouts slurm submit` the config again to finish them"
+        f"wait for the jobs still running, or finish them with `rollouts slurm submit "
+        f"{recorded.get('config', 'CONFIG')}` (it merges again at the end)"
     )
 
 
@@ -78,6 +138,8 @@ def _merge_job(run_dir: Path, table: WorkTable, entries: list[int]) -> MergedOut
     _check_ours(run_dir, output)
     units = [u for u in table.units if u.dataset in entries]
     units.sort(key=lambda u: (entries.index(u.dataset), u.start))
+    for unit in units:
+        _check_unit_file(run_dir, unit)
     schema = output_schema(pq.read_schema(unit_output(run_dir, u.id)) for u in _firsts(units))
     errors: Counter[str] = Counter()
     tables = _batched(_unit_tables(run_dir, units, table, schema, errors))
@@ -101,6 +163,16 @@ def _merge_job(run_dir: Path, table: WorkTable, entries: list[int]) -> MergedOut
     _record_merged(run_dir, output)
     _write_summary(run_dir, job, units, table, rows, errors)
     return MergedOutput(output, rows, sum(errors.values()))
+
+
+def _check_unit_file(run_dir: Path, unit: Unit) -> None:
+    """A done marker without its rows (deleted, or lost on a filesystem that failed): redo it."""
+    path = unit_output(run_dir, unit.id)
+    if not path.is_file():
+        raise UserInputError(
+            f"unit {unit.id} is marked done but its rows {path} are missing; delete "
+            f"{run_dir / 'done' / (unit.id + '.json')} and submit again to redo it"
+        )
 
 
 def _firsts(units: list[Unit]) -> list[Unit]:

@@ -5,6 +5,13 @@ then runs `rollouts slurm task RUN_DIR` in the background and forwards the signa
 the batch shell (`--signal=B:USR1@N` before the time limit, TERM on scancel) to it. The task
 itself stops claiming, writes what finished, releases its leases and requeues itself.
 
+The check has three answers: work left (0), nothing left (NOTHING_LEFT_EXIT: the task ends, a
+success) and anything else, a check that could not run (a wrong `python`, a venv or run directory
+missing on the node): the task fails with that status and the error stays in its log. However a
+task ends, the shell writes its exit marker (tasks/ARRAY_TASK.exit: status, stage, log file), so
+`rollouts slurm status` knows a failed or killed task without sacct; a failed one (not cancelled)
+is requeued up to max_retries times.
+
 With `nodes_per_task > 1` the model is served over a Ray cluster spanning the task's nodes, as
 vLLM documents for multi-node serving: `ray start --head` on the first node, `ray start
 --address` on the others (through srun), then one `vllm serve --distributed-executor-backend ray`
@@ -21,19 +28,24 @@ from slurm.config import SlurmConfig
 
 RAY_PORT = 6379
 RAY_START_WAIT_S = 120
+NOTHING_LEFT_EXIT = 3  # `slurm task --check`: every unit is done or held by a live task
 
 
 @dataclass(frozen=True)
 class Scripts:
     array: str
     merge: str | None
+    score: str | None = None
 
 
-def render_scripts(slurm: SlurmConfig, run_dir: Path, tasks: int) -> Scripts:
-    """The array script for `tasks` tasks and, unless merge_job is off, the merge script."""
+def render_scripts(slurm: SlurmConfig, run_dir: Path, tasks: int, *, score: bool = False) -> Scripts:
+    """The array script for `tasks` tasks and, unless merge_job is off, the merge script (and,
+    with a `score:` section, the score script that follows it)."""
+    merge = slurm.merge_job
     return Scripts(
         array=render_array(slurm, run_dir, tasks),
-        merge=render_merge(slurm, run_dir) if slurm.merge_job else None,
+        merge=render_merge(slurm, run_dir) if merge else None,
+        score=render_step(slurm, run_dir, "score") if merge and score else None,
     )
 
 
@@ -51,8 +63,21 @@ def render_array(slurm: SlurmConfig, run_dir: Path, tasks: int) -> str:
         header.append(f"#SBATCH --gpus-per-node={slurm.gpus_per_node}")
     body = [
         *_prologue(slurm, run_dir),
-        "# An idle task (every unit done or leased) exits before starting any server.",
-        f'if ! {_rollouts(slurm)} slurm task "$RUN_DIR" --check; then exit 0; fi',
+        *_exit_marker(slurm),
+        "# An idle task (every unit done or leased) exits before starting any server; a check",
+        "# that could not run is a failure, its error above in this log.",
+        "STAGE=check",
+        f'{_rollouts(slurm)} slurm task "$RUN_DIR" --check',
+        "CHECK=$?",
+        f'if [ "$CHECK" -eq {NOTHING_LEFT_EXIT} ]; then',
+        '  echo "rollouts-slurm: nothing left to claim; exiting before starting any server"',
+        "  exit 0",
+        "fi",
+        'if [ "$CHECK" -ne 0 ]; then',
+        '  echo "rollouts-slurm: could not check for work (exit $CHECK); the error is above" >&2',
+        '  exit "$CHECK"',
+        "fi",
+        "STAGE=task",
         "",
     ]
     if slurm.nodes_per_task > 1:
@@ -62,10 +87,17 @@ def render_array(slurm: SlurmConfig, run_dir: Path, tasks: int) -> str:
 
 
 def render_merge(slurm: SlurmConfig, run_dir: Path) -> str:
-    """The merge job (queued with --dependency=afterok on the array): CPU only, one node."""
-    header = _sbatch_lines(slurm, name=f"{slurm.job_name}-merge", output=f"{slurm.logs}/%x-%j.log")
+    """The merge job (queued with --dependency=afterany on the array, so it runs however the
+    array ended): CPU only, one node. It merges when every unit is done, else says which are
+    missing and how to finish, and fails."""
+    return render_step(slurm, run_dir, "merge")
+
+
+def render_step(slurm: SlurmConfig, run_dir: Path, step: str) -> str:
+    """A one-node CPU job running `rollouts slurm STEP RUN_DIR` (merge, score)."""
+    header = _sbatch_lines(slurm, name=f"{slurm.job_name}-{step}", output=f"{slurm.logs}/%x-%j.log")
     header += ["#SBATCH --nodes=1", "#SBATCH --ntasks=1"]
-    body = [*_prologue(slurm, run_dir), f'exec {_rollouts(slurm)} slurm merge "$RUN_DIR"']
+    body = [*_prologue(slurm, run_dir), f'exec {_rollouts(slurm)} slurm {step} "$RUN_DIR"']
     return "\n".join([*header, "", *body]) + "\n"
 
 
@@ -99,6 +131,45 @@ def _prologue(slurm: SlurmConfig, run_dir: Path) -> list[str]:
         lines += ["# setup (from the config)", *slurm.setup]
     lines += [f"RUN_DIR={shlex.quote(str(run_dir))}", f"mkdir -p {shlex.quote(str(slurm.logs))}"]
     return lines
+
+
+def _exit_marker(slurm: SlurmConfig) -> list[str]:
+    """The EXIT trap: write this run of the task's exit marker, then requeue a failure."""
+    log = shlex.quote(f"{slurm.logs}/{slurm.job_name}-") + '"${TASK_ID}.log"'
+    return [
+        'TASK_ID="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+        'MARKER="$RUN_DIR/tasks/$TASK_ID.exit"',
+        'RETRIES_FILE="$RUN_DIR/tasks/$TASK_ID.retries"',
+        "STAGE=setup",
+        "CANCELLED=",
+        "TASK_PID=",
+        "finish() {",
+        "  local code=$?",
+        '  printf \'{"task": "%s", "exit": %d, "stage": "%s", "restart": %d, "log": "%s", '
+        '"cancelled": %s, "at": %d}\\n\' \\',
+        f'    "$TASK_ID" "$code" "$STAGE" "${{SLURM_RESTART_COUNT:-0}}" {log} \\',
+        '    "${CANCELLED:-false}" "$(date +%s)" > "$MARKER.tmp" 2>/dev/null \\',
+        '    && mv -f "$MARKER.tmp" "$MARKER" 2>/dev/null',
+        f'  if [ "$code" -ne 0 ] && [ -z "$CANCELLED" ] && [ {slurm.max_retries} -gt 0 ]; then',
+        '    local tries',
+        '    tries=$(cat "$RETRIES_FILE" 2>/dev/null || echo 0)',
+        f'    if [ "$tries" -lt {slurm.max_retries} ]; then',
+        '      echo $((tries + 1)) > "$RETRIES_FILE"',
+        f'      echo "rollouts-slurm: task failed (exit $code); requeue $((tries + 1)) of '
+        f'{slurm.max_retries}" >&2',
+        '      scontrol requeue "$TASK_ID"',
+        "    else",
+        f'      echo "rollouts-slurm: task failed (exit $code) after {slurm.max_retries} '
+        'retries; not requeued" >&2',
+        "    fi",
+        "  fi",
+        "}",
+        "trap finish EXIT",
+        "# scancel: forward TERM to the task (or end here before it starts); no requeue.",
+        'trap \'CANCELLED=true; if [ -n "$TASK_PID" ]; then kill -TERM "$TASK_PID" 2>/dev/null; '
+        'else exit 143; fi\' TERM',
+        'rm -f "$MARKER"',
+    ]
 
 
 def _rollouts(slurm: SlurmConfig) -> str:
@@ -152,7 +223,6 @@ def _run_task(slurm: SlurmConfig) -> list[str]:
         f'{_rollouts(slurm)} slurm task "$RUN_DIR" &',
         "TASK_PID=$!",
         'trap \'kill -USR1 "$TASK_PID" 2>/dev/null\' USR1',
-        'trap \'kill -TERM "$TASK_PID" 2>/dev/null\' TERM',
         "# wait returns early when a trapped signal arrives: wait again until the task has ended",
         "# (bash keeps an ended child's status, so the last wait gives it).",
         'wait "$TASK_PID"',

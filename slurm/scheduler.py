@@ -46,6 +46,11 @@ def submit(script: Path, *, dependency: str | None = None) -> str:
     return result.stdout.strip().split(";")[0]
 
 
+def slurm_available() -> bool:
+    """Can this machine ask SLURM about jobs?"""
+    return shutil.which("squeue") is not None
+
+
 def job_states(job_ids: list[str]) -> list[JobState]:
     """What squeue knows of these jobs (array tasks one per line); ended jobs are absent."""
     if not job_ids or shutil.which("squeue") is None:
@@ -62,6 +67,50 @@ def job_states(job_ids: list[str]) -> list[JobState]:
     return states
 
 
+LIVE_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What `scontrol show job` says of one job (or array task)."""
+
+    job_id: str
+    state: str
+    restarts: int
+    reason: str
+    dependency: str
+
+
+def job_info(job_id: str) -> JobInfo | None:
+    """scontrol show job JOB, or None when SLURM no longer knows the job."""
+    result = _run(["scontrol", "show", "job", "-o", job_id])
+    if result.returncode != 0 or not result.stdout.strip():
+        return None
+    fields = dict(
+        item.split("=", 1) for item in result.stdout.split() if "=" in item
+    )
+    return JobInfo(
+        job_id=job_id,
+        state=fields.get("JobState", "UNKNOWN"),
+        restarts=int(fields.get("Restarts", "0") or 0),
+        reason=fields.get("Reason", ""),
+        dependency=fields.get("Dependency", "(null)"),
+    )
+
+
+def holder_alive(job_id: str, restart: int) -> bool:
+    """Is this run of the job (its restart count) still going? False once the job ended, was
+    requeued (another restart count) or is unknown to SLURM; True when SLURM cannot be asked, so
+    that the caller falls back to the lease's heartbeat."""
+    if shutil.which("scontrol") is None:
+        return True
+    try:
+        info = job_info(job_id)
+    except UserInputError:  # slurmctld did not answer
+        return True
+    return info is not None and info.state in LIVE_STATES and info.restarts == restart
+
+
 def requeue(job_id: str) -> None:
     """scontrol requeue JOB: the task goes back to the queue (SLURM ends the running one)."""
     result = _run(["scontrol", "requeue", job_id])
@@ -70,7 +119,10 @@ def requeue(job_id: str) -> None:
 
 
 def cancel(job_id: str) -> None:
-    _run(["scancel", job_id])
+    """scancel JOB (the batch shell and the task get TERM and stop)."""
+    result = _run(["scancel", job_id])
+    if result.returncode != 0:
+        raise UserInputError(f"scancel {job_id} failed: {' '.join(result.stderr.split())}")
 
 
 def current_task_id() -> str | None:

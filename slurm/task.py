@@ -1,7 +1,13 @@
 """What one array task runs: claim units, serve the model, generate each unit, mark it done.
 
-    rollouts slurm task RUN_DIR --check   exit 0 when there is a unit to claim (before any server)
+    rollouts slurm task RUN_DIR --check   exit 0 when there is a unit to claim (before any server),
+                                          3 when there is none, anything else: could not check
     rollouts slurm task RUN_DIR           the task itself
+
+The task runs the run as submitted: the config's snapshot in the run directory, and only while
+every input file still has the fingerprint recorded at submit (a changed one is refused, named).
+Its leases name its SLURM job and restart count, so a task that finds a unit held by a job that
+no longer runs takes it over at once instead of waiting lease_timeout.
 
 The task claims a first unit before it starts any server, so a task with nothing to do never loads
 a model. It then starts its managed vLLM server(s): gpus_per_node / (tensor x data parallel) of
@@ -20,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -50,7 +55,7 @@ from rollouts.types import Backend
 from server.vllm import ServerConfig
 from slurm import scheduler
 from slurm.config import server_gpus, servers_per_node
-from slurm.submit import RUN_FILE, LoadedRun, load_run
+from slurm.submit import LoadedRun, check_fingerprints, load_run, read_run
 from slurm.units import Leases, Unit, WorkTable, leased_ids, pending_units, unit_output
 
 MAX_UNITS_IN_FLIGHT = 64
@@ -63,34 +68,36 @@ def log(message: str) -> None:
 
 
 def load_task_run(run_dir: Path) -> LoadedRun:
-    """The run as submitted: its config read again and checked against the run directory."""
-    run_file = run_dir / RUN_FILE
-    if not run_file.is_file():
-        raise UserInputError(f"{run_dir}: not a SLURM run directory (no {RUN_FILE})")
-    recorded = json.loads(run_file.read_text(encoding="utf-8"))
-    run = load_run(Path(recorded["config"]))
+    """The run as submitted: the config's snapshot, its inputs checked against their fingerprints,
+    and the result checked against the run directory."""
+    recorded = read_run(run_dir)
+    check_fingerprints(run_dir, recorded.get("inputs", {}))
+    snapshot = Path(recorded.get("snapshot") or recorded["config"])
+    base = recorded.get("base_dir")
+    run = load_run(snapshot, base_dir=Path(base) if base else None)
     if run.identity != recorded["identity"] or run.slurm.run_dir.resolve() != run_dir.resolve():
         raise UserInputError(
-            f"{recorded['config']} changed since it was submitted to {run_dir}; "
-            "restore it, or submit the changed config to another slurm.run_dir"
+            f"{snapshot} changed since it was submitted to {run_dir}; "
+            "restore it, or submit the config again"
         )
     return run
 
 
 def has_work(run_dir: Path) -> bool:
-    """Is any unit neither done nor held under a live lease? (Cheap: two directory listings.)"""
+    """Is any unit neither done nor held under a live lease? (Cheap: two directory listings, and
+    a look at the jobs holding leases.)"""
     table = WorkTable.load(run_dir)
     pending = pending_units(table, run_dir)
     if not pending:
         return False
-    leases = leased_ids(run_dir, timeout=lease_timeout(run_dir))
+    leases = leased_ids(run_dir, timeout=lease_timeout(run_dir),
+                        holder_alive=scheduler.holder_alive)
     return any(not leases.get(u.id, False) for u in pending)
 
 
 def lease_timeout(run_dir: Path) -> float:
     """The run's lease timeout, as submitted."""
-    recorded = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-    return float(recorded.get("lease_timeout", DEFAULT_LEASE_TIMEOUT_S))
+    return float(read_run(run_dir).get("lease_timeout", DEFAULT_LEASE_TIMEOUT_S))
 
 
 def resolve_model(plan: RunPlan) -> RunPlan:
@@ -129,8 +136,12 @@ class Task:
     def __init__(self, run: LoadedRun, run_dir: Path) -> None:
         self.run = run
         self.run_dir = run_dir
-        self.task_id = scheduler.current_task_id() or f"local-{os.getpid()}"
-        self.leases = Leases(run_dir, timeout=run.slurm.lease_timeout, owner=self.task_id)
+        job = scheduler.current_task_id()
+        self.task_id = job or f"local-{os.getpid()}"
+        self.leases = Leases(
+            run_dir, timeout=run.slurm.lease_timeout, owner=self.task_id, job=job,
+            restart=scheduler.restart_count(), holder_alive=scheduler.holder_alive,
+        )
         self.stats = TaskStats(self.task_id)
         self.stopping = asyncio.Event()
         self.changed = asyncio.Event()  # a unit of this task ended, or a stop was asked
@@ -339,7 +350,8 @@ class Task:
         return False
 
     def _leases_of(self, pending: list[Unit]) -> dict[str, bool]:
-        live = leased_ids(self.run_dir, timeout=self.run.slurm.lease_timeout)
+        live = leased_ids(self.run_dir, timeout=self.run.slurm.lease_timeout,
+                          holder_alive=self.leases.holder_alive)
         return {u.id: live.get(u.id, False) for u in pending}
 
     async def _run_unit(

@@ -6,8 +6,10 @@ range), so a changed input or config never matches finished work. In the run dir
 
     units.json          the work table: datasets and units (written once by submit)
     leases/UNIT         held by one task: created with O_EXCL (one winner), its mtime refreshed by
-                        a heartbeat; older than lease_timeout, it is stale and another task takes
-                        the unit over (rename the stale file away, then O_EXCL again)
+                        a heartbeat. It names its holder's SLURM job and restart count: a lease
+                        whose holder's job no longer runs (ended, requeued) is dead at once; one
+                        older than lease_timeout is stale. Another task takes either over (rename
+                        the dead file away, then O_EXCL again)
     done/UNIT.json      the unit is finished: rows, error rows, config hash (written atomically)
     units/UNIT.parquet  the unit's rows, and beside it the engine's durable store of the unit
 
@@ -26,7 +28,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,10 @@ from rollouts.errors import UserInputError
 from rollouts.io import write_json_atomic
 
 WORK_TABLE = "units.json"
+HOLDER_CHECK_TTL_S = 5.0  # how long a holder's liveness (one scontrol call) is trusted
+
+# (job, restart) -> is that run of the job still going? (slurm.scheduler.holder_alive)
+HolderAlive = Callable[[str, int], bool]
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,13 @@ class WorkTable:
     def load(cls, run_dir: Path) -> WorkTable:
         path = run_dir / WORK_TABLE
         if not path.is_file():
-            raise UserInputError(f"{run_dir}: not a SLURM run directory (no {WORK_TABLE})")
+            runs = sorted(p.parent for p in run_dir.glob(f"*/{WORK_TABLE}"))
+            hint = (f"; the run directory is {runs[0]}" if len(runs) == 1 else
+                    f"; run directories in it: {', '.join(str(r) for r in runs[:5])}" if runs
+                    else "; pass slurm.run_dir (default OUTPUT_DIR/slurm-<config stem>)")
+            raise UserInputError(
+                f"{run_dir}: not a SLURM run directory (no {WORK_TABLE}){hint}"
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(
             datasets=tuple(DatasetEntry(**d) for d in data["datasets"]),
@@ -146,9 +158,56 @@ def leases_dir(run_dir: Path) -> Path:
     return run_dir / "leases"
 
 
-def leased_ids(run_dir: Path, *, timeout: float) -> dict[str, bool]:
-    """Unit id -> whether its lease is live (heartbeat within timeout)."""
-    now = time.time()
+@dataclass(frozen=True)
+class LeaseFile:
+    """A lease as read from disk."""
+
+    token: str | None
+    job: str | None  # the holder's SLURM job (ARRAY_TASK), None outside SLURM
+    restart: int
+    age_s: float  # since the last heartbeat
+
+    def live(self, timeout: float, holder_alive: HolderAlive | None) -> bool:
+        """Heartbeat within timeout and, when it names a job, that run of the job still going."""
+        if self.age_s >= timeout:
+            return False
+        if self.job is None or holder_alive is None:
+            return True
+        return holder_alive(self.job, self.restart)
+
+
+def read_lease(path: Path) -> LeaseFile:
+    """Raises FileNotFoundError when the lease is gone."""
+    age = time.time() - path.stat().st_mtime
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # being written this instant: the holder is alive
+        data = {}
+    job = data.get("job")
+    return LeaseFile(data.get("token"), str(job) if job else None, int(data.get("restart", 0)),
+                     age)
+
+
+def cached(holder_alive: HolderAlive | None) -> HolderAlive | None:
+    """holder_alive asked once per (job, restart) every HOLDER_CHECK_TTL_S."""
+    if holder_alive is None:
+        return None
+    answers: dict[tuple[str, int], tuple[bool, float]] = {}
+
+    def alive(job: str, restart: int) -> bool:
+        known = answers.get((job, restart))
+        if known is None or time.monotonic() - known[1] > HOLDER_CHECK_TTL_S:
+            known = (holder_alive(job, restart), time.monotonic())
+            answers[(job, restart)] = known
+        return known[0]
+    return alive
+
+
+def leased_ids(
+    run_dir: Path, *, timeout: float, holder_alive: HolderAlive | None = None
+) -> dict[str, bool]:
+    """Unit id -> whether its lease is live (heartbeat within timeout, holder's job running)."""
+    alive = cached(holder_alive)
     result = {}
     try:
         entries = list(os.scandir(leases_dir(run_dir)))
@@ -158,7 +217,7 @@ def leased_ids(run_dir: Path, *, timeout: float) -> dict[str, bool]:
         if entry.name.startswith("."):
             continue
         try:
-            result[entry.name] = now - entry.stat().st_mtime < timeout
+            result[entry.name] = read_lease(Path(entry.path)).live(timeout, alive)
         except FileNotFoundError:
             continue
     return result
@@ -171,11 +230,17 @@ class Leases:
     tasks rarely race for the same unit; units seen leased by a live holder are visited again at
     the end of the pass, in case their holder died."""
 
-    def __init__(self, run_dir: Path, *, timeout: float, owner: str = "") -> None:
+    def __init__(
+        self, run_dir: Path, *, timeout: float, owner: str = "", job: str | None = None,
+        restart: int = 0, holder_alive: HolderAlive | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self.timeout = timeout
         self.token = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(6).hex()}"
         self.owner = owner
+        self.job = job  # this holder's SLURM job and restart count, written in each lease
+        self.restart = restart
+        self.holder_alive = cached(holder_alive)
         self.held: set[str] = set()
         self.takeovers = 0
         self._pending: deque[Unit] = deque()
@@ -257,26 +322,27 @@ class Leases:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps({"token": self.token, "owner": self.owner,
-                                     "claimed_at": time.time()}))
+            handle.write(json.dumps({"token": self.token, "owner": self.owner, "job": self.job,
+                                     "restart": self.restart, "claimed_at": time.time()}))
         self.held.add(uid)
         return True
 
     def _take_over_if_stale(self, uid: str) -> bool:
         path = self._path(uid)
         try:
-            if time.time() - path.stat().st_mtime < self.timeout:
-                return False
+            lease = read_lease(path)
         except FileNotFoundError:
             return self._create(uid)
-        # Rename is atomic: of several tasks that saw the same stale lease, one moves it.
+        if lease.live(self.timeout, self.holder_alive):
+            return False
+        # Rename is atomic: of several tasks that saw the same dead lease, one moves it.
         tomb = path.with_name(f".{uid}.stale-{self.token}")
         try:
             os.rename(path, tomb)
         except FileNotFoundError:
             return False
         try:
-            if time.time() - tomb.stat().st_mtime < self.timeout:
+            if self._holder(tomb) != lease.token:
                 # Between our look and the rename, another task had already taken it over:
                 # put its fresh lease back (link never overwrites).
                 with contextlib.suppress(FileExistsError):

@@ -167,7 +167,8 @@ def test_array_survives_a_requeue_and_a_sigkill_and_merges_complete(
     assert merge_run(run_dir) == merged  # idempotent
     status = CliRunner().invoke(main, ["slurm", "status", str(run_dir)])
     assert "units: 5 done, 0 leased, 0 pending of 5" in status.output
-    assert "samples: 52 of 52 done (100.0%), 0 error rows" in status.output
+    assert ("samples: 52 of 52 done (100.0%: 52 in finished units, 0 in units under way), "
+            "0 error rows") in status.output
     assert all(f"  {array}_{i} " in status.output for i in range(3))  # a line per task
     assert "samples/s" in status.output and "tokens/s" in status.output
     again = submit_run(config)  # nothing left: nothing submitted
