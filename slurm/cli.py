@@ -121,10 +121,10 @@ def cancel(run_dir: Path) -> None:
 def task(run_dir: Path, check: bool) -> None:
     """What one array task runs (the rendered sbatch script calls it)."""
     from slurm.render import NOTHING_LEFT_EXIT
-    from slurm.task import has_work, run_task
+    from slurm.task import check_for_work, run_task
 
     if check:
-        sys.exit(0 if has_work(run_dir) else NOTHING_LEFT_EXIT)
+        sys.exit(0 if check_for_work(run_dir) else NOTHING_LEFT_EXIT)
     run_task(run_dir)
 
 

@@ -266,7 +266,8 @@ def _steps(status: RunStatus) -> list[str]:
     lines = []
     for job in status.orphans:
         lines.append(
-            f"orphaned: job {job.job_id} waits for tasks that ended ({job.reason}) and will never "
+            f"orphaned: job {job.job_id} waits for tasks that ended ({job.reason.strip('()')}) "
+            "and will never "
             f"run; `rollouts slurm submit {status.config}` cancels and replaces it (or "
             f"scancel {job.job_id})"
         )

@@ -83,6 +83,13 @@ def load_task_run(run_dir: Path) -> LoadedRun:
     return run
 
 
+def check_for_work(run_dir: Path) -> bool:
+    """`slurm task --check`: the run's inputs unchanged (else UserInputError naming one), and a
+    unit left to claim."""
+    check_fingerprints(run_dir, read_run(run_dir).get("inputs", {}))
+    return has_work(run_dir)
+
+
 def has_work(run_dir: Path) -> bool:
     """Is any unit neither done nor held under a live lease? (Cheap: two directory listings, and
     a look at the jobs holding leases.)"""

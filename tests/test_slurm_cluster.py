@@ -8,131 +8,26 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from rollouts.cli import main
 from slurm.merge import merge_run
-from slurm.submit import SubmitResult, submit_run
+from slurm.submit import submit_run
 from slurm.task import has_work, run_task
 from slurm.units import done_ids
-from tests.fake_vllm import FAKE_VLLM_COMMAND
-from tests.generate_helpers import verl_rows, write_jsonl
-
-SLURM_SCRIPTS = Path(__file__).parent / "slurm"
-WAIT_S = 240.0
-CREDENTIAL_REVOKE_S = 2.0
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[None]:
-    """A real slurmctld + slurmd on this machine (installed by the script when missing)."""
-    started = subprocess.run(
-        ["bash", str(SLURM_SCRIPTS / "start-local-slurm.sh")],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield
-    if "slurm already up" not in started.stdout:  # stop only what this session started
-        subprocess.run(["bash", str(SLURM_SCRIPTS / "stop-local-slurm.sh")], check=False)
-
-
-@pytest.fixture
-def stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """The stand-in vllm for the jobs (sbatch passes this environment on), recording requests."""
-    requests = tmp_path / "requests.jsonl"
-    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
-    monkeypatch.setenv("FAKE_VLLM_REQUESTS_FILE", str(requests))
-    monkeypatch.setenv("FAKE_VLLM_DELAY", "1.0")
-    monkeypatch.delenv("FAKE_VLLM_PIDS_FILE", raising=False)
-    return requests
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[str]]:
-    """Job ids to cancel at the end, whatever happened."""
-    ids: list[str] = []
-    yield ids
-    for job_id in ids:
-        subprocess.run(["scancel", job_id], check=False)
-
-
-def write_run(tmp_path: Path, datasets: dict[str, tuple[int, int]], **slurm: Any) -> Path:
-    """A run config over datasets {name: (prompts, n)}."""
-    entries = []
-    for name, (prompts, n) in datasets.items():
-        write_jsonl(tmp_path / f"{name}.jsonl", verl_rows(prompts, tag=name))
-        entries.append({"path": f"{name}.jsonl", "n": n})
-    config = {
-        "model": "tiny-model", "max_concurrent": 2, "samples_per_request": "1",
-        "output_dir": "out", "defaults": {"max_tokens": 8}, "datasets": entries,
-        "slurm": {"unit_prompts": 4, "lease_timeout": 6, "heartbeat": 1, **slurm},
-    }
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def squeue_state(job_id: str) -> str:
-    result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"],
-                            capture_output=True, text=True, check=False)
-    return result.stdout.strip()
-
-
-def release_requeued(job_id: str) -> None:
-    """A requeued job waits ~120 s (BeginTime); make it eligible now. Not within the second of
-    the requeue: slurmd revokes the old run's credential by the second, and a start in that same
-    second is killed ("Job credential revoked")."""
-    wait_for(lambda: squeue_state(job_id) == "PENDING", f"{job_id} to be requeued")
-    time.sleep(CREDENTIAL_REVOKE_S)
-
-    def running_again() -> bool:
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
-                       capture_output=True, check=False)
-        return squeue_state(job_id) in ("RUNNING", "")
-    wait_for(running_again, f"{job_id} to run again")
-
-
-def task_file(run_dir: Path, task: str) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads((run_dir / "tasks" / f"{task}.json").read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
-
-
-def requested_samples(requests: Path) -> Counter[tuple[str, int]]:
-    lines = requests.read_text().splitlines()
-    return Counter((r["prompt"], r["seed"]) for r in map(json.loads, lines))
-
-
-def assert_complete(result: SubmitResult, expected: dict[str, int]) -> None:
-    for name, rows in expected.items():
-        frame = pd.read_parquet(result.run_dir.parent / f"{name}.parquet")
-        assert len(frame) == rows
-        assert not frame.duplicated(["prompt_id", "sample_idx"]).any()
-        assert frame["error"].isna().all()
-        assert frame["dataset"].eq(name).all()
-        summary = json.loads((result.run_dir.parent / f"{name}.parquet.summary.json").read_text())
-        assert summary["output"]["rows"] == rows == summary["expected_rows"]
+from tests.slurm_helpers import (
+    assert_complete,
+    cli_error,
+    release_requeued,
+    requested_samples,
+    squeue_state,
+    task_file,
+    wait_for,
+    write_run,
+)
 
 
 def test_array_survives_a_requeue_and_a_sigkill_and_merges_complete(
@@ -203,14 +98,6 @@ def test_preemption_signal_requeues_and_the_merge_job_completes_the_run(
     assert len(counts) == 16 and sum(c - 1 for c in counts.values()) <= 2
     log = (result.run_dir / "logs" / f"rollouts-run-{task}.log").read_text()
     assert "USR1: stopping to requeue" in log and "(restart 1)" in log
-
-
-def cli_error(*args: str) -> str:
-    result = CliRunner().invoke(main, ["slurm", *args])
-    assert result.exit_code == 1, (result.output, result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def test_bad_input_is_one_line_before_anything_is_submitted(
