@@ -3,6 +3,7 @@
 # minutes each, back to back on one machine, from the repo root after ../shared/gpu's install:
 #   bash benchmarks/gpu/table.sh offline OUT_DIR  # the model, prompts, offline @512 and @default
 #   bash benchmarks/gpu/table.sh served OUT_DIR   # rollouts with every default, then one server
+#   bash benchmarks/gpu/table.sh before OUT_DIR   # n8 with the server defaults of before (3 min)
 # Results are appended to OUT_DIR/table.jsonl as each run ends; then report.py prints the table.
 set -euo pipefail
 source benchmarks/gpu/env.sh
@@ -28,6 +29,13 @@ case $1 in
     python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts defaults,fixed --fixed 64 \
       --server one --replicas 1
     ;;
-  *) echo "usage: table.sh offline|served OUT_DIR" >&2; exit 2 ;;
+  before)
+    # n8 as rollouts ran before the server's batch was capped: vLLM's server defaults (1,024
+    # sequences, 8,192 batched tokens), `auto` holding 512 sequences with no queue.
+    python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts defaults --server before \
+      --replicas 1 --vllm-flag=--max-num-seqs --vllm-flag=1024 \
+      --vllm-flag=--max-num-batched-tokens --vllm-flag=8192
+    ;;
+  *) echo "usage: table.sh offline|served|before OUT_DIR" >&2; exit 2 ;;
 esac
 python3 benchmarks/gpu/report.py "$R" | tee "$OUT/report-$1.md"
