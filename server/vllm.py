@@ -54,10 +54,8 @@ INSTALL_HINT = "vLLM is not installed: pip install 'rollouts[vllm]'"
 STREAM_INTERVAL = 16
 STREAM_INTERVAL_SINCE = (0, 12)
 # The batch of the servers we start, unless given (see build_vllm_command): the largest that
-# vLLM runs as a CUDA graph by default (graphs up to min(2 x max_num_seqs, 512) sequences), and
-# the chunked-prefill budget that vLLM's offline engine takes by default on H100/H200.
+# vLLM runs as a CUDA graph by default (graphs up to min(2 x max_num_seqs, 512) sequences).
 MAX_NUM_SEQS = 512
-MAX_NUM_BATCHED_TOKENS = 16384
 
 # Lines after which a starting vLLM never becomes ready, though with tensor parallelism the process
 # may hang instead of exiting. vLLM itself logs "Address already in use. Retrying with a new port."
@@ -204,12 +202,12 @@ def build_vllm_command(config: ServerConfig, port: int | None = None) -> list[st
       generate` with n=1 from 12.8k to 24.0k tokens/s and n=8 at 64 requests from 20.8k to 43.4k
       (benchmarks/gpu/RESULTS.md).
       Chunks still arrive every fraction of a second, which is all the stall watchdog needs.
-    - `--max-num-seqs 512` and `--max-num-batched-tokens 16384` (each unless given): the batch
-      and prefill budget of vLLM's offline engine at its best. vLLM's server defaults (1,024
-      sequences, 8,192 tokens on H100/H200) let a batch grow past the largest CUDA graph (512),
-      where each step of a small model runs several times slower; capped at 512, the server
-      keeps a few requests queued (`--max-concurrent auto` sends them) and starts one the step
-      another ends, as the offline engine does (benchmarks/gpu/RESULTS.md).
+    - `--max-num-seqs 512` (unless given): the batch of vLLM's offline engine at its best.
+      vLLM's default (1,024 sequences on H100/H200) lets a batch grow past the largest CUDA
+      graph (512), where each step of a small model runs several times slower; capped at 512,
+      the server keeps a few requests queued (`--max-concurrent auto` sends them) and starts one
+      the step another ends, as the offline engine does (benchmarks/gpu/RESULTS.md). The
+      prefill budget (--max-num-batched-tokens) stays vLLM's, which it sizes by GPU.
     Request logging (`--enable-log-requests`) is already off by default in vLLM >= 0.10.
     """
     port = port if port is not None else config.port
@@ -232,8 +230,6 @@ def build_vllm_command(config: ServerConfig, port: int | None = None) -> list[st
         command += ["--stream-interval", str(STREAM_INTERVAL)]
     if not _given(config.extra_args, "--max-num-seqs"):
         command += ["--max-num-seqs", str(MAX_NUM_SEQS)]
-    if not _given(config.extra_args, "--max-num-batched-tokens"):
-        command += ["--max-num-batched-tokens", str(MAX_NUM_BATCHED_TOKENS)]
     command += list(config.extra_args)
     return command
 

@@ -30,11 +30,10 @@ case $1 in
       --server one --replicas 1
     ;;
   before)
-    # n8 as rollouts ran before the server's batch was capped: vLLM's server defaults (1,024
-    # sequences, 8,192 batched tokens), `auto` holding 512 sequences with no queue.
+    # n8 as rollouts ran before the server's batch was capped: vLLM's default (1,024
+    # sequences), `auto` holding 512 sequences with no queue.
     python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts defaults --server before \
-      --replicas 1 --vllm-flag=--max-num-seqs --vllm-flag=1024 \
-      --vllm-flag=--max-num-batched-tokens --vllm-flag=8192
+      --replicas 1 --vllm-flag=--max-num-seqs --vllm-flag=1024
     ;;
   *) echo "usage: table.sh offline|served|before OUT_DIR" >&2; exit 2 ;;
 esac
