@@ -1,13 +1,14 @@
 #!/bin/bash
-# The table "the engine at its best, and replicas" of RESULTS.md in two device calls of under 10
+# The table "the engine at its best, and replicas" of RESULTS.md in device calls of under 10
 # minutes each, back to back on one machine, from the repo root after ../shared/gpu's install:
-#   bash benchmarks/gpu/table.sh offline OUT_DIR  # the model, prompts, offline @512 and @default
-#   bash benchmarks/gpu/table.sh served OUT_DIR   # rollouts with every default, then one server
-#   bash benchmarks/gpu/table.sh before OUT_DIR   # n8 with the server defaults of before (3 min)
+#   bash benchmarks/gpu/table.sh offline OUT_DIR   # the model, prompts, offline @512 and @default
+#   bash benchmarks/gpu/table.sh defaults OUT_DIR  # rollouts with every default (auto replicas)
+#   bash benchmarks/gpu/table.sh one OUT_DIR       # one server, all else default
+#   bash benchmarks/gpu/table.sh before OUT_DIR    # n8 with the server's batch of before
 # Results are appended to OUT_DIR/table.jsonl as each run ends; then report.py prints the table.
 set -euo pipefail
 source benchmarks/gpu/env.sh
-OUT=${2:?usage: table.sh offline|served OUT_DIR}
+OUT=${2:?usage: table.sh offline|defaults|one|before OUT_DIR}
 R=$OUT/table.jsonl
 mkdir -p "$OUT"
 # The end of every server log, whatever happens (a start that fails says why there).
@@ -19,9 +20,11 @@ case $1 in
   offline)
     python3 benchmarks/gpu/workload.py n1,n8,n16 "${M[@]}" --parts offline --offline-seqs 512,default
     ;;
-  served)
+  defaults)
     # Every default: `rollouts serve` chooses its replicas (auto), `generate` its concurrency.
     python3 benchmarks/gpu/workload.py n16,n8,n1 "${M[@]}" --parts defaults --server auto
+    ;;
+  one)
     # One server (--replicas 1), all else default; on n8 also 64 requests of n=8 (512
     # sequences, none queued: how `auto` held a server before its batch was known).
     python3 benchmarks/gpu/workload.py n16,n1 "${M[@]}" --parts defaults --server one \
@@ -35,6 +38,6 @@ case $1 in
     python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts defaults --server before \
       --replicas 1 --vllm-flag=--max-num-seqs --vllm-flag=1024
     ;;
-  *) echo "usage: table.sh offline|served|before OUT_DIR" >&2; exit 2 ;;
+  *) echo "usage: table.sh offline|defaults|one|before OUT_DIR" >&2; exit 2 ;;
 esac
 python3 benchmarks/gpu/report.py "$R" | tee "$OUT/report-$1.md"
