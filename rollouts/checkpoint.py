@@ -1,19 +1,25 @@
-"""torch.distributed.checkpoint (DCP) directories → HuggingFace directories, through a safe cache.
+"""Checkpoints as trainers write them → HuggingFace directories, through a safe cache.
 
-A DCP checkpoint is the folder `torch.distributed.checkpoint.save` writes: a `.metadata` file plus
-shards, at the top or under `model/`; its state dict is flat (`model.embed_tokens.weight`, ...) or
-wrapped as `{"model": state_dict, ...}` (optimizer state beside it is ignored). The conversion writes
-safetensors weights with the base model's config (its dtype kept: floating tensors are cast to it)
-and tokenizer, or the checkpoint's own tokenizer folder when it has one.
+The layouts (rollouts.checkpoint_layouts): torch.distributed.checkpoint (DCP) folders, verl FSDP
+folders (rank shards of DTensors, merged by their placements), NeMo-RL `step_N/` folders (DCP
+weights, the base model named in `config.yaml`), and HuggingFace folders (served as they are).
+A DCP state dict is flat (`model.embed_tokens.weight`, ...) or wrapped as `{"model": state_dict,
+...}` (optimizer state beside it is ignored). The conversion writes safetensors weights with the
+base model's config (its dtype kept: floating tensors are cast to it) and the checkpoint's own
+tokenizer when it has one, else the base model's. The base model is the one given, else the one
+the checkpoint names (verl's `huggingface/`, NeMo-RL's `policy.model_name`).
 
 Without an output directory the result goes to a cache ($ROLLOUTS_CACHE, else
-~/.cache/rollouts/checkpoints) keyed by the checkpoint's content (the `.metadata` bytes and the
-shards' names, sizes and mtimes), the base model and CONVERTER_VERSION, so a checkpoint overwritten
-at the same path is converted again. Crash safety: the conversion is written into a temp directory,
-a completion marker last, then renamed into place; an entry without its marker is never used. A
-file lock (released by the kernel when its holder dies) makes concurrent jobs convert once.
+~/.cache/rollouts/checkpoints) keyed by the checkpoint's content (DCP's `.metadata` bytes, the
+weight files' names, sizes and mtimes), the base model and CONVERTER_VERSION, so a checkpoint
+overwritten at the same path is converted again. Crash safety: the conversion is written into a
+temp directory, a completion marker last, then renamed into place; an entry without its marker is
+never used. A file lock (released by the kernel when its holder dies) makes concurrent jobs convert
+once. A checkpoint its trainer is still writing, or one cut short, is refused in one line
+(IncompleteCheckpoint), as is a disk that fills up (StorageError).
 
     path = convert_checkpoint("ckpts/global_step_500", base_model="Qwen/Qwen2.5-7B-Instruct")
+    path = convert_checkpoint("verl_ckpts/global_step_500")  # base model from actor/huggingface/
 """
 
 from __future__ import annotations
@@ -25,74 +31,74 @@ import json
 import os
 import shutil
 import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollouts.errors import OutputConflictError, StorageError, UserInputError
+from rollouts.checkpoint_layouts import (
+    METADATA_FILE,
+    IncompleteCheckpoint,
+    Layout,
+    Shapes,
+    check_complete,
+    dcp_metadata,
+    dcp_root,
+    detect_layout,
+    find_layout,
+    load_verl_state,
+    quiet_torch_distributed,
+    step_folder_name,
+    verl_shapes,
+)
+from rollouts.errors import OutputConflictError, RolloutsError, StorageError, UserInputError
 from rollouts.io import fsync_dir, write_json_atomic
 
 if TYPE_CHECKING:
     from rollouts.runconfig import RunPlan
 
-CONVERTER_VERSION = "1"
+__all__ = [
+    "CACHE_ENV", "MARKER_FILE", "IncompleteCheckpoint", "check_against_base", "convert_checkpoint",
+    "dcp_root", "is_converted", "is_dcp_checkpoint", "needs_conversion", "resolve_plan_model",
+]
+
+CONVERTER_VERSION = "2"
 CACHE_ENV = "ROLLOUTS_CACHE"
-METADATA_FILE = ".metadata"
 MARKER_FILE = ".rollouts-converted.json"
 LOCK_TIMEOUT_S = 6 * 3600.0  # a large model converts in minutes; a lock held this long is stuck
 MAX_SHARD_SIZE = "5GB"  # as transformers' save_pretrained
-TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
-# Folders beside the weights where trainers put the tokenizer (verl: huggingface/).
-TOKENIZER_FOLDERS = (".", "tokenizer", "huggingface")
-
-Shapes = dict[str, tuple[int, ...]]
 
 
 def echo(message: str) -> None:
     print(f"rollouts: {message}", file=sys.stderr, flush=True)
 
 
-# -- finding and describing a DCP checkpoint ----------------------------------------------------
-
-
-def dcp_root(path: str | Path) -> Path | None:
-    """The folder holding `.metadata`: `path` itself or its `model/` subfolder; None if neither."""
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / METADATA_FILE).is_file():
-            return candidate
-    return None
+# -- finding and describing a checkpoint --------------------------------------------------------
 
 
 def is_dcp_checkpoint(path: str | Path) -> bool:
-    return dcp_root(path) is not None
+    return Path(path).is_dir() and dcp_root(Path(path)) is not None
 
 
-def require_dcp_root(path: str | Path) -> Path:
-    """Like dcp_root, but a one-line UserInputError when `path` is not a DCP checkpoint."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserInputError(f"{path}: no such checkpoint directory")
-    root = dcp_root(path)
-    if root is None:
+def needs_conversion(path: str | Path) -> bool:
+    """A local checkpoint folder in a layout that must be converted before vLLM can load it."""
+    layout = find_layout(path) if path else None
+    return layout is not None and layout.needs_conversion
+
+
+def convertible_layout(path: str | Path) -> Layout:
+    """The layout of a checkpoint to convert; one line when it is none, or a HuggingFace folder."""
+    layout = detect_layout(path)
+    if not layout.needs_conversion:
         raise UserInputError(
-            f"{path}: no {METADATA_FILE} in it or in {path / 'model'}; pass the folder that "
-            "torch.distributed.checkpoint.save wrote"
+            f"{path} is already a HuggingFace model directory (config.json): serve it as it is"
         )
-    return root
-
-
-def _metadata(root: Path) -> Any:
-    from torch.distributed.checkpoint import FileSystemReader
-
-    return FileSystemReader(str(root)).read_metadata()
+    return layout
 
 
 @dataclass(frozen=True)
 class ModelEntries:
-    """Where a checkpoint keeps the model's tensors: their metadata by parameter name, and
+    """Where a DCP checkpoint keeps the model's tensors: their metadata by parameter name, and
     whether the state dict was saved as {"model": state_dict, ...} (nested) or flat."""
 
     tensors: dict[str, Any]  # name -> TensorStorageMetadata (size, dtype)
@@ -104,7 +110,7 @@ def model_entries(root: Path) -> ModelEntries:
     (planner_data); only the entries under "model" count then (optimizer state is left out)."""
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    metadata = _metadata(root)
+    metadata = dcp_metadata(root)
     paths: dict[str, tuple[Any, ...]] = dict(metadata.planner_data or {})
     tensors = {
         key: meta for key, meta in metadata.state_dict_metadata.items()
@@ -121,17 +127,23 @@ def model_entries(root: Path) -> ModelEntries:
     return ModelEntries(under_model, nested=True)
 
 
-def checkpoint_shapes(root: Path) -> Shapes:
-    """Model tensor names and shapes, from `.metadata` alone."""
+def checkpoint_shapes(layout: Layout) -> Shapes:
+    """Model tensor names and shapes, without reading the weights."""
+    if layout.kind == "verl-fsdp":
+        return verl_shapes(layout)
     return {name: tuple(int(s) for s in meta.size)
-            for name, meta in model_entries(root).tensors.items()}
+            for name, meta in model_entries(layout.weights).tensors.items()}
 
 
-def content_key(root: Path, base_model: str) -> str:
+def content_key(layout: Layout, base_model: str) -> str:
     """What a conversion depends on: checkpoint content, base model, converter version."""
     digest = hashlib.sha256()
-    digest.update((root / METADATA_FILE).read_bytes())
-    for shard in sorted(p for p in root.iterdir() if p.is_file() and p.name != METADATA_FILE):
+    metadata = layout.weights / METADATA_FILE
+    if metadata.is_file():
+        digest.update(metadata.read_bytes())
+    for shard in layout.weight_files():
+        if shard.name == METADATA_FILE:
+            continue
         stat = shard.stat()
         digest.update(f"\0{shard.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     digest.update(f"\0base={_base_identity(base_model)}\0v={CONVERTER_VERSION}".encode())
@@ -140,7 +152,26 @@ def content_key(root: Path, base_model: str) -> str:
 
 def _base_identity(base_model: str) -> str:
     local = Path(base_model).expanduser()
-    return str(local.resolve()) if local.is_dir() else base_model
+    if local.is_dir():
+        config = local / "config.json"
+        extra = hashlib.sha256(config.read_bytes()).hexdigest()[:12] if config.is_file() else ""
+        return f"{local.resolve()}:{extra}"
+    return base_model
+
+
+def base_model_for(layout: Layout, base_model: str | None) -> str:
+    """The base model given, else the one the checkpoint names; one line when there is none."""
+    if base_model:
+        return base_model
+    if layout.own_base:
+        return layout.own_base
+    where = {"verl-fsdp": f"no {layout.weights / 'huggingface' / 'config.json'}",
+             "nemo-rl": f"no policy.model_name in {layout.path / 'config.yaml'}"}
+    found = where.get(layout.kind, "a DCP checkpoint names none")
+    raise UserInputError(
+        f"{layout.path}: no base model ({found}); set `base_model` / --base-model to the "
+        "HuggingFace model it was trained from"
+    )
 
 
 # -- the base model -----------------------------------------------------------------------------
@@ -200,11 +231,14 @@ def first_mismatch(checkpoint: Shapes, base: BaseShapes) -> str | None:
     return None
 
 
-def check_against_base(path: str | Path, base_model: str) -> None:
-    """Refuse (one line, naming the first mismatch) a base model that does not fit the checkpoint."""
-    root = require_dcp_root(path)
+def check_against_base(path: str | Path, base_model: str | None = None) -> None:
+    """Refuse (one line) a checkpoint still being written, or a base model that does not fit it
+    (the first mismatching tensor named). Reads no weights."""
+    layout = convertible_layout(path)
+    check_complete(layout)
+    base_model = base_model_for(layout, base_model)
     base = base_model_shapes(_base_config(base_model))
-    _refuse_mismatch(path, base_model, checkpoint_shapes(root), base)
+    _refuse_mismatch(path, base_model, checkpoint_shapes(layout), base)
 
 
 def _refuse_mismatch(path: str | Path, base_model: str, shapes: Shapes, base: BaseShapes) -> None:
@@ -234,58 +268,93 @@ def is_converted(entry: Path, key: str | None = None) -> bool:
     return key is None or json.loads(marker.read_text(encoding="utf-8")).get("key") == key
 
 
+def cache_entry(path: str | Path, base_model: str | None = None) -> Path:
+    """Where the cache keeps (or will keep) the conversion of `path`."""
+    layout = convertible_layout(path)
+    key = content_key(layout, base_model_for(layout, base_model))
+    return cache_dir() / f"{step_folder_name(Path(path).resolve())}-{key}"
+
+
 def convert_checkpoint(
     path: str | Path,
-    base_model: str,
+    base_model: str | None = None,
     *,
     output: str | Path | None = None,
     force: bool = False,
     lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> Path:
-    """Convert the DCP checkpoint at `path` (once) and return the HuggingFace directory.
+    """Convert the checkpoint at `path` (once) and return the HuggingFace directory.
 
     Into `output` when given (an existing different conversion there needs force=True), else into
-    the cache. Concurrent calls for the same checkpoint convert once; the others wait and reuse."""
-    root = require_dcp_root(path)
-    key = content_key(root, base_model)
+    the cache. Concurrent calls for the same checkpoint convert once; the others wait and reuse.
+    The base model is `base_model`, else the one the checkpoint names."""
+    layout = convertible_layout(path)
+    check_complete(layout)
+    base_model = base_model_for(layout, base_model)
+    key = content_key(layout, base_model)
     if output is None:
-        entry = cache_dir() / f"{Path(path).resolve().name}-{key}"
+        entry = cache_dir() / f"{step_folder_name(Path(path).resolve())}-{key}"
     else:
         entry = Path(output).expanduser().resolve()
     if not force and is_converted(entry, key):
         return entry
     config = _base_config(base_model)
     base = base_model_shapes(config)
-    _refuse_mismatch(path, base_model, checkpoint_shapes(root), base)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with _entry_lock(entry, path, lock_timeout_s):
-        if is_converted(entry, key) and not force:
-            return entry  # another job finished it while this one waited
-        if entry.exists() and any(entry.iterdir()) and not force and output is not None:
-            raise OutputConflictError(
-                f"{entry} already exists and is not this checkpoint's conversion; pass --force to "
-                "replace it or choose another -o"
-            )
-        _remove_stale_temps(entry)
-        echo(f"converting {path} (base model {base_model}) -> {entry}")
-        temp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
-        temp.mkdir()
-        try:
-            _write_conversion(root, Path(path), base_model, config, base, temp)
-            write_json_atomic(
-                {"key": key, "source": str(Path(path).resolve()), "base_model": base_model,
-                 "converter_version": CONVERTER_VERSION},
-                temp / MARKER_FILE,
-            )
-            _replace(entry, temp)
-        except OSError as exc:
-            raise StorageError(
-                f"converting {path} into {entry.parent} failed ({exc}); free space there or "
-                f"point ${CACHE_ENV} (or -o) elsewhere, then rerun"
-            ) from exc
-        finally:
-            shutil.rmtree(temp, ignore_errors=True)  # gone already after a successful rename
+    _refuse_mismatch(path, base_model, checkpoint_shapes(layout), base)
+    with _storage_errors(path, entry):
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with _entry_lock(entry, path, lock_timeout_s):
+            if is_converted(entry, key) and not force:
+                return entry  # another job finished it while this one waited
+            if entry.exists() and any(entry.iterdir()) and not force and output is not None:
+                raise OutputConflictError(
+                    f"{entry} already exists and is not this checkpoint's conversion; pass "
+                    "--force to replace it or choose another -o"
+                )
+            _remove_stale_temps(entry)
+            echo(f"converting {path} ({layout.kind}, base model {base_model}) -> {entry}")
+            temp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
+            try:
+                temp.mkdir()
+                _write_conversion(layout, base_model, config, base, temp)
+                write_json_atomic(
+                    {"key": key, "source": str(Path(path).resolve()), "kind": layout.kind,
+                     "base_model": base_model, "converter_version": CONVERTER_VERSION},
+                    temp / MARKER_FILE,
+                )
+                _replace(entry, temp)
+            finally:
+                shutil.rmtree(temp, ignore_errors=True)  # gone already after a successful rename
     return entry
+
+
+@contextlib.contextmanager
+def _storage_errors(path: str | Path, entry: Path) -> Iterator[None]:
+    """A write that fails (a full disk, no permission) becomes one line naming the fix."""
+    try:
+        yield
+    except RolloutsError:
+        raise
+    except Exception as exc:
+        if not _is_write_error(exc):
+            raise
+        raise StorageError(
+            f"converting {path} into {entry.parent} failed ({_one_line(exc)}); free space there "
+            f"or point ${CACHE_ENV} (or -o) elsewhere, then rerun"
+        ) from exc
+
+
+def _is_write_error(exc: BaseException) -> bool:
+    """OSError, or safetensors' own error wrapping one (`I/O error: ... (os error 28)`)."""
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc)
+    return type(exc).__name__ == "SafetensorError" and ("os error" in text or "IoError" in text)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -329,13 +398,13 @@ def _replace(entry: Path, temp: Path) -> None:
 
 
 def _write_conversion(
-    root: Path, source: Path, base_model: str, config: Any, base: BaseShapes, out: Path
+    layout: Layout, base_model: str, config: Any, base: BaseShapes, out: Path
 ) -> None:
     """Config and tokenizer first, then the weights (the long part); the caller adds the marker."""
     config.save_pretrained(out)
     _save_generation_config(base_model, out)
-    _save_tokenizer(_tokenizer_source(source, root) or base_model, out)
-    state = _load_model_state(root)
+    _save_tokenizer(layout.tokenizer or base_model, out)
+    state = load_model_state(layout)
     for tied in base.tied:
         state.pop(tied, None)  # as save_pretrained: one copy of tied weights
     write_safetensors(_cast_to(state, _config_dtype(config)), out)
@@ -349,23 +418,20 @@ def _save_generation_config(base_model: str, out: Path) -> None:
         GenerationConfig.from_pretrained(base_model).save_pretrained(out)
 
 
-def _tokenizer_source(source: Path, root: Path) -> Path | None:
-    """The checkpoint's own tokenizer folder, when it ships one."""
-    for base in (source, root):
-        for folder in TOKENIZER_FOLDERS:
-            candidate = (base / folder).resolve()
-            if any((candidate / name).is_file() for name in TOKENIZER_FILES):
-                return candidate
-    return None
-
-
 def _save_tokenizer(source: str | Path, out: Path) -> None:
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(out)
 
 
-def _load_model_state(root: Path) -> dict[str, Any]:
+def load_model_state(layout: Layout) -> dict[str, Any]:
+    """The model's full tensors, by parameter name, from any convertible layout."""
+    if layout.kind == "verl-fsdp":
+        return load_verl_state(layout)
+    return _load_dcp_state(layout.weights)
+
+
+def _load_dcp_state(root: Path) -> dict[str, Any]:
     """The model's tensors only, read by DCP itself without a process group. Unlike
     format_utils.dcp_to_torch_save, this leaves optimizer state unread (for Adam, twice the
     model's size in memory) and writes no intermediate torch.save file."""
@@ -377,10 +443,14 @@ def _load_model_state(root: Path) -> dict[str, Any]:
         name: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
         for name, meta in entries.tensors.items()
     }
-    with warnings.catch_warnings():
-        # DCP warns that it runs without a process group: that is the point here.
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load({"model": state} if entries.nested else state, checkpoint_id=str(root))
+    try:
+        with quiet_torch_distributed():
+            dcp.load({"model": state} if entries.nested else state, checkpoint_id=str(root))
+    except Exception as exc:  # DCP wraps a bad shard in a multi-page CheckpointException
+        raise IncompleteCheckpoint(
+            f"{root}: reading the shards failed ({_one_line(exc)}); the checkpoint is damaged "
+            "(copy it again, or point at another one)"
+        ) from exc
     return state
 
 
@@ -417,20 +487,14 @@ def write_safetensors(state: dict[str, Any], out: Path) -> None:
 
 
 def resolve_model(model: str, base_model: str | None) -> str:
-    """The path to serve for `model`: a DCP checkpoint is converted (through the cache) first."""
-    if not model or not is_dcp_checkpoint(model):
+    """The path to serve for `model`: a checkpoint that needs it is converted (cached) first."""
+    if not model or not needs_conversion(model):
         return model
-    if not base_model:
-        raise UserInputError(
-            f"{model} is a DCP checkpoint; set `base_model` (the HuggingFace model it was "
-            "trained from) so it can be converted"
-        )
     return str(convert_checkpoint(model, base_model))
 
 
-
 def resolve_plan_model(plan: RunPlan) -> RunPlan:
-    """A run plan whose `model` is a DCP checkpoint, made servable: the model becomes the
+    """A run plan whose `model` is a checkpoint to convert, made servable: the model becomes the
     converted directory, served under the checkpoint's own name so rows and resume keys keep it."""
     served = resolve_model(plan.model, plan.base_model)
     if served == plan.model:

@@ -129,7 +129,7 @@ def expand_sweep(data: dict[str, Any], base: Path, *, where: str = "sweep") -> S
         combinations=tuple(combinations),
         groups=group_combinations(combinations),
         slurm=_slurm_section(data.get("slurm"), base),
-        base_model=data.get("base_model"),
+        base_model=template.get("base_model"),
     )
 
 
@@ -259,14 +259,15 @@ def expand_checkpoints(spec: Any, base: Path, where: str) -> list[str]:
 
 
 def _check_checkpoint_dir(path: Path, where: str) -> None:
-    from rollouts.checkpoint import METADATA_FILE, is_dcp_checkpoint
+    from rollouts.checkpoint_layouts import find_layout
 
     if not path.is_dir():
         raise UserInputError(f"{where}: checkpoint {path} is not a directory")
-    if not (path / "config.json").is_file() and not is_dcp_checkpoint(path):
+    if find_layout(path) is None:
         raise UserInputError(
-            f"{where}: checkpoint {path} is neither a HuggingFace model (no config.json) nor a DCP "
-            f"checkpoint (no {METADATA_FILE} in it or in model/)"
+            f"{where}: checkpoint {path} is not a model rollouts reads: no config.json "
+            "(HuggingFace), no .metadata in it or in model/ (DCP), no model_world_size_W_rank_R.pt "
+            "in it or in actor/ (verl), no policy/weights/ (NeMo-RL)"
         )
 
 
@@ -586,8 +587,9 @@ def _write_yaml(data: dict[str, Any], path: Path) -> None:
 
 def check_before_loading(sweep: Sweep) -> None:
     """What can be wrong with inputs, found before any model loads: every dataset file, every
-    DCP checkpoint's base model (names and shapes of its tensors)."""
-    from rollouts.checkpoint import check_against_base, is_dcp_checkpoint
+    checkpoint's base model (names and shapes of its tensors). A checkpoint still being written
+    or cut short is left to fail its own group."""
+    from rollouts.checkpoint import IncompleteCheckpoint, check_against_base, needs_conversion
     from rollouts.io import expand_paths
     from rollouts.runconfig import load_plan
 
@@ -605,13 +607,11 @@ def check_before_loading(sweep: Sweep) -> None:
         expand_paths([path])
     models = dict.fromkeys(str(c.config.get("model") or "") for c in sweep.combinations)
     for model in models:
-        if model and is_dcp_checkpoint(model):
-            if not sweep.base_model:
-                raise UserInputError(
-                    f"{model} is a DCP checkpoint; set `base_model` (the HuggingFace model it was "
-                    "trained from) so it can be converted"
-                )
-            check_against_base(model, sweep.base_model)
+        if model and needs_conversion(model):
+            try:
+                check_against_base(model, sweep.base_model)
+            except IncompleteCheckpoint:
+                continue  # reported as its group's failure; the other groups still run
 
 
 def run_group_locally(config_path: Path, *, progress: bool = True) -> dict[str, Any]:

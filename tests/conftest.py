@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests.fake_vllm import FAKE_VLLM_COMMAND
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+ROOT = Path(__file__).resolve().parents[1]
 SLURM_SCRIPTS = Path(__file__).parent / "slurm"
 
 
@@ -49,3 +51,27 @@ def jobs() -> Iterator[list[str]]:
         subprocess.run(["scancel", job_id], check=False)
 
 
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight chat model built locally: the base model of trainer checkpoints."""
+    from rollouts.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-base") / "model")
+
+
+@pytest.fixture(scope="session")
+def trainer_checkpoints(
+    tmp_path_factory: pytest.TempPathFactory, tiny_base_model: Path
+) -> dict[str, Path]:
+    """verl FSDP checkpoints (global_step_1, global_step_2) and a NeMo-RL one (step_3), each saved
+    by a real 2-process gloo group (tests/checkpoint_writers.py), by kind."""
+    root = tmp_path_factory.mktemp("trainer-checkpoints")
+    steps = {"verl": ["1", "2"], "nemo-rl": ["3"]}
+    for kind, numbers in steps.items():
+        subprocess.run(
+            [sys.executable, "-m", "tests.checkpoint_writers", kind, str(tiny_base_model),
+             str(root / kind), *numbers],
+            check=True, cwd=ROOT, capture_output=True, timeout=600,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    return {kind: root / kind for kind in steps}

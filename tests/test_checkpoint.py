@@ -303,12 +303,10 @@ def test_waiting_for_a_conversion_held_elsewhere_gives_up_after_the_timeout(
 ) -> None:
     from filelock import FileLock
 
-    from rollouts.checkpoint import content_key, dcp_root
+    from rollouts.checkpoint import cache_entry
     from rollouts.errors import OutputConflictError
 
-    root = dcp_root(checkpoint)
-    assert root is not None
-    entry = cache / f"{checkpoint.name}-{content_key(root, str(base_model))}"
+    entry = cache_entry(checkpoint, str(base_model))
     cache.mkdir()
     with FileLock(str(cache / f".{entry.name}.lock")), pytest.raises(OutputConflictError) as info:
         convert_checkpoint(checkpoint, str(base_model), lock_timeout_s=0.5)

@@ -283,3 +283,45 @@ def test_a_slurm_job_of_the_sweep_serves_its_dcp_checkpoint_converted_on_the_nod
     [server] = Task(run, run.slurm.run_dir)._server_configs(1)
     assert is_converted(Path(server.model)) and Path(server.model).parent == tmp_path / "cache"
     assert server.served_name == str(checkpoint) == run.plan.jobs[0].model
+
+
+def test_one_damaged_checkpoint_fails_its_group_and_the_sweep_goes_on(
+    tmp_path: Path, server_log: Path, base_model: Path
+) -> None:
+    for step in (1, 2, 3):
+        save_dcp_checkpoint(base_model, tmp_path / "ckpts" / f"global_step_{step}")
+    shard = next((tmp_path / "ckpts" / "global_step_2").glob("*.distcp"))
+    with shard.open("r+b") as handle:
+        handle.truncate(shard.stat().st_size // 2)
+    write_jsonl(tmp_path / "d.jsonl", verl_rows(2))
+    sweep_file = write_sweep(tmp_path / "sweep.yaml", {
+        "checkpoints": "ckpts/global_step_*", "base_model": str(base_model), "output_dir": "out",
+        "datasets": ["d.jsonl"],
+    })
+    result = run_sweep(sweep_file, expect=1)
+    manifest = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    assert list(manifest["status"]) == ["done", "failed", "done"]
+    error = manifest["error"][1]
+    assert "__0_0.distcp is truncated" in error and "\n" not in error
+    assert [Path(s["model"]).name.split("-")[0] for s in events(server_log, "start")] == [
+        "global_step_1", "global_step_3"]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_glob_over_verl_checkpoints_finds_actor_and_needs_no_base_model(
+    tmp_path: Path, server_log: Path, trainer_checkpoints: dict[str, Path]
+) -> None:
+    write_jsonl(tmp_path / "d.jsonl", verl_rows(2))
+    verl = trainer_checkpoints["verl"]
+    sweep_file = write_sweep(tmp_path / "sweep.yaml", {
+        "checkpoints": f"{verl}/global_step_*", "output_dir": "out", "datasets": ["d.jsonl"],
+    })
+    run_sweep(sweep_file)
+    starts = [Path(s["model"]) for s in events(server_log, "start")]
+    assert [p.name.split("-")[0] for p in starts] == ["global_step_1", "global_step_2"]
+    assert all(is_converted(p) for p in starts)
+    manifest = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    for row in manifest.itertuples():
+        assert set(pd.read_parquet(row.outputs[0])["model"]) == {row.model}
+        assert Path(row.model).parent == verl
