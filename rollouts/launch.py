@@ -408,7 +408,7 @@ async def generate_from_servers(
 
 async def generate_with_managed_server(
     config: GenerateConfig, server_config: ServerConfig, max_restarts: int = 3,
-    replicas: Replicas = 1,
+    replicas: Replicas = replica_sets.AUTO,
 ) -> GenerateResult:
     """Start a server (or replicas of it) for config.model, generate, stop it: also on error and
     on Ctrl-C."""
