@@ -17,7 +17,7 @@ import click
 
 from rollouts import __version__
 from rollouts.checkpoint_cli import convert_checkpoint_command
-from rollouts.clitools import echo_err, handle_errors
+from rollouts.clitools import EXIT_WITH_ERROR_ROWS, echo_err, handle_errors
 from rollouts.concurrency import parse_max_concurrent
 from rollouts.engine import GenerateConfig, GenerateResult, describe_run, unseeded_notice
 from rollouts.errors import UserInputError
@@ -35,7 +35,6 @@ from server.vllm import ServerConfig
 from slurm.cli import slurm as slurm_command
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-EXIT_WITH_ERROR_ROWS = 3
 EXIT_INTERRUPTED = 130
 
 

@@ -13,6 +13,8 @@ import click
 from rollouts.errors import RolloutsError
 
 F = TypeVar("F", bound=Callable[..., Any])
+# A run that finished but left some rows failed (generate: requests; score: reward functions).
+EXIT_WITH_ERROR_ROWS = 3
 
 
 def handle_errors(func: F) -> F:

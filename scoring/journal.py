@@ -7,8 +7,10 @@ Beside each output OUT lives `OUT.scoring/` while OUT is being made:
                     comes back from the workers, so a kill -9 loses only the batches in flight
 
 Keys are content hashes of (reward fn, version, answer, ground truth, ...), so a rerun after a change
-of reward code finds none of the old keys and judges again. Timeouts and sandbox failures are not
-kept (they may pass next time). Answer extraction is cheap and deterministic, so the rerun rebuilds
+of reward code finds none of the old keys and judges again. Only results are kept (statuses `ok`
+and `no_answer`, as in the verdict cache): errors, timeouts and sandbox failures are judged again
+by every rerun (a missing package installed since, a busy machine), and `--overwrite` discards
+the journal of an earlier run altogether. Answer extraction is cheap and deterministic, so the rerun rebuilds
 every row from these verdicts and judges only the items that have none. The folder is removed once
 OUT and its results JSON are written.
 """
@@ -24,12 +26,12 @@ from typing import IO
 
 from rollouts.errors import OutputConflictError, StorageError, UserInputError
 from rollouts.io import json_line
-from scoring.cache import from_record, to_record
+from scoring.cache import CACHEABLE_STATUSES, from_record, to_record
 from scoring.types import RewardResult
 
 STATE_SUFFIX = ".scoring"
 JOURNAL_FILE = "verdicts.jsonl"
-TRANSIENT_STATUSES = frozenset({"timeout", "sandbox_error"})
+KEPT_STATUSES = CACHEABLE_STATUSES
 
 
 def state_dir_for(output: Path) -> Path:
@@ -39,7 +41,8 @@ def state_dir_for(output: Path) -> Path:
 class VerdictJournal:
     """The write-ahead verdicts of one output; opening it checks the output's folder is writable."""
 
-    def __init__(self, output: Path) -> None:
+    def __init__(self, output: Path, *, fresh: bool = False) -> None:
+        """fresh: start from nothing (`--overwrite`), dropping an earlier run's verdicts."""
         self.directory = state_dir_for(output)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,8 @@ class VerdictJournal:
             ) from exc
         self.path = self.directory / JOURNAL_FILE
         self._handle: IO[bytes] | None = None
+        if fresh:
+            self.path.unlink(missing_ok=True)
 
     def load(self) -> dict[str, RewardResult]:
         """Verdicts of earlier runs; a line cut off by a kill is ignored."""
@@ -68,15 +73,17 @@ class VerdictJournal:
             for line in handle:
                 try:
                     record = json.loads(line)
-                    found[record["key"]] = from_record(record["verdict"])
+                    verdict = from_record(record["verdict"])
                 except (ValueError, KeyError, TypeError):
                     continue
+                if verdict.status in KEPT_STATUSES:  # an older journal may hold errors
+                    found[record["key"]] = verdict
         return found
 
     def append(self, verdicts: Mapping[str, RewardResult]) -> None:
         lines = b"".join(
             _line(key, result) for key, result in verdicts.items()
-            if result.status not in TRANSIENT_STATUSES
+            if result.status in KEPT_STATUSES
         )
         if not lines:
             return

@@ -10,6 +10,10 @@
   winning answer passes. Absent when the reward function gives no classes (code, custom functions
   without `pred`).
 - status_counts: rows per score_status.
+- error_rows: rows the reward function could not judge (status `error` or `sandbox_error`, the
+  generation itself having succeeded). With `count_errors` false (`score --on-error fail|skip`)
+  they are left out of every metric above, as if those samples had not been drawn; with it true
+  (`--on-error zero`) they count as wrong answers with score 0.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from scoring.rewards.ifeval import instruction_metrics
-from scoring.types import SCORE_STATUSES
+from scoring.types import REWARD_ERROR_STATUSES, SCORE_STATUSES, generation_failed
 
 EVERY_K_UP_TO = 32
 
@@ -153,10 +157,26 @@ def status_counts(frame: pd.DataFrame) -> dict[str, int]:
     return {status: int(counts.get(status, 0)) for status in SCORE_STATUSES}
 
 
-def metrics_by_source(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """source_metrics for each data_source, in sorted order."""
+def reward_errors(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose reward function failed (see error_rows above), as a boolean mask."""
+    failed = frame["score_status"].isin(REWARD_ERROR_STATUSES).to_numpy(dtype=bool)
+    if "error" in frame.columns and failed.any():
+        generation = np.fromiter(map(generation_failed, frame["error"]), bool, count=len(frame))
+        failed = failed & ~generation
+    return failed
+
+
+def metrics_by_source(frame: pd.DataFrame, *, count_errors: bool = False) -> dict[str, dict[str, Any]]:
+    """source_metrics for each data_source, in sorted order, with its error_rows; error rows are
+    left out of the metrics unless count_errors."""
     sources = frame["data_source"].astype(str)
-    return {
-        str(source): source_metrics(frame[sources == source])
-        for source in sorted(sources.unique())
-    }
+    errors = reward_errors(frame)
+    out = {}
+    for source in sorted(sources.unique()):
+        mine = (sources == source).to_numpy()
+        rows = frame[mine if count_errors else mine & ~errors]
+        metrics = source_metrics(rows)
+        metrics["status_counts"] = status_counts(frame[mine])
+        metrics["error_rows"] = int((mine & errors).sum())
+        out[str(source)] = metrics
+    return out

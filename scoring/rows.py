@@ -21,7 +21,6 @@ An item repeated in ranges that different workers score may be judged by each of
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ import pyarrow as pa
 from rollouts.io import to_python
 from scoring.cache import CACHEABLE_STATUSES
 from scoring.rewards.base import RewardFn
-from scoring.types import RewardResult
+from scoring.types import RewardResult, generation_failed
 from scoring.workers import (
     Compact,
     Handler,
@@ -77,15 +76,6 @@ _JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERI
 def _json(value: Any) -> bytes:
     """Canonical JSON (sorted keys); orjson: this runs once per row."""
     return orjson.dumps(value, option=_JSON_OPTIONS, default=str)
-
-
-def generation_failed(value: Any) -> bool:
-    """The `error` column: null on success, a kind and message otherwise."""
-    if value is None:
-        return False
-    if isinstance(value, float) and math.isnan(value):
-        return False
-    return not (isinstance(value, str | dict | list) and len(value) == 0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -342,7 +332,7 @@ class RowFeed:
         self.sources: list[str | None] = [None] * size
         self.verdicts: list[RewardResult] = []
         self._content_keys: set[str] = set()
-        self._spec_of: dict[str, str] = {}  # content keys only
+        self._first_row: dict[str, int] = {}  # content keys only: the row a verdict was made for
         self._ranges: deque[tuple[int, int]] = deque([(0, size)] if size else [])
         self.presets: dict[int, Compact] = {}  # row -> the verdict its item got by failing
         self._unread = size
@@ -357,9 +347,16 @@ class RowFeed:
 
     def spec_of(self, key: str) -> str:
         """The reward function of a verdict that on_fresh saw."""
+        return self.table.specs[self._row_of(key)]
+
+    def source_of(self, key: str) -> str:
+        """The data source of (the first row of) a verdict that on_fresh saw."""
+        return self.table.data_sources[self._row_of(key)]
+
+    def _row_of(self, key: str) -> int:
         if key.startswith(_ROW_KEY):
-            return self.table.specs[int(key[len(_ROW_KEY) :])]
-        return self._spec_of[key]
+            return int(key[len(_ROW_KEY) :])
+        return self._first_row[key]
 
     # The pool's side (scoring.workers.Feed).
 
@@ -400,8 +397,7 @@ class RowFeed:
         if reply.keys is not None:
             self._content_keys.update(reply.keys)
             keys = reply.keys
-            specs = self.table.specs
-            self._spec_of.update((keys[item], specs[reply.first_rows[item]]) for item in reply.fresh)
+            self._first_row.update((keys[item], reply.first_rows[item]) for item in reply.fresh)
         else:
             keys = list(map(_ROW_KEY.__add__, map(str, reply.first_rows)))
         if reply.fresh:

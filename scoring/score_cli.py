@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from rollouts.clitools import echo_err, handle_errors, is_interactive
+from rollouts.clitools import EXIT_WITH_ERROR_ROWS, echo_err, handle_errors, is_interactive
 from scoring.cache import CACHE_ENV, default_cache_dir
 from scoring.rewards.custom import SPEC_FORMS
 from scoring.rewards.registry import AUTO, BUILTINS
-from scoring.scorer import DEFAULT_TIMEOUT_S, FileResult, ScoreConfig, score_files
+from scoring.scorer import (
+    DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_ON_ERROR,
+    DEFAULT_TIMEOUT_S,
+    ERROR_WINDOW,
+    ON_ERROR_CHOICES,
+    FileResult,
+    ScoreConfig,
+    score_files,
+)
 from scoring.workers import default_workers
 
 REWARD_FN_HELP = (
@@ -38,6 +48,14 @@ REWARD_FN_HELP = (
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--allow-unsandboxed", is_flag=True,
               help="Run code rewards without bubblewrap when it cannot start (unsafe).")
+@click.option("--on-error", type=click.Choice(ON_ERROR_CHOICES), default=DEFAULT_ON_ERROR,
+              show_default=True,
+              help="Rows the reward function could not judge (it raised, returned inf/NaN): "
+                   "fail = leave them out of the metrics and exit 3; skip = leave them out, "
+                   "exit 0; zero = count them as wrong (score 0).")
+@click.option("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE, show_default=True,
+              help=f"Stop when more than this share of a data source's last {ERROR_WINDOW} "
+                   f"distinct answers failed in the reward function (1: never stop).")
 @click.version_option(package_name="rollouts")
 @handle_errors
 def main(
@@ -51,6 +69,8 @@ def main(
     summary: Path | None,
     overwrite: bool,
     allow_unsandboxed: bool,
+    on_error: str,
+    max_error_rate: float,
 ) -> None:
     """Score rollout files (parquet/jsonl, long or verl's wide `responses` form; files or globs).
 
@@ -59,6 +79,9 @@ def main(
       score rollouts/aime.parquet
       score 'runs/*.parquet' -o scored/ --summary scored/summary.json
       score out.jsonl --reward-fn my_reward.py:compute_score --workers 8 --timeout 10
+
+    Exit status: 0 when every row was judged, 1 on bad input, 3 when some rows failed in the
+    reward function (under the default --on-error fail; the outputs are written all the same).
     """
     config = ScoreConfig(
         reward_fn=reward_fn,
@@ -67,6 +90,8 @@ def main(
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
         allow_unsandboxed=allow_unsandboxed,
         progress=is_interactive(),
+        on_error=on_error,
+        max_error_rate=max_error_rate,
     )
     batch = score_files(
         list(inputs), config, output=output, summary=summary, overwrite=overwrite,
@@ -80,6 +105,29 @@ def main(
         f"{totals['rows']} rows, {totals['distinct_items']} distinct answers, {resumed}"
         f"{totals['cache_hits']} from cache, {totals['judged']} judged in {totals['elapsed_s']:.1f}s"
     )
+    _report_errors(batch)
+
+
+def _report_errors(batch: dict[str, Any]) -> None:
+    """Rows the reward function could not judge: one line per data source, exit 3 under fail."""
+    if not batch["error_rows"]:
+        return
+    counted = "counted as wrong" if batch["on_error"] == "zero" else "left out of the metrics"
+    per_source = ", ".join(
+        f"{source}={metrics['error_rows']}"
+        for file in batch["inputs"]
+        for source, metrics in file["data_sources"].items()
+        if metrics["error_rows"]
+    )
+    echo_err(
+        f"{batch['error_rows']} rows failed in the reward function ({per_source}), {counted}; "
+        f"see their score_error column"
+    )
+    if batch["on_error"] == "fail":
+        echo_err("fix the reward function and rerun (only those rows are judged again), or pass "
+                 "--on-error skip to accept the metrics without them, --on-error zero to count "
+                 "them as wrong")
+        sys.exit(EXIT_WITH_ERROR_ROWS)
 
 
 def _report_file(result: FileResult) -> None:
@@ -92,7 +140,9 @@ def _report_file(result: FileResult) -> None:
 def _format_metrics(metrics: dict[str, Any]) -> str:
     pass_k: dict[str, float] = metrics["pass@k"]
     top = str(metrics["samples_per_prompt"]["max"])
-    parts = [f"prompts={metrics['n_prompts']}", f"mean@n={metrics['mean@n']:.4f}"]
+    parts = [f"prompts={metrics['n_prompts']}"]
+    if metrics["mean@n"] is not None:  # None: every row of the source failed
+        parts.append(f"mean@n={metrics['mean@n']:.4f}")
     if "1" in pass_k:
         parts.append(f"pass@1={pass_k['1']:.4f}")
     if top in pass_k and top != "1":

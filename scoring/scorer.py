@@ -18,6 +18,7 @@ import hashlib
 import json
 import operator
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,13 @@ from scoring.journal import VerdictJournal
 from scoring.metrics import metrics_by_source, status_counts
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
-from scoring.rewards.ifeval import has_instruction_columns, instruction_ground_truths
+from scoring.rewards.ifeval import (
+    N_COLUMN,
+    IfevalReward,
+    has_instruction_columns,
+    instruction_counts,
+    instruction_ground_truths,
+)
 from scoring.rewards.registry import (
     AUTO,
     canonical_spec,
@@ -53,7 +60,7 @@ from scoring.rewards.registry import (
 )
 from scoring.rows import FAILED_ROW, NO_ANSWER_ROW, RowFeed, RowTable
 from scoring.rows import item_key as item_key  # the verdict identity, documented here
-from scoring.types import RewardResult
+from scoring.types import REWARD_ERROR_STATUSES, RewardResult
 from scoring.workers import WorkerPool, default_workers
 
 RESPONSE = "response"
@@ -72,6 +79,16 @@ SCORE_COLUMNS = (
 UNKNOWN_SOURCE = "unknown"
 DEFAULT_TIMEOUT_S = 30.0
 
+# What rows the reward function could not judge count as (`--on-error`): `fail` and `skip` leave
+# them out of every metric, and `fail` makes the command exit non-zero; `zero` counts them as
+# wrong answers with score 0.
+ON_ERROR_CHOICES = ("fail", "zero", "skip")
+DEFAULT_ON_ERROR = "fail"
+# A data source whose last ERROR_WINDOW distinct answers failed in more than this share stops
+# the run (`--max-error-rate`; 1 never stops).
+DEFAULT_MAX_ERROR_RATE = 0.9
+ERROR_WINDOW = 100
+
 
 @dataclass(frozen=True, kw_only=True)
 class ScoreConfig:
@@ -83,12 +100,20 @@ class ScoreConfig:
     cache_dir: Path | None = None
     allow_unsandboxed: bool = False
     progress: bool = False
+    on_error: str = DEFAULT_ON_ERROR
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise UserInputError(f"--workers {self.workers}: must be at least 1")
         if not self.timeout_s > 0:
             raise UserInputError(f"--timeout {self.timeout_s}: must be more than 0 seconds")
+        if self.on_error not in ON_ERROR_CHOICES:
+            raise UserInputError(f"--on-error {self.on_error}: use one of {', '.join(ON_ERROR_CHOICES)}")
+        if not 0 <= self.max_error_rate <= 1:
+            raise UserInputError(
+                f"--max-error-rate {self.max_error_rate}: give a share from 0 to 1 (1: never stop)"
+            )
         object.__setattr__(self, "reward_fn", canonical_spec(self.reward_fn))
 
     @property
@@ -258,7 +283,7 @@ def check_rows(frame: pd.DataFrame, specs: list[str], options: RewardOptions, so
         check = getattr(get_reward_fn(spec, options), "check_rows", None)
         if check is not None:
             rows = [i for i, s in enumerate(specs) if s == spec]
-            check([golds[i] for i in rows], [to_python(extras[i]) for i in rows])
+            check([golds[i] for i in rows], [to_python(extras[i]) for i in rows], rows)
 
 
 # ---------------------------------------------------------------- scoring
@@ -307,7 +332,7 @@ class Scorer:
         for spec in set(table.specs):  # loaded here, so that forked workers have them
             get_reward_fn(spec, self.config.options)
         feed = RowFeed(table)
-        watch = FailureWatch(feed.spec_of)
+        watch = FailureWatch(feed.spec_of, feed.source_of, self.config.max_error_rate)
         with _Progress(self.config.progress) as advance:
 
             def arrived(fresh: dict[str, RewardResult]) -> None:
@@ -323,8 +348,9 @@ class Scorer:
                 self.pool.run_tasks(feed)
             finally:
                 self.pool.bind(None)  # the workers hold this frame's rows: let them go
-        watch.check_all_failed(feed.counts.judged)
-        return attach_results(frame, feed, self.config.options), _stats(feed, started)
+        watch.check_all_failed()
+        scored = count_instructions(attach_results(frame, feed, self.config.options), table)
+        return scored, _stats(feed, started)
 
     def _remember(self, feed: RowFeed, fresh: dict[str, RewardResult]) -> None:
         if self.cache is None or not fresh:
@@ -335,6 +361,25 @@ class Scorer:
             spec = feed.spec_of(key)
             entries[key] = (spec, get_reward_fn(spec, options).version, result)
         self.cache.put_many(entries)
+
+
+def count_instructions(scored: pd.DataFrame, table: RowTable) -> pd.DataFrame:
+    """IFEval rows without a verdict get their number of instructions all the same, so that
+    IFEval's four metrics treat them alike (see scoring.rewards.ifeval.instruction_metrics)."""
+    lacking = [
+        row for row, spec in enumerate(table.specs)
+        if spec == IfevalReward.name
+        and (N_COLUMN not in scored.columns or pd.isna(scored[N_COLUMN].iat[row]))
+    ]
+    if not lacking:
+        return scored
+    counts = instruction_counts([table.golds[r] for r in lacking],
+                                [to_python(table.extras[r]) for r in lacking])
+    column = scored[N_COLUMN].astype(object) if N_COLUMN in scored.columns else pd.Series(
+        [None] * len(scored), index=scored.index, dtype=object)
+    column.iloc[lacking] = counts
+    scored[N_COLUMN] = pd.array(column.tolist(), dtype="Int64")
+    return scored
 
 
 def _stats(feed: RowFeed, started: float) -> ScoreStats:
@@ -388,61 +433,67 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-# A reward function failing on this many items in a row, the same way, stops the run.
-EARLY_STOP_ITEMS = 50
-
-
 class RewardFunctionFailed(UserInputError):
-    """The reward code fails on every item (or on the first EARLY_STOP_ITEMS, the same way)."""
+    """The reward code fails on every item, or on more than --max-error-rate of a data source's
+    last ERROR_WINDOW distinct answers."""
 
 
 class FailureWatch:
-    """Watches verdicts in the order they arrive for a reward function that cannot work."""
+    """Watches verdicts as they arrive, per data source, for a reward function that cannot work.
 
-    def __init__(self, spec_of: Callable[[str], str], limit: int = EARLY_STOP_ITEMS) -> None:
-        self.spec_of = spec_of
-        self.limit = limit
-        self.first: tuple[str, RewardResult] | None = None
-        self.failures = 0
-        self.broken = False  # something succeeded, or failed another way
+    A rate over a sliding window of distinct answers, not a count from the start: a few failing
+    items that happen to come first stop nothing, a function failing on nearly everything stops
+    after one window."""
+
+    def __init__(
+        self,
+        spec_of: Callable[[str], str],
+        source_of: Callable[[str], str],
+        max_rate: float = DEFAULT_MAX_ERROR_RATE,
+        window: int = ERROR_WINDOW,
+    ) -> None:
+        self.spec_of, self.source_of = spec_of, source_of
+        self.max_rate, self.window = max_rate, window
+        self.recent: dict[str, deque[bool]] = {}
+        self.failing: dict[str, int] = {}  # failures in each source's window
+        self.first: dict[str, tuple[str, RewardResult]] = {}  # each source's first failure
+        self.judged = self.failures = 0
 
     def observe(self, fresh: dict[str, RewardResult]) -> None:
         for key, result in fresh.items():
-            if self.broken:
-                return
-            if result.status != "error":
-                self.broken = True
-                return
-            if self.first is None:
-                self.first = (key, result)
-            elif _failure_kind(result) != _failure_kind(self.first[1]):
-                self.broken = True
-                return
-            self.failures += 1
-            if self.failures >= self.limit:
-                raise self._error(f"failed on the first {self.failures} items the same way; stopped")
+            failed = result.status in REWARD_ERROR_STATUSES
+            self.judged += 1
+            self.failures += failed
+            source = self.source_of(key)
+            recent = self.recent.get(source)
+            if recent is None:
+                recent = self.recent[source] = deque()
+                self.failing[source] = 0
+            if failed:
+                self.first.setdefault(source, (key, result))
+            recent.append(failed)
+            self.failing[source] += failed
+            if len(recent) > self.window:
+                self.failing[source] -= recent.popleft()
+            if len(recent) == self.window and self.failing[source] > self.max_rate * self.window:
+                raise self._error(
+                    source,
+                    f"failed on {self.failing[source]} of the last {self.window} distinct answers "
+                    f"of data source {source!r}, more than --max-error-rate {self.max_rate}; "
+                    f"stopped (--max-error-rate 1 never stops)",
+                )
 
-    def check_all_failed(self, judged: int) -> None:
-        if judged and not self.broken and self.failures == judged:
-            raise self._error(f"failed on every item ({judged})")
+    def check_all_failed(self) -> None:
+        if self.judged and self.failures == self.judged:
+            raise self._error(next(iter(self.first)), f"failed on every item ({self.judged})")
 
-    def _error(self, what: str) -> RewardFunctionFailed:
-        assert self.first is not None
-        key, result = self.first
-        spec = self.spec_of(key)
+    def _error(self, source: str, what: str) -> RewardFunctionFailed:
+        key, result = self.first[source]
         trace = result.extra.get("score_traceback") or result.extra.get("score_error")
         return RewardFunctionFailed(
-            f"reward function {spec} {what}. First error: {result.extra.get('score_error')}\n"
-            f"{trace}"
+            f"reward function {self.spec_of(key)} {what}. First error: "
+            f"{result.extra.get('score_error')}\n{trace}"
         )
-
-
-def _failure_kind(result: RewardResult) -> str:
-    """The exception type and where it was raised: the same kind whatever the row."""
-    message = str(result.extra.get("score_error", ""))
-    kind = message.split(":", 1)[0]
-    where = message.rsplit(" (", 1)[-1] if message.endswith(")") else ""
-    return f"{kind}@{where}"
 
 
 class _Progress:
@@ -657,16 +708,19 @@ def check_outputs(jobs: Sequence[FileJob], summary: Path | None, overwrite: bool
         )
 
 
-def results_document(job: FileJob, scored: pd.DataFrame) -> dict[str, Any]:
+def results_document(job: FileJob, scored: pd.DataFrame, on_error: str = DEFAULT_ON_ERROR) -> dict[str, Any]:
     """The per-input results JSON: no timings, so the same input gives the same document."""
     versions = scored.groupby("reward_fn")["reward_fn_version"].first()
+    by_source = metrics_by_source(scored, count_errors=on_error == "zero")
     return {
         "input": str(job.input),
         "output": str(job.output),
         "rows": len(scored),
         "reward_fns": {str(k): str(v) for k, v in versions.items()},
         "status_counts": status_counts(scored),
-        "data_sources": metrics_by_source(scored),
+        "on_error": on_error,
+        "error_rows": sum(m["error_rows"] for m in by_source.values()),
+        "data_sources": by_source,
     }
 
 
@@ -721,7 +775,7 @@ def score_files(
     jobs = output_paths(inputs, output)
     check_outputs(jobs, summary, overwrite)
     validate_spec(config.reward_fn)
-    prepared = _prepare_jobs(jobs, config)
+    prepared = _prepare_jobs(jobs, config, overwrite)
     file_results: list[FileResult] = []
     total = ScoreStats()
     try:
@@ -746,8 +800,9 @@ def score_files(
     return batch
 
 
-def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig) -> list[_Prepared]:
-    """Read and check every input, then open each output's journal (which checks its folder)."""
+def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig, overwrite: bool) -> list[_Prepared]:
+    """Read and check every input, then open each output's journal (which checks its folder;
+    overwrite: an earlier run's journal is dropped)."""
     frames = [prepare_frame(read_table(job.input), str(job.input)) for job in jobs]
     specs = {spec for frame in frames for spec in reward_specs(frame, config.reward_fn)}
     if "code" in specs:
@@ -757,7 +812,8 @@ def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig) -> list[_Prepare
     prepared: list[_Prepared] = []
     try:
         for job, frame in zip(jobs, frames, strict=True):
-            prepared.append(_Prepared(job, frame, json_safe_columns(frame), VerdictJournal(job.output)))
+            journal = VerdictJournal(job.output, fresh=overwrite)
+            prepared.append(_Prepared(job, frame, json_safe_columns(frame), journal))
     except BaseException:
         for done in prepared:
             done.journal.close()
@@ -770,7 +826,7 @@ def _score_one(scorer: Scorer, job: _Prepared) -> FileResult:
     written = as_json_text(scored, job.json_columns)
     target = job.job.output
     write_table_atomic(written if _is_parquet(target) else json_nulls(written), target)
-    document = results_document(job.job, scored)
+    document = results_document(job.job, scored, scorer.config.on_error)
     notes = reward_notes(scored, scorer.config)
     if job.json_columns:
         document["json_columns"] = job.json_columns
@@ -804,10 +860,13 @@ def batch_summary(files: Sequence[FileResult], total: ScoreStats, config: ScoreC
                 "results": str(f.job.results),
                 "rows": f.results["rows"],
                 "status_counts": f.results["status_counts"],
+                "error_rows": f.results["error_rows"],
                 "data_sources": f.results["data_sources"],
             }
             for f in files
         ],
+        "on_error": config.on_error,
+        "error_rows": sum(f.results["error_rows"] for f in files),
         "notes": sorted({note for f in files for note in f.results.get("notes", [])}),
         "totals": {**vars(total), "elapsed_s": round(total.elapsed_s, 3)},
     }

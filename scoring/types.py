@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ScoreStatus = Literal["ok", "no_answer", "timeout", "error", "sandbox_error"]
 SCORE_STATUSES: tuple[str, ...] = ("ok", "no_answer", "timeout", "error", "sandbox_error")
+# Statuses of rows the reward function could not judge (it raised, returned no finite number, or
+# the sandbox failed): `score --on-error` decides what they count as. A timeout is a verdict (the
+# answer made the verifier hang), and a failed generation is the rollout's own result.
+REWARD_ERROR_STATUSES: tuple[str, ...] = ("error", "sandbox_error")
+# The start of `score_error` for a reward that returned inf or NaN.
+NON_FINITE_KIND = "NonFiniteScore"
 
 
 @dataclass
@@ -26,3 +33,12 @@ class RewardResult:
     status: ScoreStatus = "ok"
     extra: dict[str, Any] = field(default_factory=dict)
     answer_class: str | None = None
+
+
+def generation_failed(value: Any) -> bool:
+    """The `error` column of a rollout row: null on success, a kind and message otherwise."""
+    if value is None:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return not (isinstance(value, str | dict | list) and len(value) == 0)

@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import gc
 import itertools
+import math
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.sharedctypes
@@ -52,7 +53,7 @@ from scoring.processes import Reaper, kill_tree, kill_trees, leash_worker
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.registry import get_reward_fn
 from scoring.tracebacks import describe_exception, traceback_tail
-from scoring.types import RewardResult
+from scoring.types import NON_FINITE_KIND, RewardResult
 
 # Batch sizes: the first batches are small (the cost of an item is unknown), later ones carry about
 # BATCH_TARGET_S of work, never more than MAX_BATCH items.
@@ -92,9 +93,18 @@ def judge_item(item: WorkItem, options: RewardOptions) -> RewardResult:
     """Run one reward function; its exceptions become an `error` verdict, never a crash."""
     try:
         reward = get_reward_fn(item.reward_fn, options)
-        return reward.judge(item.answer, item.ground_truth, item.data_source, item.extra_info)
+        return finite(reward.judge(item.answer, item.ground_truth, item.data_source, item.extra_info))
     except Exception as exc:  # reward code (user files included) may raise anything
         return error_result(describe_exception(exc), trace=traceback_tail(exc))
+
+
+def finite(result: RewardResult) -> RewardResult:
+    """The verdict, or an `error` verdict when its score is inf or NaN (no metric can hold it)."""
+    if math.isfinite(result.score):
+        return result
+    return error_result(
+        f"{NON_FINITE_KIND}: the reward returned {result.score!r}, not a finite number"
+    )
 
 
 class WorkerState:
@@ -184,7 +194,7 @@ def judge_compact(
 ) -> Compact:
     """One verdict as it crosses the pipe; reward code's exceptions become `error` verdicts."""
     try:
-        result = reward.judge(answer, gold, data_source, extra_info)
+        result = finite(reward.judge(answer, gold, data_source, extra_info))
     except Exception as exc:  # reward code (user files included) may raise anything
         result = error_result(describe_exception(exc), trace=traceback_tail(exc))
     return compact(result)

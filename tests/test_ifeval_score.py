@@ -12,6 +12,8 @@ from typing import Any
 
 import nltk
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
@@ -85,7 +87,7 @@ def test_score_ifeval_rows_and_metrics(tmp_path: Path) -> None:
 
     result = run(source, "--workers", "1", "--no-cache")
     assert result.exit_code == 0, result.output
-    assert "prompt_level_strict=0.3333 inst_level_strict=0.6250" in result.output
+    assert "prompt_level_strict=0.3333 inst_level_strict=0.5556" in result.output
 
     scored = pd.read_parquet(tmp_path / "ifeval.scored.parquet")
     assert scored["reward_fn"].tolist() == ["ifeval"] * 6
@@ -102,12 +104,13 @@ def test_score_ifeval_rows_and_metrics(tmp_path: Path) -> None:
 
     metrics = json.loads((tmp_path / "ifeval.scored.results.json").read_text())
     ifeval = metrics["data_sources"]["google/IFEval"]
-    # Six rows; the failed generation follows nothing at the prompt level and has no
-    # instructions at the instruction level (8 instructions in the five judged rows).
+    # Six rows; the failed generation follows nothing, at the prompt level and at the
+    # instruction level alike (9 instructions: 8 in the five judged rows, 1 in the failed one).
     assert ifeval["prompt_level_strict_acc"] == pytest.approx(2 / 6)
     assert ifeval["prompt_level_loose_acc"] == pytest.approx(3 / 6)
-    assert ifeval["inst_level_strict_acc"] == pytest.approx(5 / 8)
-    assert ifeval["inst_level_loose_acc"] == pytest.approx(6 / 8)
+    assert ifeval["inst_level_strict_acc"] == pytest.approx(5 / 9)
+    assert ifeval["inst_level_loose_acc"] == pytest.approx(6 / 9)
+    assert scored["ifeval_instructions"].tolist() == [2, 2, 2, 1, 1, 1]
 
 
 @pytest.mark.parametrize("form", ["json text in jsonl", "struct in parquet"])
@@ -145,8 +148,137 @@ def test_bad_kwargs_fail_before_scoring(tmp_path: Path) -> None:
     row = ifeval_row(1, 0, "text", [NO_COMMA], [{"colour": "blue"}])
     source = tmp_path / "bad.jsonl"
     source.write_text(json.dumps(row) + "\n")
-    with pytest.raises(UserInputError, match=r"punctuation:no_comma: bad kwargs .*colour"):
+    with pytest.raises(UserInputError, match=r"row 0: instruction punctuation:no_comma: invalid kwargs .*colour"):
         score_files([source], ScoreConfig(workers=1))
+
+
+def _one_line_error(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_invalid_kwarg_value_names_the_row_and_instruction(tmp_path: Path) -> None:
+    language = "language:response_language"
+    rows = [
+        ifeval_row(1, 0, "text", [NO_COMMA], [{}]),
+        ifeval_row(2, 0, "text", [NO_COMMA, language], [{}, {"language": "zh"}]),
+    ]
+    source = tmp_path / "bad.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = _one_line_error(run(source, "--workers", "1", "--no-cache"))
+    assert f"ifeval: row 1: instruction {language}: invalid kwargs {{'language': 'zh'}}" in line
+    assert "KeyError: 'zh'" in line
+    assert not (tmp_path / "bad.scored.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("instruction", "kwargs", "lacking"),
+    [
+        ("length_constraints:number_sentences", {"num_sentences": 3}, "relation"),
+        ("language:response_language", {"language": None}, "language"),
+        # lm-evaluation-harness drops a zero: the check would then draw its own number
+        ("detectable_format:number_bullet_lists", {"num_bullets": 0}, "num_bullets"),
+    ],
+)
+def test_kwargs_a_check_would_draw_at_random_are_refused(
+    tmp_path: Path, instruction: str, kwargs: dict[str, Any], lacking: str
+) -> None:
+    """Same row, same verdict: a check never runs with a parameter it picked at random (the
+    verdict would change from run to run, and the cache would keep whichever came first)."""
+    source = tmp_path / "missing.jsonl"
+    source.write_text(json.dumps(ifeval_row(1, 0, "text", [instruction], [kwargs])) + "\n")
+    line = _one_line_error(run(source, "--workers", "1", "--no-cache"))
+    assert f"ifeval: row 0: instruction {instruction}: kwargs lack {lacking}" in line
+    assert "pick them at random" in line
+
+
+def test_same_row_same_verdict_across_runs(tmp_path: Path) -> None:
+    """Language detection (langdetect draws random numbers) gives one verdict for a short,
+    ambiguous text in fresh processes; no cache carries it from one run to the next."""
+    language = "language:response_language"
+    texts = ["Ok si", "hola mundo", "Ja nein vielleicht", "ciao bella", "no"]
+    rows = [ifeval_row(i, 0, text, [language], [{"language": "es"}]) for i, text in enumerate(texts)]
+    source = tmp_path / "lang.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    verdicts = set()
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}.parquet"
+        done = subprocess.run(
+            [sys.executable, "-c", "from scoring.score_cli import main; main()", str(source),
+             "--workers", "1", "--no-cache", "-o", str(out)],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONHASHSEED": str(attempt)},
+        )
+        assert done.returncode == 0, done.stderr
+        verdicts.add(tuple(pd.read_parquet(out)["score"]))
+    assert len(verdicts) == 1
+
+
+def test_integer_kwargs_stored_as_floats_in_parquet(tmp_path: Path) -> None:
+    """google/IFEval's parquet form, as pandas leaves it: every kwargs dict has every key, and
+    integer kwargs padded with nulls became floats (nth_paragraph 1.0). They judge as ints."""
+    paragraphs = "length_constraints:nth_paragraph_first_word"
+    words = "length_constraints:number_words"
+    text = "Bridges span the river.\n\nRivers flow under them.\n\nBoats pass."
+    kwargs_type = pa.list_(pa.struct([
+        ("num_paragraphs", pa.float64()), ("nth_paragraph", pa.float64()),
+        ("first_word", pa.string()), ("num_words", pa.float64()), ("relation", pa.string()),
+    ]))
+    nulls = {"num_paragraphs": None, "nth_paragraph": None, "first_word": None, "num_words": None,
+             "relation": None}
+    ids = [[paragraphs, words], [paragraphs], [words]]
+    kwargs = [
+        [{**nulls, "num_paragraphs": 3.0, "nth_paragraph": 2.0, "first_word": "rivers"},
+         {**nulls, "num_words": 5.0, "relation": "at least"}],
+        [{**nulls, "num_paragraphs": 3.0, "nth_paragraph": 1.0, "first_word": "boats"}],
+        [{**nulls, "num_words": 50.0, "relation": "at least"}],
+    ]
+    table = pa.table({
+        "prompt": ["a", "b", "c"], "response": [text] * 3, "data_source": ["google/IFEval"] * 3,
+        "instruction_id_list": ids, "kwargs": pa.array(kwargs, type=kwargs_type),
+    })
+    pq.write_table(table, tmp_path / "floats.parquet")
+    result = run(tmp_path / "floats.parquet", "--workers", "1", "--no-cache")
+    assert result.exit_code == 0, result.output
+    scored = pd.read_parquet(tmp_path / "floats.scored.parquet")
+    assert scored["score_status"].tolist() == ["ok", "ok", "ok"]
+    assert scored["score"].tolist() == [1.0, 0.0, 0.0]
+    assert scored["ifeval_followed_strict"].tolist() == [2, 0, 0]
+
+
+def test_reward_errors_count_alike_in_all_four_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rows, one judged (both instructions followed), one whose check raised: left out of all
+    four metrics by default (1.0 each), counted as following none of its instructions in all four
+    under --on-error zero; either way the results JSON counts it."""
+    from scoring.rewards import ifeval
+
+    real = ifeval.check_instructions
+
+    def failing(response: str, instructions: Any) -> Any:
+        if response == "boom":
+            raise RuntimeError("check failed")
+        return real(response, instructions)
+
+    monkeypatch.setattr(ifeval, "check_instructions", failing)  # the forked workers inherit it
+    both = [NO_COMMA, LOWER]
+    rows = [ifeval_row(1, 0, "all lower case", both, [{}, {}]),
+            ifeval_row(2, 0, "boom", both, [{}, {}])]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = score_files([source], ScoreConfig(workers=1), output=tmp_path / "kept.parquet")
+    zero = score_files([source], ScoreConfig(workers=1, on_error="zero"),
+                       output=tmp_path / "zero.parquet")
+    names = ("prompt_level_strict_acc", "prompt_level_loose_acc", "inst_level_strict_acc",
+             "inst_level_loose_acc")
+    kept_metrics = kept["inputs"][0]["data_sources"]["google/IFEval"]
+    zero_metrics = zero["inputs"][0]["data_sources"]["google/IFEval"]
+    assert [kept_metrics[n] for n in names] == [1.0] * 4
+    assert [zero_metrics[n] for n in names] == [0.5] * 4
+    assert kept_metrics["error_rows"] == zero_metrics["error_rows"] == 1
+    assert kept["error_rows"] == 1
 
 
 def test_missing_tagger_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

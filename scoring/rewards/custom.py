@@ -24,7 +24,6 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
-import math
 import os
 import re
 import sys
@@ -300,7 +299,7 @@ _PLAIN: dict[float, RewardResult] = {}
 
 def to_result(value: Any) -> RewardResult:
     """verl's return forms: a number, or a dict with `score` whose other keys become columns."""
-    if type(value) is float and value == value:  # the common case, NaN excluded: no conversion
+    if type(value) is float:  # the common case: no conversion
         plain = _PLAIN.get(value)
         if plain is None:
             plain = RewardResult(score=value, acc=value > 0, pred=None)
@@ -327,6 +326,7 @@ def to_result(value: Any) -> RewardResult:
 
 
 def _as_score(value: Any) -> float:
-    if isinstance(value, bool | int | float) and not (isinstance(value, float) and math.isnan(value)):
+    """A number as a float (inf and NaN too: the scorer makes them `error` verdicts of one kind)."""
+    if isinstance(value, bool | int | float):
         return float(value)
     raise ValueError(f"reward score must be a number, got {value!r}")

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -30,6 +32,7 @@ import pandas as pd
 from rollouts.errors import UserInputError
 from rollouts.io import to_python
 from scoring.rewards.extract import THINK_CLOSE, Extraction, strip_think
+from scoring.tracebacks import describe_exception
 from scoring.types import RewardResult
 
 ID_KEYS = ("instruction_id_list", "instruction_id")
@@ -149,7 +152,8 @@ def _checkers(instructions: Instructions) -> list[_Checker]:
             f"IFBench's (see docs/ifeval.md)"
         )
     checkers = []
-    for instruction_id, kwargs in zip(instructions.ids, instructions.kwargs, strict=True):
+    for instruction_id, raw in zip(instructions.ids, instructions.kwargs, strict=True):
+        kwargs = {key: _integral(value) for key, value in raw.items()}
         if instruction_id in ifeval:
             # lm-evaluation-harness drops every falsy kwarg; IFBench's code only None.
             kept = {k: v for k, v in kwargs.items() if v}
@@ -160,14 +164,61 @@ def _checkers(instructions: Instructions) -> list[_Checker]:
     return checkers
 
 
-def _built(instruction_id: str, checker: _Checker) -> Any:
-    instance = checker.cls(instruction_id)
+def _integral(value: Any) -> Any:
+    """A whole float as an int: parquet and pandas make `1.0` of an integer kwarg padded with
+    nulls (no check takes a float; `range(1.0)` raises)."""
+    value = to_python(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_RANDOM_FUNCTIONS = ("randint", "randrange", "choice", "choices", "sample", "shuffle", "random",
+                     "uniform")
+
+
+@contextmanager
+def _random_draws() -> Iterator[list[str]]:
+    """Records calls of the `random` module's functions, which a check makes to pick a
+    parameter it was not given (its instruction's text is then made up: nothing to verify)."""
+    drawn: list[str] = []
+    originals = {name: getattr(random, name) for name in _RANDOM_FUNCTIONS}
+
+    def recorder(name: str) -> Callable[..., Any]:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            drawn.append(name)
+            return originals[name](*args, **kwargs)
+
+        return record
+
+    for name in _RANDOM_FUNCTIONS:
+        setattr(random, name, recorder(name))
     try:
-        instance.build_description(**checker.kwargs)
-    except TypeError as exc:  # an argument the check does not take
+        yield drawn
+    finally:
+        for name, function in originals.items():
+            setattr(random, name, function)
+
+
+def _built(instruction_id: str, checker: _Checker) -> Any:
+    """The check with its kwargs; one-line errors for kwargs it rejects or lacks."""
+    instance = checker.cls(instruction_id)
+    with _random_draws() as drawn:
+        try:
+            instance.build_description(**checker.kwargs)
+        except Exception as exc:  # a kwarg the check does not take, or a value it cannot use
+            raise UserInputError(
+                f"ifeval: instruction {instruction_id}: invalid kwargs {checker.kwargs!r} "
+                f"({type(exc).__name__}: {exc}); fix the row's kwargs"
+            ) from exc
+    if drawn:
+        picked = instance.get_instruction_args() or {}
+        missing = sorted(k for k, v in picked.items() if v is not None and k not in checker.kwargs)
         raise UserInputError(
-            f"ifeval: {instruction_id}: bad kwargs {checker.kwargs!r} ({exc})"
-        ) from exc
+            f"ifeval: instruction {instruction_id}: kwargs lack {', '.join(missing) or 'a value'} "
+            f"(given {checker.kwargs!r}; lm-evaluation-harness drops empty and zero values), so "
+            f"its check would pick them at random; give them in the row's kwargs"
+        )
     return instance
 
 
@@ -264,21 +315,29 @@ class IfevalReward:
             },
         )
 
-    def check_rows(self, ground_truths: Sequence[Any], extra_infos: Sequence[Any]) -> None:
+    def check_rows(
+        self, ground_truths: Sequence[Any], extra_infos: Sequence[Any],
+        rows: Sequence[int] | None = None,
+    ) -> None:
         """Before any scoring: every row's instructions are readable, known, take their kwargs
-        and have the data they need."""
+        (all of them: none is left for the check to pick at random) and have the data they
+        need. Errors name the row (its number in `rows`, counted from 0) and the instruction."""
         seen: set[str] = set()
-        for ground_truth, extra_info in zip(ground_truths, extra_infos, strict=True):
-            instructions = read_instructions(ground_truth, extra_info)
-            identity = repr(instructions)
-            if identity in seen:
-                continue
-            seen.add(identity)
-            for instruction_id, checker in zip(
-                instructions.ids, _checkers(instructions), strict=True
-            ):
-                _built(instruction_id, checker)
-            needs_tagger(instructions)
+        numbers = range(len(ground_truths)) if rows is None else rows
+        for row, ground_truth, extra_info in zip(numbers, ground_truths, extra_infos, strict=True):
+            try:
+                instructions = read_instructions(ground_truth, extra_info)
+                identity = repr(instructions)
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                for instruction_id, checker in zip(
+                    instructions.ids, _checkers(instructions), strict=True
+                ):
+                    _built(instruction_id, checker)
+                needs_tagger(instructions)
+            except UserInputError as exc:
+                raise UserInputError(f"ifeval: row {row}: {str(exc).removeprefix('ifeval: ')}") from exc
 
 
 # ---------------------------------------------------------------- metrics
@@ -288,20 +347,34 @@ def instruction_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """IFEval's four metrics over a data source's rows, when they were scored by ifeval.
 
     Prompt level: the share of rows following every instruction; instruction level: the share of
-    all instructions followed. Rows whose generation failed count as following nothing at the
-    prompt level and are left out at the instruction level (their instructions were not read)."""
+    all instructions followed. Every row given counts in all four: one without verdicts (its
+    generation failed, or its reward failed under `--on-error zero`) follows none of its
+    instructions, which the scorer counted into N_COLUMN (see instruction_counts). The scorer
+    leaves rows out of all four alike (`--on-error fail|skip`) by not passing them."""
     if N_COLUMN not in frame.columns or "reward_fn" not in frame.columns:
         return {}
     rows = frame[frame["reward_fn"] == IfevalReward.name]
     if rows.empty:
         return {}
-    judged = rows[rows[N_COLUMN].notna()]
-    total = judged[N_COLUMN].astype(float)
+    total = rows[N_COLUMN].astype(float).fillna(0.0)
     metrics = {}
     for level, column in (("strict", STRICT_COLUMN), ("loose", LOOSE_COLUMN)):
-        followed = judged[column].astype(float)
-        metrics[f"prompt_level_{level}_acc"] = float((followed == total).sum() / len(rows))
+        followed = rows[column].astype(float).fillna(0.0) if column in rows else total * 0
+        every = (followed == total) & (total > 0)
+        metrics[f"prompt_level_{level}_acc"] = float(every.sum() / len(rows))
         metrics[f"inst_level_{level}_acc"] = (
             float(followed.sum() / total.sum()) if total.sum() else 0.0
         )
     return metrics
+
+
+def instruction_counts(ground_truths: Sequence[Any], extra_infos: Sequence[Any]) -> list[int | None]:
+    """Each row's number of instructions (None where they cannot be read), for rows that got no
+    verdict: instruction-level metrics count their instructions as not followed."""
+    counts: list[int | None] = []
+    for ground_truth, extra_info in zip(ground_truths, extra_infos, strict=True):
+        try:
+            counts.append(len(read_instructions(ground_truth, extra_info).ids))
+        except UserInputError:
+            counts.append(None)
+    return counts
