@@ -366,10 +366,10 @@ class Scorer:
 def count_instructions(scored: pd.DataFrame, table: RowTable) -> pd.DataFrame:
     """IFEval rows without a verdict get their number of instructions all the same, so that
     IFEval's four metrics treat them alike (see scoring.rewards.ifeval.instruction_metrics)."""
+    counted = (scored[N_COLUMN].notna().to_numpy() if N_COLUMN in scored.columns
+               else np.zeros(len(scored), dtype=bool))
     lacking = [
-        row for row, spec in enumerate(table.specs)
-        if spec == IfevalReward.name
-        and (N_COLUMN not in scored.columns or pd.isna(scored[N_COLUMN].iat[row]))
+        row for row, spec in enumerate(table.specs) if spec == IfevalReward.name and not counted[row]
     ]
     if not lacking:
         return scored

@@ -32,7 +32,6 @@ import pandas as pd
 from rollouts.errors import UserInputError
 from rollouts.io import to_python
 from scoring.rewards.extract import THINK_CLOSE, Extraction, strip_think
-from scoring.tracebacks import describe_exception
 from scoring.types import RewardResult
 
 ID_KEYS = ("instruction_id_list", "instruction_id")
