@@ -177,7 +177,7 @@ async def connect_managed(
         async def health(backend: Backend) -> bool:
             return supervisor.ready and await _watched_health(backend)
 
-        yield Connection([endpoint], health, watchers, max_num_seqs=server_config.max_num_seqs)
+        yield Connection([endpoint], health, watchers, max_num_seqs=server_config.max_sequences)
 
 
 @asynccontextmanager

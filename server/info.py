@@ -31,7 +31,8 @@ class ServerInfo:
     started_at: str = ""
     log_file: str = ""
     hostname: str = ""
-    # vLLM's --max-num-seqs, when known: where `--max-concurrent auto` sets each limit.
+    # Sequences the server runs at once at most (vLLM's --max-num-seqs per data-parallel engine),
+    # when known: where `--max-concurrent auto` sets its limit.
     max_num_seqs: int | None = None
     # Every replica when several serve the model on one GPU (`rollouts serve --replicas N`).
     base_urls: tuple[str, ...] = ()

@@ -148,6 +148,9 @@ class ServerConfig:
         if not shlex.split(self.vllm_command):
             raise UserInputError(f"{VLLM_ENV} / vllm_command is empty")
         _check_extra_args(self.extra_args)
+        batch = flag_value(self.extra_args, "--max-num-seqs")
+        if batch is not None and not (batch.isdigit() and int(batch) > 0):
+            raise UserInputError(f"--max-num-seqs must be a whole number >= 1, not {batch!r}")
 
     @property
     def served_name(self) -> str:
@@ -155,9 +158,14 @@ class ServerConfig:
 
     @property
     def max_num_seqs(self) -> int:
-        """The batch vLLM runs at most: --max-num-seqs among extra_args, else ours."""
+        """The batch of each vLLM engine: --max-num-seqs among extra_args, else ours."""
         given = flag_value(self.extra_args, "--max-num-seqs")
         return int(given) if given is not None else MAX_NUM_SEQS
+
+    @property
+    def max_sequences(self) -> int:
+        """Sequences the server runs at once at most: each data-parallel engine its batch."""
+        return self.max_num_seqs * self.data_parallel_size
 
 
 def flag_value(args: Sequence[str], flag: str) -> str | None:
@@ -435,7 +443,7 @@ class ManagedServer:
             started_at=started.isoformat(timespec="seconds"),
             log_file=str(self.log_file or ""),
             hostname=socket.gethostname(),
-            max_num_seqs=self.config.max_num_seqs,
+            max_num_seqs=self.config.max_sequences,
         )
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -60,6 +60,10 @@ def test_the_batch_default_gives_way_to_the_users(given: tuple[str, ...]) -> Non
     config = ServerConfig(model="m", port=1, vllm_command="vllm", extra_args=given)
     assert " ".join(build_vllm_command(config)).count("--max-num-seqs") == 1
     assert config.max_num_seqs == 1024
+    # A data-parallel server runs each engine's batch: past one engine's CUDA-graph edge.
+    assert ServerConfig(model="m", data_parallel_size=2).max_sequences == 1024
+    with pytest.raises(UserInputError, match="--max-num-seqs must be a whole number"):
+        ServerConfig(model="m", extra_args=("--max-num-seqs", "many"))
 
 
 def test_stream_interval_is_set_where_vllm_has_it_unless_given(
