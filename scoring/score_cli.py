@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
+from rollouts.client import DEFAULT_MAX_ATTEMPTS
 from rollouts.clitools import EXIT_WITH_ERROR_ROWS, echo_err, handle_errors, is_interactive
 from scoring.cache import CACHE_ENV, default_cache_dir
+from scoring.judge_client import judge_settings
 from scoring.rewards.custom import SPEC_FORMS
 from scoring.rewards.registry import AUTO, BUILTINS
 from scoring.scorer import (
@@ -56,6 +58,15 @@ REWARD_FN_HELP = (
 @click.option("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE, show_default=True,
               help=f"Stop when more than this share of a data source's last {ERROR_WINDOW} "
                    f"distinct answers failed in the reward function (1: never stop).")
+@click.option("--judge-base-url", "judge_urls", multiple=True,
+              help="A judge server (OpenAI-compatible) for the judge rewards; repeat for several.")
+@click.option("--judge-server-info", "judge_infos", multiple=True, type=click.Path(path_type=Path),
+              help="A server-info JSON (from `rollouts serve`) of a judge server; repeatable.")
+@click.option("--judge-model",
+              help="The judge's model: its served name with --judge-base-url, else a model path "
+                   "or hub id to start a vLLM server for this run.")
+@click.option("--judge-max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, show_default=True,
+              help="Tries per judge question (connection errors, 429 and 5xx are retried).")
 @click.version_option(package_name="rollouts")
 @handle_errors
 def main(
@@ -71,6 +82,10 @@ def main(
     allow_unsandboxed: bool,
     on_error: str,
     max_error_rate: float,
+    judge_urls: tuple[str, ...],
+    judge_infos: tuple[Path, ...],
+    judge_model: str | None,
+    judge_max_attempts: int,
 ) -> None:
     """Score rollout files (parquet/jsonl, long or verl's wide `responses` form; files or globs).
 
@@ -79,24 +94,29 @@ def main(
       score rollouts/aime.parquet
       score 'runs/*.parquet' -o scored/ --summary scored/summary.json
       score out.jsonl --reward-fn my_reward.py:compute_score --workers 8 --timeout 10
+      score stem_web.parquet --judge-base-url http://judge:8000/v1 --workers 32
+      score stem_web.parquet --judge-model TIGER-Lab/general-verifier --timeout 300
 
     Exit status: 0 when every row was judged, 1 on bad input, 3 when some rows failed in the
     reward function (under the default --on-error fail; the outputs are written all the same).
+    A judge that cannot be reached or answers without a verdict fails its rows that way.
     """
-    config = ScoreConfig(
-        reward_fn=reward_fn,
-        workers=workers,
-        timeout_s=timeout_s,
-        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-        allow_unsandboxed=allow_unsandboxed,
-        progress=is_interactive(),
-        on_error=on_error,
-        max_error_rate=max_error_rate,
-    )
-    batch = score_files(
-        list(inputs), config, output=output, summary=summary, overwrite=overwrite,
-        on_file=_report_file,
-    )
+    with judge_settings(judge_urls, judge_infos, judge_model, judge_max_attempts) as judge:
+        config = ScoreConfig(
+            reward_fn=reward_fn,
+            workers=workers,
+            timeout_s=timeout_s,
+            cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+            allow_unsandboxed=allow_unsandboxed,
+            progress=is_interactive(),
+            on_error=on_error,
+            max_error_rate=max_error_rate,
+            judge=judge,
+        )
+        batch = score_files(
+            list(inputs), config, output=output, summary=summary, overwrite=overwrite,
+            on_file=_report_file,
+        )
     totals = batch["totals"]
     for note in batch["notes"]:
         echo_err(f"note: {note}")

@@ -41,6 +41,7 @@ from rollouts.io import (
 )
 from scoring.cache import VerdictCache
 from scoring.journal import VerdictJournal
+from scoring.judge_client import JudgeSettings
 from scoring.metrics import metrics_by_source, status_counts
 from scoring.rewards.base import RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
@@ -102,6 +103,7 @@ class ScoreConfig:
     progress: bool = False
     on_error: str = DEFAULT_ON_ERROR
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    judge: JudgeSettings | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -118,7 +120,7 @@ class ScoreConfig:
 
     @property
     def options(self) -> RewardOptions:
-        return RewardOptions(allow_unsandboxed=self.allow_unsandboxed)
+        return RewardOptions(allow_unsandboxed=self.allow_unsandboxed, judge=self.judge)
 
 
 @dataclass
@@ -774,7 +776,7 @@ def score_files(
     inputs, own = without_own_outputs(expand_paths(patterns), output, summary)
     jobs = output_paths(inputs, output)
     check_outputs(jobs, summary, overwrite)
-    validate_spec(config.reward_fn)
+    validate_spec(config.reward_fn, config.options)
     prepared = _prepare_jobs(jobs, config, overwrite)
     file_results: list[FileResult] = []
     total = ScoreStats()

@@ -27,6 +27,8 @@ FAKE_VLLM_ARGV_FILE=PATH    write the argv received there as JSON
 FAKE_VLLM_REQUESTS_FILE=PATH  append {prompt, n, seed} per completion request as it arrives
 FAKE_VLLM_DELAY=S           answer each completion request after S seconds
 FAKE_VLLM_PEAK_FILE=PATH    write to PATH.PID the most sequences (n per request) ever in flight
+
+GURU's judge prompts are answered with a verdict (tests/judge_answers.py).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ import time
 from typing import Any
 
 from aiohttp import web
+
+# Run as a script (`python3 fake_vllm.py serve ...`): the repository root makes `tests` importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.judge_answers import judge_reply  # noqa: E402
 
 try:
     from tests.openai_server import sse_body
@@ -205,8 +211,11 @@ class FakeEngine:
             await self._decode(n, min(max_tokens, NATURAL_TOKENS))
         finally:
             self.running -= 1
+        judged = judge_reply(prompt)  # GURU's judge prompts get a verdict
         for i in range(n):
             text, finish, count = sample_text(prompt, seed + i, max_tokens)
+            if judged is not None:
+                text, finish = judged, "stop"
             total += count
             if chat:
                 choice: dict[str, Any] = {"message": {"role": "assistant", "content": text}}

@@ -14,7 +14,8 @@ the seed and the choice index. Faults are rules matched against each request, in
     Fault("trickle", delay=0.3)  stream (when asked) one event every `delay` seconds
     Fault("stall")      stream (when asked) the first event, then nothing
 
-A prompt longer than `max_prompt_chars` gets a 400 (the context-length error of vLLM).
+A prompt longer than `max_prompt_chars` gets a 400 (the context-length error of vLLM). GURU's
+judge prompts are answered with a verdict (tests/judge_answers.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.judge_answers import judge_reply
 
 
 @dataclass
@@ -254,8 +257,9 @@ class FakeOpenAIServer:
         tokens = min(self.completion_tokens, max_tokens)
         finish = "length" if max_tokens <= self.completion_tokens else "stop"
         choices = []
+        judged = judge_reply(text)  # GURU's judge prompts get a verdict
         for index in range(n):
-            content = response_text(text, seed, index)
+            content = judged if judged is not None else response_text(text, seed, index)
             choice: dict[str, Any] = {"index": index, "finish_reason": finish}
             if chat:
                 choice["message"] = {"role": "assistant", "content": content}

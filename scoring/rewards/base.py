@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from scoring.judge_client import JudgeSettings
 from scoring.rewards.extract import Extraction
 from scoring.types import RewardResult
 
@@ -21,6 +22,7 @@ class RewardOptions:
     """Run-wide settings that reward functions may read (the same in every worker)."""
 
     allow_unsandboxed: bool = False
+    judge: JudgeSettings | None = None  # the judge model of `judge` and `math_judge`
 
 
 class RewardFn(Protocol):

@@ -21,6 +21,7 @@ from scoring.rewards.graph_puzzle import GraphPuzzleReward
 from scoring.rewards.gsm8k import Gsm8kReward
 from scoring.rewards.guru_ifeval import GuruIfbenchReward, GuruIfevalReward
 from scoring.rewards.ifeval import IfevalReward
+from scoring.rewards.judge import MathJudgeReward, StemJudgeReward
 from scoring.rewards.livebench import LivebenchReward
 from scoring.rewards.math import MathReward
 from scoring.rewards.mcq import McqReward
@@ -45,6 +46,8 @@ BUILTINS: dict[str, Callable[[RewardOptions], RewardFn]] = {
     "livebench": lambda options: LivebenchReward(),
     "guru_ifeval": lambda options: GuruIfevalReward(),
     "guru_ifbench": lambda options: GuruIfbenchReward(),
+    "judge": lambda options: StemJudgeReward(options.judge),
+    "math_judge": lambda options: MathJudgeReward(options.judge),
 }
 
 def dispatch(data_source: str, reward_metric: Any = None) -> str | None:
@@ -79,10 +82,11 @@ def canonical_spec(spec: str) -> str:
     return custom_canonical_spec(spec)
 
 
-def validate_spec(spec: str) -> None:
-    """Fail early on an unknown name or a custom file that does not define the function."""
+def validate_spec(spec: str, options: RewardOptions | None = None) -> None:
+    """Fail early on an unknown name, a custom file that does not define the function, or a
+    judge reward without a judge."""
     if spec != AUTO:
-        get_reward_fn(spec, RewardOptions())
+        get_reward_fn(spec, options or RewardOptions())
 
 
 @functools.lru_cache(maxsize=64)

@@ -64,6 +64,8 @@ SOURCES: tuple[Source, ...] = (
            note="Reasoning360's puzzles_dataset"),
     Source(pattern="logic__graph", reward="graph_puzzle", origin=GURU,
            note="Reasoning360's graph_dataset"),
+    Source(pattern="stem_web", reward="judge", origin=GURU,
+           note="stem_llm_judge: needs a judge model (--judge-base-url / --judge-model)"),
     Source(pattern="ood__livebench", reward="livebench", origin=GURU,
            note="LiveBench's scorers as Reasoning360 calls them"),
     Source(pattern="ood__ifeval", reward="guru_ifeval", origin=GURU,
@@ -71,7 +73,8 @@ SOURCES: tuple[Source, ...] = (
     Source(pattern="ood__ifbench", reward="guru_ifbench", origin=GURU,
            note="open-instruct's IFEvalG ids"),
     # ---- the `domain__` prefixes of our own `prepare` and of other multi-domain sets
-    Source(pattern="math__", reward="math", origin="rollouts"),
+    Source(pattern="math__", reward="math", origin="rollouts",
+           metrics={"math_llm_judge": "math_judge"}),
     Source(pattern="codegen__", reward="code", origin="rollouts"),
     Source(pattern="qa__", reward="qa", origin="rollouts"),
     Source(pattern="mcq__", reward="mcq", origin="rollouts"),
