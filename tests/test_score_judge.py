@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rollouts import client
+from rollouts.clitools import EXIT_WITH_ERROR_ROWS
 from scoring.judge_client import JudgeError, JudgeSettings
 from scoring.rewards.judge import STEM_PROMPT, StemJudgeReward, stem_verdict
-from rollouts.clitools import EXIT_WITH_ERROR_ROWS
 from scoring.score_cli import main
 from tests.fake_vllm import FAKE_VLLM_COMMAND, live_pids, recorded_pids
 from tests.judge_answers import GARBAGE
