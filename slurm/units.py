@@ -135,7 +135,7 @@ def done_ids(run_dir: Path) -> set[str]:
     """Ids of finished units: one directory listing."""
     try:
         names = os.listdir(done_dir(run_dir))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a new run (or no folder can be made there)
         return set()
     return {name[:-5] for name in names if name.endswith(".json")}
 

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from rollouts.cli import main
+from rollouts.tiny_model import build_tiny_model
 from slurm.merge import merge_run
 from slurm.submit import submit_run
 from slurm.task import has_work, run_task
@@ -132,3 +133,23 @@ def test_bad_input_is_one_line_before_anything_is_submitted(
     assert json.loads((run_dir / "jobs.json").read_text() if (run_dir / "jobs.json").exists()
                       else "[]") == []
     assert "1 of 1 units are not done" in cli_error("merge", str(run_dir))
+
+    config.write_text(text.replace("array_size: 2", "array_size: 2.5"))
+    assert "slurm: array_size must be an integer, not 2.5" in cli_error("submit", str(config))
+    config.write_text(text.replace("array_size: 2", "array_size: 2\n  time: '00:01:00'"))
+    assert ("signal_seconds (120) must be shorter than time (00:01:00 = 60 s)"
+            in cli_error("submit", str(config)))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config.write_text(text.replace("array_size: 2", f"array_size: 2\n  run_dir: {blocker}/run"))
+    message = cli_error("submit", str(config))
+    assert f"cannot write the run directory {blocker / 'run'}" in message
+    assert "set slurm.run_dir to a writable folder" in message
+    checkpoint = tmp_path / "global_step_5"
+    checkpoint.mkdir()
+    (checkpoint / ".metadata").write_bytes(b"\x80\x04truncated")  # a copy cut short
+    base = build_tiny_model(tmp_path / "base")
+    config.write_text(text.replace("model: tiny-model", f"model: {checkpoint}\n"
+                                   f"base_model: {base}"))
+    message = cli_error("submit", str(config))
+    assert f"{checkpoint}: cannot read the DCP checkpoint (" in message

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from rollouts.cli import main
 from slurm.merge import read_merge_marker
 from slurm.status import run_status
-from slurm.submit import submit_run
+from slurm.submit import read_jobs, submit_run
 from tests.generate_helpers import verl_rows, write_jsonl
 from tests.slurm_helpers import (
     assert_complete,
@@ -202,3 +203,27 @@ def test_a_score_section_scores_the_merged_outputs_in_a_job_after_the_merge(
     text = status_text(result.run_dir)
     assert f"merged: {tmp_path / 'out' / 'eps.parquet'} (8 rows)" in text
     assert f"scored: {scored}" in text
+
+
+def test_a_slurm_sweep_shows_done_in_sweep_parquet_once_its_merge_ran(
+    slurm_cluster: None, stand_in: Path, jobs: list[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "0.1")
+    write_jsonl(tmp_path / "zeta.jsonl", verl_rows(3, tag="zeta"))
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "model": "tiny-model", "output_dir": "out", "max_concurrent": 2,
+        "defaults": {"n": 2, "max_tokens": 8}, "datasets": ["zeta.jsonl"],
+        "grid": {"temperature": [0.6, 1.0]},
+        "slurm": {"array_size": 1, "unit_prompts": 4, "heartbeat": 1, "lease_timeout": 6},
+    }))
+    result = CliRunner().invoke(main, ["sweep", str(sweep_file), "--slurm"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    [run_dir] = [p.parent for p in (tmp_path / "out").rglob("jobs.json")]
+    jobs += [entry[key] for entry in read_jobs(run_dir) for key in ("array", "merge")]
+    manifest = tmp_path / "out" / "sweep.parquet"
+    assert set(pd.read_parquet(manifest)["status"]) == {"pending"}
+    wait_for(lambda: merge_state(run_dir) == "merged", "the group's merge job")
+    rows = pd.read_parquet(manifest)
+    assert list(rows["status"]) == ["done", "done"] and list(rows["rows"]) == [6, 6]

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from rollouts.errors import UserInputError
-from slurm.config import SLURM_KEYS, SlurmConfig, check_fits, load_slurm_config, servers_per_node
-from slurm.render import render_array, render_merge, render_scripts
+from slurm.config import (
+    SLURM_KEYS,
+    SlurmConfig,
+    check_fits,
+    load_slurm_config,
+    servers_per_node,
+    time_limit_seconds,
+)
+from slurm.render import NOTHING_LEFT_EXIT, render_array, render_merge, render_scripts
 
 RUN_DIR = Path("/shared/runs/r1")
 
@@ -131,3 +138,46 @@ def test_every_key_has_help_text() -> None:
     fields = {f.name for f in dataclasses.fields(SlurmConfig)}
     assert set(SLURM_KEYS) == fields
     assert all(text.strip() for text in SLURM_KEYS.values())
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("90", 5400), ("1:30", 90), ("04:00:00", 14400), ("1-12", 129600), ("1-0:1", 86460),
+    ("2-00:00:01", 172801), ("INFINITE", None),
+])
+def test_time_limits_are_read_in_every_slurm_format(value: str, seconds: int | None) -> None:
+    assert time_limit_seconds(value) == seconds
+
+
+def test_signal_seconds_must_leave_time_to_work_and_counts_must_be_integers(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(UserInputError, match=r"signal_seconds \(120\) must be shorter than time "
+                                             r"\(00:01:00 = 60 s\)"):
+        config(time="00:01:00")
+    assert config(time="00:05:00", signal_seconds=60).signal_seconds == 60
+    with pytest.raises(UserInputError, match="not a SLURM time limit"):
+        config(time="4h")
+    path = tmp_path / "run.yaml"
+    for key, value in (("array_size", "2.5"), ("unit_prompts", "'many'"), ("max_retries", "1.5")):
+        path.write_text(f"slurm: {{array_size: 2, {key}: {value}}}\n")
+        with pytest.raises(UserInputError, match=f"slurm: {key} must be an integer"):
+            load_slurm_config(path, tmp_path)
+    path.write_text("slurm: {array_size: '4', max_retries: 2}\n")
+    assert load_slurm_config(path, tmp_path).max_retries == 2
+
+
+def test_the_array_script_tells_nothing_left_from_a_check_that_failed_and_marks_its_exit() -> None:
+    text = render_array(config(max_retries=2), RUN_DIR, 4)
+    assert f'if [ "$CHECK" -eq {NOTHING_LEFT_EXIT} ]; then' in text
+    assert 'exit "$CHECK"' in text  # any other failure of the check fails the task
+    assert "trap finish EXIT" in text and 'MARKER="$RUN_DIR/tasks/$TASK_ID.exit"' in text
+    assert 'if [ "$tries" -lt 2 ]; then' in text and 'scontrol requeue "$TASK_ID"' in text
+    assert text.index("trap finish EXIT") < text.index("--check")
+    assert "CANCELLED=true" in text  # scancel is never retried
+
+
+def test_a_score_section_adds_a_score_script_after_the_merge() -> None:
+    scripts = render_scripts(config(), RUN_DIR, 2, score=True)
+    assert scripts.score is not None and scripts.score.rstrip().endswith('slurm score "$RUN_DIR"')
+    assert "#SBATCH --job-name=rollouts-score" in scripts.score
+    assert render_scripts(config(), RUN_DIR, 2).score is None

@@ -7,7 +7,15 @@ import time
 from array import array
 from pathlib import Path
 
-from slurm.units import DatasetEntry, Leases, Unit, WorkTable, done_ids, split_units
+from slurm.units import (
+    DatasetEntry,
+    Leases,
+    Unit,
+    WorkTable,
+    done_ids,
+    leased_ids,
+    split_units,
+)
 
 ENTRY = DatasetEntry(job=0, path="/d.jsonl", name="d", output="/o.parquet", config_hash="c1",
                      prompts=10, n=4)
@@ -89,3 +97,44 @@ def test_heartbeat_keeps_a_lease_fresh(tmp_path: Path) -> None:
     os.utime(tmp_path / "leases" / unit.id, (old, old))
     holder.heartbeat()
     assert time.time() - (tmp_path / "leases" / unit.id).stat().st_mtime < 2
+
+
+def test_a_lease_whose_job_no_longer_runs_is_taken_over_at_once(tmp_path: Path) -> None:
+    # Which runs of which jobs are going: what scheduler.holder_alive asks SLURM (pure logic here).
+    running = {("7_0", 0), ("7_1", 0)}
+
+    def alive(job: str, restart: int) -> bool:
+        return (job, restart) in running
+
+    crashed = Leases(tmp_path, timeout=300, job="7_0", restart=0, holder_alive=alive)
+    crashed.offer(units(1))
+    unit = crashed.claim()
+    assert unit is not None
+    other = Leases(tmp_path, timeout=300, job="7_1", restart=0, holder_alive=alive)
+    other.offer(units(1))
+    assert other.claim() is None  # its holder's job runs: the lease is live
+    assert leased_ids(tmp_path, timeout=300, holder_alive=alive) == {unit.id: True}
+    running.discard(("7_0", 0))  # 7_0 crashed, seconds ago (its lease's heartbeat is fresh)
+    assert leased_ids(tmp_path, timeout=300, holder_alive=alive) == {unit.id: False}
+    newcomer = Leases(tmp_path, timeout=300, job="8_0", restart=0, holder_alive=alive)
+    newcomer.offer(units(1))
+    assert newcomer.claim() == unit and newcomer.takeovers == 1
+
+
+def test_the_same_task_requeued_takes_over_its_own_earlier_leases(tmp_path: Path) -> None:
+    running = {("9_0", 1)}  # restart 1 runs now; restart 0 was killed
+
+    def alive(job: str, restart: int) -> bool:
+        return (job, restart) in running
+
+    before = Leases(tmp_path, timeout=300, job="9_0", restart=0, holder_alive=alive)
+    before.offer(units(1))
+    unit = before.claim()
+    after = Leases(tmp_path, timeout=300, job="9_0", restart=1, holder_alive=alive)
+    after.offer(units(1))
+    assert unit is not None and after.claim() == unit
+    # Outside SLURM (no job in the lease) only the heartbeat counts.
+    local = Leases(tmp_path / "local", timeout=300, holder_alive=alive)
+    local.offer(units(1))
+    assert local.claim() is not None
+    assert leased_ids(tmp_path / "local", timeout=300, holder_alive=alive) == {unit.id: True}
