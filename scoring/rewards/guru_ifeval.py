@@ -24,23 +24,20 @@ from __future__ import annotations
 
 import ast
 import json
-import random
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from rollouts.errors import UserInputError
 from rollouts.io import to_python
 from scoring.rewards import ifevalg
 from scoring.rewards.extract import THINK_CLOSE, Extraction
-from scoring.rewards.ifeval import N_COLUMN, STRICT_COLUMN
+from scoring.rewards.ifeval import N_COLUMN, STRICT_COLUMN, random_draws
 from scoring.tracebacks import describe_exception
 from scoring.types import RewardResult
 
 Instruction = tuple[str, dict[str, Any]]
 # IFEvalG's second name for IFEval's letter-frequency check.
 ALIASES = {"letters:letter_counting2": "keywords:letter_frequency"}
-_RANDOM_FUNCTIONS = ("randint", "randrange", "choice", "choices", "sample", "shuffle", "random")
 
 
 # ---------------------------------------------------------------- reading rows
@@ -109,31 +106,9 @@ def ifbench_instructions(ground_truth: Any) -> list[Instruction] | None:
 # ---------------------------------------------------------------- building checks
 
 
-@contextmanager
-def _random_draws() -> Iterator[list[str]]:
-    """Records the `random` calls a check makes while built (it draws what it was not given)."""
-    drawn: list[str] = []
-    originals = {name: getattr(random, name) for name in _RANDOM_FUNCTIONS}
-
-    def recorder(name: str) -> Callable[..., Any]:
-        def record(*args: Any, **kwargs: Any) -> Any:
-            drawn.append(name)
-            return originals[name](*args, **kwargs)
-
-        return record
-
-    for name in _RANDOM_FUNCTIONS:
-        setattr(random, name, recorder(name))
-    try:
-        yield drawn
-    finally:
-        for name, function in originals.items():
-            setattr(random, name, function)
-
-
 def _google_check(instruction_id: str, cls: Any, kwargs: dict[str, Any]) -> Any:
     check = cls(instruction_id)
-    with _random_draws() as drawn:
+    with random_draws() as drawn:
         try:
             check.build_description(**kwargs)
         except Exception as exc:  # a kwarg it does not take, or a value it cannot use

@@ -177,7 +177,7 @@ _RANDOM_FUNCTIONS = ("randint", "randrange", "choice", "choices", "sample", "shu
 
 
 @contextmanager
-def _random_draws() -> Iterator[list[str]]:
+def random_draws() -> Iterator[list[str]]:
     """Records calls of the `random` module's functions, which a check makes to pick a
     parameter it was not given (its instruction's text is then made up: nothing to verify)."""
     drawn: list[str] = []
@@ -202,7 +202,7 @@ def _random_draws() -> Iterator[list[str]]:
 def _built(instruction_id: str, checker: _Checker) -> Any:
     """The check with its kwargs; one-line errors for kwargs it rejects or lacks."""
     instance = checker.cls(instruction_id)
-    with _random_draws() as drawn:
+    with random_draws() as drawn:
         try:
             instance.build_description(**checker.kwargs)
         except Exception as exc:  # a kwarg the check does not take, or a value it cannot use
