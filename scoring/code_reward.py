@@ -628,6 +628,12 @@ def check_sandbox(allow_unsandboxed: bool = False) -> None:
     _resolve_backend(allow_unsandboxed)
 
 
+def resolve_backend(allow_unsandboxed: bool) -> Backend:
+    """The sandbox to run model code in; without one, the unsandboxed runner when allowed (with
+    one loud warning), else a UserInputError saying how to get one."""
+    return _resolve_backend(allow_unsandboxed)
+
+
 def _resolve_backend(allow_unsandboxed: bool) -> Backend:
     try:
         return sandbox.probe()

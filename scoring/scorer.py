@@ -807,7 +807,7 @@ def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig, overwrite: bool)
     overwrite: an earlier run's journal is dropped)."""
     frames = [prepare_frame(read_table(job.input), str(job.input)) for job in jobs]
     specs = {spec for frame in frames for spec in reward_specs(frame, config.reward_fn)}
-    if "code" in specs:
+    if any(getattr(get_reward_fn(spec, config.options), "needs_sandbox", False) for spec in specs):
         check_sandbox(config.options)
     for job, frame in zip(jobs, frames, strict=True):
         check_rows(frame, reward_specs(frame, config.reward_fn), config.options, str(job.input))

@@ -45,7 +45,7 @@ def test_bundled_dataset_generate_score_filter(tmp_path: Path, tiny_model: Path)
     invoke(score_main, [str(rollouts), "-o", str(scored), "--no-cache", "--summary",
                         str(tmp_path / "summary.json")])
     frame = pd.read_parquet(scored)
-    assert set(frame["reward_fn"]) == {"math", "gsm8k"}
+    assert set(frame["reward_fn"]) == {"guru_math", "gsm8k"}
     assert frame["score_status"].isin(["ok", "no_answer"]).all()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "gsm8k_additions" in json.dumps(summary) and "math__additions" in json.dumps(summary)

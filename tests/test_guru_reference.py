@@ -15,7 +15,10 @@ from rollouts.errors import UserInputError
 from scoring.scorer import ScoreConfig, score_files
 
 REFERENCE = Path(__file__).parent / "guru_reference"
-DOMAINS = ["arcagi", "zebra_puzzle", "ordering_puzzle", "graph", "livebench", "ifeval", "ifbench"]
+DOMAINS = ["arcagi", "zebra_puzzle", "ordering_puzzle", "graph", "livebench", "ifeval", "ifbench",
+           "math", "table", "gpqa", "codeio"]
+# Run model code in the sandbox (coder1 has 30 seconds per run, and a row uses them all).
+SANDBOXED = ["cruxeval", "code"]
 
 
 def reference_rows(domain: str) -> list[dict[str, Any]]:
@@ -68,14 +71,35 @@ def test_verdicts_equal_reasoning360(domain: str, tmp_path: Path) -> None:
     assert differences(rows, frame) == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", SANDBOXED)
+def test_sandboxed_verdicts_equal_reasoning360(domain: str, tmp_path: Path) -> None:
+    rows = reference_rows(domain)
+    frame = scored(rollout_file(rows, tmp_path / f"{domain}.jsonl"))
+    assert differences(rows, frame) == []
+
+
 def test_one_mixed_file_scores_every_domain(tmp_path: Path) -> None:
     rows = [row for domain in DOMAINS for row in reference_rows(domain)]
     frame = scored(rollout_file(rows, tmp_path / "mixed.jsonl"))
     assert differences(rows, frame) == []
     assert set(frame["reward_fn"]) == {
         "arcagi", "zebra_puzzle", "ordering_puzzle", "graph_puzzle", "livebench", "guru_ifeval",
-        "guru_ifbench",
+        "guru_ifbench", "guru_math", "guru_prime_math", "guru_table", "guru_gpqa", "guru_supergpqa",
+        "guru_codeio",
     }
+
+
+def test_a_source_without_reward_stops_the_mixed_file_before_any_work(tmp_path: Path) -> None:
+    rows = [row for domain in ("math", "table") for row in reference_rows(domain)]
+    rows += [dict(rows[0], data_source="poetry__sonnets") for _ in range(3)]
+    source = rollout_file(rows, tmp_path / "mixed.jsonl")
+    with pytest.raises(UserInputError) as caught:
+        score_files([source], ScoreConfig(workers=1, cache_dir=None))
+    message = str(caught.value)
+    assert message.count("poetry__sonnets") == 1 and "--reward-fn" in message, message
+    assert "math__" not in message and "\n" not in message
+    assert list(tmp_path.glob("mixed.scored.*")) == []
 
 
 REFUSED = [

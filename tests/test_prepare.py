@@ -66,7 +66,7 @@ def test_math_boxed_solution_and_short_answer_field(tmp_path: Path) -> None:
     assert frame["extra_info"][0]["level"] == "Level 1"
     aime = prepared(tmp_path, "math", fx.MATH500, "--data-source", "HuggingFaceH4/MATH-500")
     assert truths(aime) == ["81"] and aime["extra_info"][0]["id"] == "test/algebra/1.json"
-    assert dispatch("math__math_src") == "math"
+    assert dispatch("math__math_src") == "guru_math"
 
 
 def test_code_formats_become_tests_the_code_reward_reads(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_code_formats_become_tests_the_code_reward_reads(tmp_path: Path) -> None
         assert result.exit_code == 0, (name, result.output, result.exception)
         frame = pd.read_parquet(out)
         assert set(frame["ability"]) == {"code"}
-        assert dispatch(frame["data_source"][0]) == "code"
+        assert dispatch(frame["data_source"][0]) == "guru_code"
         for rm, info in zip(frame["reward_model"], frame["extra_info"], strict=True):
             parse_tests(rm["ground_truth"], dict(info))  # readable by `score --reward-fn code`
         if name == "humaneval":  # the wrong canonical solution is dropped and counted

@@ -50,8 +50,8 @@ def test_prepared_sets_generate_and_score_with_their_own_rewards(tmp_path: Path)
     assert len(frame) == 11
     reward_by_source = frame.groupby("data_source")["reward_fn"].agg(set).to_dict()
     assert reward_by_source == {
-        "openai/gsm8k": {"gsm8k"}, "math__math": {"math"}, "codegen__mbpp": {"code"},
-        "codegen__apps": {"code"}, "qa__trivia": {"qa"}, "mcq__mmlu": {"mcq"},
+        "openai/gsm8k": {"gsm8k"}, "math__math": {"guru_math"}, "codegen__mbpp": {"guru_code"},
+        "codegen__apps": {"guru_code"}, "qa__trivia": {"qa"}, "mcq__mmlu": {"mcq"},
     }
     assert not frame["score_status"].isin(["error", "sandbox_error"]).any(), json.dumps(
         frame.filter(items=["data_source", "score_status", "score_error"]).to_dict(orient="records")

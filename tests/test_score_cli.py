@@ -68,15 +68,15 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def mixed_rows() -> list[dict[str, Any]]:
     return [
-        rollout("m1", 0, r"so \boxed{\frac{1}{2}}", "0.5", "math__aime"),
-        rollout("m1", 1, r"Answer: $0.5$", "0.5", "math__aime"),
-        rollout("m1", 2, r"\boxed{\frac{1}{2006!}}", "0.5", "math__aime"),
-        rollout("m1", 3, None, "0.5", "math__aime", error={"kind": "http_500", "message": "boom"},
+        rollout("m1", 0, r"so \boxed{\frac{1}{2}}", "0.5", "aime"),
+        rollout("m1", 1, r"Answer: $0.5$", "0.5", "aime"),
+        rollout("m1", 2, r"\boxed{\frac{1}{2006!}}", "0.5", "aime"),
+        rollout("m1", 3, None, "0.5", "aime", error={"kind": "http_500", "message": "boom"},
                 finish_reason=None),
         rollout("g1", 0, "#### 1,200", "1200", "openai/gsm8k"),
         rollout("g1", 1, "I give up", "1200", "openai/gsm8k"),
-        rollout("c1", 0, "Answer: (B)", "B", "stem__gpqa"),
-        rollout("c1", 1, "Answer: (D)", "B", "stem__gpqa"),
+        rollout("c1", 0, "Answer: (B)", "B", "gpqa"),
+        rollout("c1", 1, "Answer: (D)", "B", "gpqa"),
     ]
 
 
@@ -95,12 +95,12 @@ def test_long_jsonl_auto_dispatch_outputs_and_results(tmp_path: Path) -> None:
     assert list(scored["prompt_id"]) == [r["prompt_id"] for r in mixed_rows()]
     assert scored["extra_info"][0] == {"split": "test"}
     results = json.loads((tmp_path / "run.scored.results.json").read_text())
-    math_metrics = results["data_sources"]["math__aime"]
+    math_metrics = results["data_sources"]["aime"]
     assert math_metrics["n_prompts"] == 1 and math_metrics["mean@n"] == 0.5
     assert math_metrics["pass@k"]["1"] == 0.5 and math_metrics["pass@k"]["4"] == 1.0
     assert math_metrics["status_counts"]["error"] == 1
     assert results["data_sources"]["openai/gsm8k"]["status_counts"]["no_answer"] == 1
-    assert "math__aime: prompts=1 mean@n=0.5000 pass@1=0.5000" in result.output
+    assert "aime: prompts=1 mean@n=0.5000 pass@1=0.5000" in result.output
 
 
 def test_failed_generations_never_reach_the_reward_fn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,7 +167,7 @@ def test_glob_of_inputs_to_directory_with_batch_summary(tmp_path: Path) -> None:
     ]
     batch = json.loads(summary.read_text())
     assert [Path(i["input"]).name for i in batch["inputs"]] == ["ckpt_a.jsonl", "ckpt_b.jsonl"]
-    assert set(batch["inputs"][1]["data_sources"]) == {"openai/gsm8k", "stem__gpqa"}
+    assert set(batch["inputs"][1]["data_sources"]) == {"openai/gsm8k", "gpqa"}
     assert batch["totals"]["rows"] == 8 and batch["totals"]["generation_errors"] == 1
 
 
@@ -257,7 +257,7 @@ def test_code_rows_run_in_the_sandbox_end_to_end(tmp_path: Path) -> None:
     result = run(source, "--workers", "1", "--no-cache")
     assert result.exit_code == 0, result.output
     scored = pd.read_parquet(tmp_path / "code.scored.parquet")
-    assert list(scored["reward_fn"]) == ["code"] * 3
+    assert list(scored["reward_fn"]) == ["guru_code"] * 3
     assert list(scored["score"]) == [1.0, 0.0, 0.0]
     assert list(scored["pass_fraction"]) == [1.0, 0.5, 0.0]
     assert list(scored["score_status"]) == ["ok", "ok", "no_answer"]

@@ -33,8 +33,7 @@ def test_docs_list_is_generated_from_the_table() -> None:
     block = text[text.index(BEGIN) : text.index(END)]
     table = block.split("\n", 1)[1].strip()
     assert table == markdown_table(), (
-        "docs/scoring.md's data-source list is out of date; replace it with "
-        "scoring.rewards.sources.markdown_table()"
+        "docs/scoring.md's data-source list is out of date; run python scripts/docs_sources.py"
     )
 
 

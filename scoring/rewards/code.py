@@ -43,6 +43,7 @@ class CodeReward:
 
     name = "code"
     uses_context = True
+    needs_sandbox = True  # the run checks up front that the sandbox can start
 
     def __init__(self, options: RewardOptions) -> None:
         self.options = options

@@ -20,6 +20,14 @@ from scoring.rewards.custom import canonical_spec as custom_canonical_spec
 from scoring.rewards.graph_puzzle import GraphPuzzleReward
 from scoring.rewards.gsm8k import Gsm8kReward
 from scoring.rewards.guru_ifeval import GuruIfbenchReward, GuruIfevalReward
+from scoring.rewards.guru.code import GuruCodeReward
+from scoring.rewards.guru.codeio import GuruCodeioReward
+from scoring.rewards.guru.cruxeval import GuruCruxevalReward
+from scoring.rewards.guru.gpqa import GuruGpqaReward
+from scoring.rewards.guru.math import GuruMathReward
+from scoring.rewards.guru.prime_math import GuruPrimeMathReward
+from scoring.rewards.guru.supergpqa import GuruSuperGpqaReward
+from scoring.rewards.guru.table import GuruTableReward
 from scoring.rewards.ifeval import IfevalReward
 from scoring.rewards.judge import MathJudgeReward, StemJudgeReward
 from scoring.rewards.livebench import LivebenchReward
@@ -48,6 +56,15 @@ BUILTINS: dict[str, Callable[[RewardOptions], RewardFn]] = {
     "guru_ifbench": lambda options: GuruIfbenchReward(),
     "judge": lambda options: StemJudgeReward(options.judge),
     "math_judge": lambda options: MathJudgeReward(options.judge),
+    # GURU / Reasoning360's rewards (scoring.rewards.guru), chosen by `auto` for its data sources
+    "guru_math": lambda options: GuruMathReward(),
+    "guru_prime_math": lambda options: GuruPrimeMathReward(),
+    "guru_code": GuruCodeReward,
+    "guru_codeio": lambda options: GuruCodeioReward(),
+    "guru_cruxeval": GuruCruxevalReward,
+    "guru_table": lambda options: GuruTableReward(),
+    "guru_gpqa": lambda options: GuruGpqaReward(),
+    "guru_supergpqa": lambda options: GuruSuperGpqaReward(),
 }
 
 def dispatch(data_source: str, reward_metric: Any = None) -> str | None:

@@ -57,6 +57,20 @@ def _datasets(names: Iterable[str], reward: str, origin: str = VERL) -> list[Sou
 
 SOURCES: tuple[Source, ...] = (
     # ---- GURU / Reasoning360 (`verl/utils/reward_score/__init__.py`, default_compute_score)
+    Source(pattern="math__", reward="guru_math", origin=GURU + ": naive_dapo",
+           metrics={"prime_math": "guru_prime_math", "math_llm_judge": "math_judge"},
+           note="GURU's grader, not Math-Verify (see `guru_math`)"),
+    Source(pattern="codegen__", reward="guru_code", origin=GURU + ": coder1",
+           note="golds not in coder1's form go to `code`"),
+    Source(pattern="simulation__codeio", reward="guru_codeio", origin=GURU + ": codeio"),
+    Source(pattern="simulation__cruxeval", reward="guru_cruxeval", origin=GURU + ": cruxeval",
+           note="`cruxeval-i` and `cruxeval-o`"),
+    Source(pattern="table", reward="guru_table", origin=GURU + ": tablereason",
+           note="hitab, multihier, finqa"),
+    Source(pattern="stem__gpqa", reward="guru_gpqa", origin=GURU + ": gpqa", contains="no_box"),
+    Source(pattern="stem__gpqa", reward="guru_supergpqa", origin=GURU + ": supergpqa",
+           note="boxed letter, as GURU scores GPQA sets not named `no_box`"),
+    Source(pattern="stem__supergpqa", reward="guru_supergpqa", origin=GURU + ": supergpqa"),
     Source(pattern="simulation__arcagi", reward="arcagi", origin=GURU),
     Source(pattern="simulation__barc", reward="arcagi", origin=GURU),
     Source(pattern="logic__zebra_puzzle", reward="zebra_puzzle", origin=GURU),
@@ -73,9 +87,6 @@ SOURCES: tuple[Source, ...] = (
     Source(pattern="ood__ifbench", reward="guru_ifbench", origin=GURU,
            note="open-instruct's IFEvalG ids"),
     # ---- the `domain__` prefixes of our own `prepare` and of other multi-domain sets
-    Source(pattern="math__", reward="math", origin="rollouts",
-           metrics={"math_llm_judge": "math_judge"}),
-    Source(pattern="codegen__", reward="code", origin="rollouts"),
     Source(pattern="qa__", reward="qa", origin="rollouts"),
     Source(pattern="mcq__", reward="mcq", origin="rollouts"),
     Source(pattern="instruction_following__", reward="ifeval", origin="rollouts"),
