@@ -19,7 +19,6 @@ from scoring.rewards.custom import SPEC_FORMS, CustomReward, looks_custom
 from scoring.rewards.custom import canonical_spec as custom_canonical_spec
 from scoring.rewards.graph_puzzle import GraphPuzzleReward
 from scoring.rewards.gsm8k import Gsm8kReward
-from scoring.rewards.guru_ifeval import GuruIfbenchReward, GuruIfevalReward
 from scoring.rewards.guru.code import GuruCodeReward
 from scoring.rewards.guru.codeio import GuruCodeioReward
 from scoring.rewards.guru.cruxeval import GuruCruxevalReward
@@ -28,6 +27,7 @@ from scoring.rewards.guru.math import GuruMathReward
 from scoring.rewards.guru.prime_math import GuruPrimeMathReward
 from scoring.rewards.guru.supergpqa import GuruSuperGpqaReward
 from scoring.rewards.guru.table import GuruTableReward
+from scoring.rewards.guru_ifeval import GuruIfbenchReward, GuruIfevalReward
 from scoring.rewards.ifeval import IfevalReward
 from scoring.rewards.judge import MathJudgeReward, StemJudgeReward
 from scoring.rewards.livebench import LivebenchReward
