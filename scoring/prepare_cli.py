@@ -118,6 +118,18 @@ KIND_HELP = {
     "code": "HumanEval, MBPP, APPS/TACO, CodeContests, LiveCodeBench: tests for `score --reward-fn code`.",
     "qa": "NaturalQuestions, TriviaQA, SQuAD: a list of gold answers.",
     "mcq": "GPQA, MMLU, MMLU-Pro, ARC, HellaSwag: lettered options, the gold letter.",
+    "arcagi": "GURU: ARC-AGI tasks (train/test grid pairs) -> simulation__arcagi1, <answer> grids.",
+    "barc": "GURU: BARC rows (examples: grid pairs) -> simulation__barc, <answer> grids.",
+    "zebra_puzzle": "GURU: zebra puzzles (instruction, clues, solved grid) -> "
+    "logic__zebra_puzzle_dataset.",
+    "ordering_puzzle": "GURU: ordering puzzles (instruction, input, ordered names) -> "
+    "logic__ordering_puzzle_dataset.",
+    "graph_puzzle": "GURU: graph search puzzles (prompt, correct_response) -> "
+    "logic__graph_logical_dataset.",
+    "livebench": "GURU: LiveBench rows (turns, ground_truth, task) -> ood__livebench.",
+    "ifeval": "GURU: google/IFEval rows -> ood__ifeval (kwargs as the ground truth).",
+    "ifbench": "GURU: IF_multi_constraints rows (messages, ground_truth) -> ood__ifbench.",
+    "stem_web": "GURU: WebInstruct rows (question, answer) -> stem_web, judged by a model.",
 }
 for _name in KINDS:
     prepare_group.add_command(_kind_command(_name, KIND_HELP[_name]))

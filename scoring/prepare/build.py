@@ -15,7 +15,7 @@ from typing import Any
 
 from rollouts.errors import UserInputError
 from rollouts.io import table_format, write_table_atomic
-from scoring.prepare import code, kinds
+from scoring.prepare import code, guru, kinds
 from scoring.prepare.kinds import ConvertOptions, Item, Kind, Unextractable, WrongType
 from scoring.prepare.sources import load_rows, source_name
 from scoring.prepare.templates import apply_template, resolve_template, template_hash
@@ -37,10 +37,38 @@ KINDS: dict[str, Kind] = {
              (("Question", "Correct Answer"), ("ctx", "endings", "label"),
               ("question", "choices"), ("question", "options")),
              kinds.convert_mcq),
+        # GURU (Reasoning360) domains: their wording, their data-source names
+        Kind("arcagi", "simulation", "reasoning", "arcagi", (("train", "test"),),
+             guru.convert_arcagi),
+        Kind("barc", "simulation", "reasoning", "arcagi", (("examples",),), guru.convert_barc),
+        Kind("zebra_puzzle", "logic", "logical_reasoning", "zebra_puzzle",
+             (("instruction", "clues", "ground_truth"),), guru.convert_zebra),
+        Kind("ordering_puzzle", "logic", "logical_reasoning", "ordering_puzzle",
+             (("instruction", "input", "ground_truth"),), guru.convert_ordering),
+        Kind("graph_puzzle", "logic", "logical_reasoning", "graph_puzzle",
+             (("prompt", "correct_response"),), guru.convert_graph),
+        Kind("livebench", "ood", "ood", "none", (("turns", "ground_truth", "task"),),
+             guru.convert_livebench),
+        Kind("ifeval", "ood", "ood", "none", (("prompt", "instruction_id_list", "kwargs"),),
+             guru.convert_ifeval),
+        Kind("ifbench", "ood", "ood", "none", (("messages", "ground_truth"),),
+             guru.convert_ifbench),
+        Kind("stem_web", "stem", "stem", "stem_web", (("question", "answer"),),
+             guru.convert_stem_web),
     )
 }
 # gsm8k keeps verl's own data_source name, which `score --reward-fn auto` knows.
-FIXED_DATA_SOURCES = {"gsm8k": "openai/gsm8k"}
+FIXED_DATA_SOURCES = {
+    "gsm8k": "openai/gsm8k",
+    # GURU's names, which `auto` sends to the GURU rewards (arcagi: pass --data-source
+    # simulation__arcagi2 for ARC-AGI-2)
+    "arcagi": "simulation__arcagi1", "barc": "simulation__barc",
+    "zebra_puzzle": "logic__zebra_puzzle_dataset",
+    "ordering_puzzle": "logic__ordering_puzzle_dataset",
+    "graph_puzzle": "logic__graph_logical_dataset",
+    "livebench": "ood__livebench", "ifeval": "ood__ifeval", "ifbench": "ood__ifbench",
+    "stem_web": "stem_web",
+}
 ID_COLUMNS = ("id", "task_id", "problem_id", "unique_id", "question_id", "key", "Record ID",
               "idx", "index")
 SHOWN_IDS = 5

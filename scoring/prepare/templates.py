@@ -17,6 +17,20 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "qa": "Answer the following question concisely.\n\nQuestion: {question}",
     "mcq": "{question}\n\nAnswer with the letter of the correct option, as 'Answer: X'.",
     "none": "{question}",
+    # GURU's (Reasoning360's data_preprocess/) wording per domain, word for word.
+    "arcagi": "{question}What is the output grid? Please put your answer within <answer> and "
+    "</answer> tags, your final answer should be only the output grid (2d array).\n",
+    "zebra_puzzle": "{question} Output the grid in the form of a dictionary with keys as header "
+    "containing a list of the attributes and rows denoting each row of the final grid. Please "
+    "return the final answer in <answer> </answer> tags, for example <answer> {\"header\": "
+    "[\"Position\", \"Nationality\", \"Job\"], \"rows\": [[\"1\", \"british\", \"plumber\"], "
+    "[\"2\", \"polish\", \"carpenter\"]]} </answer>.",
+    "ordering_puzzle": "{question} Please put your answer within <answer> and </answer> tags, "
+    "for example <answer> ['pigeon', 'sparrow', 'quail'] </answer>.",
+    "graph_puzzle": "{question} Please put your answer within <answer> and </answer> tags, for "
+    "example <answer> fdebme </answer>.",
+    "stem_web": "You are a knowledgeable assistant. Answer the following questions and think step "
+    "by step. Please output the final answer within \\boxed{}. {question}",
 }
 
 PLACEHOLDER = "{question}"
