@@ -15,7 +15,8 @@ from click.testing import CliRunner, Result
 from rollouts import client
 from rollouts.clitools import EXIT_WITH_ERROR_ROWS
 from scoring.judge_client import JudgeError, JudgeSettings
-from scoring.rewards.judge import STEM_PROMPT, StemJudgeReward, stem_verdict
+from scoring.rewards import judge as judge_module
+from scoring.rewards.judge import STEM_PROMPT, MathJudgeReward, StemJudgeReward, stem_verdict
 from scoring.score_cli import main
 from tests.fake_vllm import FAKE_VLLM_COMMAND, live_pids, recorded_pids
 from tests.judge_answers import GARBAGE
@@ -180,3 +181,56 @@ def test_judge_model_starts_a_managed_server_and_stops_it(
     assert scored(source)["score"].tolist() == [1.0, 1.0, 0.0, 0.0]
     started = recorded_pids(pids)
     assert started and live_pids(started) == []
+
+
+MATH_REFERENCE = Path(__file__).parent / "guru_reference" / "judge_math.jsonl"
+
+
+@pytest.mark.parametrize(
+    "row", [json.loads(line) for line in MATH_REFERENCE.read_text().splitlines()],
+    ids=lambda r: f"{r['response'][:20]}|{r['judge_text'][:12]}",
+)
+def test_math_judge_equals_reasoning360(row: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """GURU's math_llm_judge: whether the judge is asked (its rule graders decide first), the
+    prompt, and the verdict on the judge's answer (one without a verdict is an error here)."""
+    asked: list[str] = []
+
+    def judge_says(settings: JudgeSettings, prompt: str, extra_body: Any = None) -> str:
+        asked.append(prompt)
+        return str(row["judge_text"])
+
+    monkeypatch.setattr(judge_module, "ask_judge", judge_says)
+    reward = MathJudgeReward(JudgeSettings(base_urls=("http://127.0.0.1:9",), model=VERIFIER))
+    answer = reward.extract(row["response"]).answer
+    assert answer is not None
+    payload = row["reference"]["payload"]
+    garbage = payload is not None and "CORRECT" not in row["judge_text"]
+    if garbage:
+        with pytest.raises(JudgeError, match="garbage"):
+            reward.judge(answer, row["ground_truth"], row["data_source"], row["extra_info"])
+    else:
+        result = reward.judge(answer, row["ground_truth"], row["data_source"], row["extra_info"])
+        assert result.score == row["reference"]["score"]
+    assert asked == ([payload["messages"][0]["content"]] if payload else [])
+
+
+def test_math_rows_with_math_llm_judge_go_to_the_judge(tmp_path: Path) -> None:
+    extra = {"question": QUESTION, "reward_metric": "math_llm_judge"}
+    rows = [
+        {"prompt": f"p{i}", "data_idx": i, "sample_idx": 0, "response": response,
+         "data_source": "math__combined", "extra_info": extra,
+         "reward_model": {"style": "rule", "ground_truth": gold}}
+        for i, (response, gold) in enumerate(
+            [("\\boxed{blue-whale}", "Blue whale"), ("\\boxed{12}", "13"),
+             ("so \\boxed{0.5}", "\\frac{1}{2}")]
+        )
+    ]
+    source = write(rows, tmp_path / "m.jsonl")
+    with FakeOpenAIServer(model="Qwen/Qwen2.5-32B-Instruct") as server:
+        result = score(source, "--judge-base-url", server.url, "--workers", "1", "--no-cache")
+        assert result.exit_code == 0, result.output
+        assert len(server.requests) == 2  # 0.5 = 1/2 is decided by the rule graders
+        assert all(r["temperature"] == 0.0 for r in server.requests)
+    frame = scored(source)
+    assert frame["reward_fn"].tolist() == ["math_judge"] * 3
+    assert frame["score"].tolist() == [1.0, 0.0, 1.0]
