@@ -93,14 +93,25 @@ def iter_records(path: str | Path, batch_size: int = 4096) -> Iterator[dict[str,
             for batch in parquet.iter_batches(batch_size=batch_size):
                 yield from batch.to_pylist()
         elif fmt == "jsonl":
-            with open(path, encoding="utf-8") as handle:
-                for line_no, line in enumerate(handle, 1):
-                    if line.strip():
-                        yield _parse_json_line(path, line_no, line)
+            with open(path, "rb") as handle:
+                for line_no, raw in enumerate(handle, 1):
+                    if raw.strip():
+                        yield _parse_json_line(path, line_no, _utf8_line(path, line_no, raw))
         else:
             yield from _read_json_records(path)
     except (pa.ArrowException, OSError) as exc:
         raise UserInputError(f"{path}: cannot read {fmt} file ({exc}); check the file") from exc
+
+
+def _utf8_line(path: str | Path, line_no: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(
+            f"{path} line {line_no}: invalid UTF-8 byte 0x{raw[exc.start]:02X} at byte "
+            f"{exc.start + 1} of the line; fix: re-encode the file as UTF-8 (e.g. "
+            f"`iconv -f latin1 -t utf-8`) or repair that line"
+        ) from exc
 
 
 def _parse_json_line(path: str | Path, line_no: int, line: str) -> dict[str, Any]:
@@ -113,9 +124,23 @@ def _parse_json_line(path: str | Path, line_no: int, line: str) -> dict[str, Any
             raise UserInputError(
                 f"{path}:{line_no}: invalid JSON ({exc.msg}); fix that line"
             ) from exc
+        _no_lone_surrogate(path, line_no, record)
     if not isinstance(record, dict):
         raise UserInputError(f"{path}:{line_no}: expected a JSON object per line")
     return record
+
+
+def _no_lone_surrogate(path: str | Path, line_no: int, record: Any) -> None:
+    """A `\\ud800`-style escape with no partner decodes to a string no file format can hold
+    (orjson refuses it; the standard parser, tried second, does not)."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(exc.object[exc.start])
+        raise UserInputError(
+            f"{path} line {line_no}: a lone surrogate \\u{code:04x} in a string (half of a "
+            f"UTF-16 pair); fix: remove it or write the whole pair in that line"
+        ) from exc
 
 
 def _read_json_records(path: str | Path) -> list[dict[str, Any]]:

@@ -293,3 +293,20 @@ def test_a_glob_never_reads_the_files_score_wrote_for_it(tmp_path: Path) -> None
     batch = json.loads(summary.read_text())
     assert [Path(i["input"]).name for i in batch["inputs"]] == ["a.jsonl", "b.jsonl"]
     assert "note: left out 5 file(s) the inputs matched that this command writes itself" in result.output
+
+
+def test_undecodable_jsonl_lines_are_one_line_errors_naming_file_and_line(tmp_path: Path) -> None:
+    good = (json.dumps(rollout("p", 0, r"\boxed{1}", "1", "math")) + "\n").encode()
+    latin = json.dumps(rollout("p", 1, "caf\u00e9", "1", "math"), ensure_ascii=False)
+    source = tmp_path / "latin1.jsonl"
+    source.write_bytes(good + latin.encode("latin-1") + b"\n")
+    line = _one_line_error(run(source))
+    assert f"{source} line 2: invalid UTF-8 byte 0xE9 at byte" in line and "fix: re-encode" in line
+    # A lone surrogate escape: valid JSON text, but no string any file format can hold.
+    lone = json.dumps(rollout("p", 2, "half \ud83d of an emoji", "1", "math"))
+    assert "\\ud83d" in lone
+    source = tmp_path / "surrogate.jsonl"
+    source.write_bytes(good + good + lone.encode() + b"\n")
+    line = _one_line_error(run(source))
+    assert f"{source} line 3: a lone surrogate \\ud83d in a string" in line
+    assert not list(tmp_path.glob("*.scored.*"))
