@@ -1,6 +1,9 @@
 """Metrics over scored rows, per data source.
 
-- mean@n: the mean over prompts of each prompt's mean score.
+- mean@n: accuracy, the mean over prompts of each prompt's share of passing samples (`acc`: the
+  reward function's own verdict, or a custom function's score reaching --pass-threshold).
+- mean_score@n: the raw reward, the mean over prompts of each prompt's mean score (with rewards
+  of +1/-1 or partial credit, not an accuracy).
 - pass@k: the unbiased estimator of Chen et al. (2021), 1 - C(n-c, k) / C(n, k) for a prompt with
   n samples of which c pass, averaged over the prompts that have at least k samples; reported for
   every k up to the largest n (above 32 only powers of two and each prompt's own n).
@@ -124,7 +127,8 @@ def source_metrics(frame: pd.DataFrame) -> dict[str, Any]:
         "n_prompts": len(ns),
         "n_samples": int(sum(ns)),
         "samples_per_prompt": {"min": min(ns, default=0), "max": max(ns, default=0)},
-        "mean@n": float(prompts.mean_scores.mean()) if ns else None,
+        "mean@n": float((prompts.passes / prompts.ns).mean()) if ns else None,
+        "mean_score@n": float(prompts.mean_scores.mean()) if ns else None,
         "pass@k": _per_k(ks, ns, prompt_pass),
     }
     if "answer_class" in ordered.columns and ordered["answer_class"].notna().any():

@@ -19,7 +19,8 @@ from rollouts.clitools import echo_err, handle_errors
 @click.option("--label", "hand_labels", multiple=True, metavar="NAME=FILE",
               help="Name the run in FILE (added to the inputs when not among them); repeatable.")
 @click.option("--metric", default="mean@n", show_default=True,
-              help="What curves, best checkpoints and comparisons use: mean@n, pass@K or maj@K.")
+              help="What curves, best checkpoints and comparisons use: mean@n (accuracy), "
+                   "mean_score@n (the raw reward), pass@K or maj@K.")
 @click.option("--domains", "domains_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="YAML: task -> domain, or domain -> [tasks] (default: the `domain__task` prefix).")
 @click.option("--select-on", default=None,

@@ -12,6 +12,7 @@ from rollouts.client import DEFAULT_MAX_ATTEMPTS
 from rollouts.clitools import EXIT_WITH_ERROR_ROWS, echo_err, handle_errors, is_interactive
 from scoring.cache import CACHE_ENV, default_cache_dir
 from scoring.judge_client import judge_settings
+from scoring.rewards.base import DEFAULT_PASS_THRESHOLD
 from scoring.rewards.custom import SPEC_FORMS
 from scoring.rewards.registry import AUTO, BUILTINS
 from scoring.scorer import (
@@ -55,6 +56,9 @@ REWARD_FN_HELP = (
               help="Rows the reward function could not judge (it raised, returned inf/NaN): "
                    "fail = leave them out of the metrics and exit 3; skip = leave them out, "
                    "exit 0; zero = count them as wrong (score 0).")
+@click.option("--pass-threshold", type=float, default=DEFAULT_PASS_THRESHOLD, show_default=True,
+              help="A custom function's score counts as a pass (acc) at this value or above, "
+                   "unless it returns its own `acc`.")
 @click.option("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE, show_default=True,
               help=f"Stop when more than this share of a data source's last {ERROR_WINDOW} "
                    f"distinct answers failed in the reward function (1: never stop).")
@@ -81,6 +85,7 @@ def main(
     overwrite: bool,
     allow_unsandboxed: bool,
     on_error: str,
+    pass_threshold: float,
     max_error_rate: float,
     judge_urls: tuple[str, ...],
     judge_infos: tuple[Path, ...],
@@ -111,6 +116,7 @@ def main(
             progress=is_interactive(),
             on_error=on_error,
             max_error_rate=max_error_rate,
+            pass_threshold=pass_threshold,
             judge=judge,
         )
         batch = score_files(
@@ -163,6 +169,8 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
     parts = [f"prompts={metrics['n_prompts']}"]
     if metrics["mean@n"] is not None:  # None: every row of the source failed
         parts.append(f"mean@n={metrics['mean@n']:.4f}")
+        if metrics["mean_score@n"] != metrics["mean@n"]:
+            parts.append(f"mean_score@n={metrics['mean_score@n']:.4f}")
     if "1" in pass_k:
         parts.append(f"pass@1={pass_k['1']:.4f}")
     if top in pass_k and top != "1":

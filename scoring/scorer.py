@@ -43,7 +43,7 @@ from scoring.cache import VerdictCache
 from scoring.journal import VerdictJournal
 from scoring.judge_client import JudgeSettings
 from scoring.metrics import metrics_by_source, status_counts
-from scoring.rewards.base import RewardFn, RewardOptions
+from scoring.rewards.base import DEFAULT_PASS_THRESHOLD, RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
 from scoring.rewards.ifeval import (
     N_COLUMN,
@@ -104,6 +104,7 @@ class ScoreConfig:
     on_error: str = DEFAULT_ON_ERROR
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
     judge: JudgeSettings | None = None
+    pass_threshold: float = DEFAULT_PASS_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -120,7 +121,10 @@ class ScoreConfig:
 
     @property
     def options(self) -> RewardOptions:
-        return RewardOptions(allow_unsandboxed=self.allow_unsandboxed, judge=self.judge)
+        return RewardOptions(
+            allow_unsandboxed=self.allow_unsandboxed, judge=self.judge,
+            pass_threshold=self.pass_threshold,
+        )
 
 
 @dataclass

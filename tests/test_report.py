@@ -51,6 +51,32 @@ BASE_U = [1, 0, 0, 0, 0, 0, 0, 0, 1, 1]
 TUNED_U = [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
 
 
+def test_ranks_on_accuracy_not_the_raw_reward(tmp_path: Path) -> None:
+    """verl's DAPO rewards (+1 right, -1 wrong, less an overlong penalty): mean@n, what reports
+    rank on by default, is the share of passing samples; the raw mean is mean_score@n."""
+    def rows(model: str, scores: list[float]) -> list[dict[str, Any]]:
+        out = []
+        for prompt in range(2):
+            for sample, value in enumerate(scores):
+                out.append({"model": model, "data_source": "math__dapo", "prompt_id": f"p{prompt}",
+                            "sample_idx": sample, "score": value, "acc": value > 0, "pred": None,
+                            "answer_class": None, "score_status": "ok"})
+        return out
+
+    # `short`: 2 of 4 right, wrong ones short; `long`: 3 of 4 right, wrong one cut off with a
+    # penalty; the raw means say `short` (-0.0 vs -0.125), accuracy says `long`.
+    short = write(rows("short", [1.0, 1.0, -1.0, -1.0]), tmp_path / "short.scored.parquet")
+    long = write(rows("long", [0.5, 0.5, 0.5, -2.0]), tmp_path / "long.scored.parquet")
+    result = run(short, long, "-o", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    tidy = pd.read_parquet(tmp_path / "report" / "metrics.parquet")
+    task = tidy[tidy["level"] == "task"].set_index(["label", "metric"])["value"]
+    assert task[("short", "mean@n")] == 0.5 and task[("long", "mean@n")] == 0.75
+    assert task[("short", "mean_score@n")] == 0.0 and task[("long", "mean_score@n")] == -0.125
+    best = json.loads((tmp_path / "report" / "report.json").read_text())["best"]
+    assert {entry["label"] for entry in best} == {"long"}
+
+
 def hand_tables(directory: Path) -> list[Path]:
     base = (
         prompt_rows("base", "math__t", "p1", [1, 0, 1, 0], ["a", "b", "a", "c"])
@@ -83,7 +109,8 @@ def test_every_number_of_one_task_by_hand(tmp_path: Path) -> None:
     # p2 "x", then "x" (tie, first seen), then "y" twice (fail). With two prompts the 95% interval
     # is the two prompts' values.
     expected = {
-        "mean@n": (0.375, 0.25, 0.5), "pass@1": (0.375, 0.25, 0.5), "pass@2": (2 / 3, 0.5, 5 / 6),
+        "mean@n": (0.375, 0.25, 0.5), "mean_score@n": (0.375, 0.25, 0.5),
+        "pass@1": (0.375, 0.25, 0.5), "pass@2": (2 / 3, 0.5, 5 / 6),
         "pass@3": (0.875, 0.75, 1.0), "pass@4": (1.0, 1.0, 1.0),
         **{f"maj@{k}": (0.5, 0.0, 1.0) for k in range(1, 5)},
     }
@@ -283,7 +310,7 @@ def test_bad_input_is_one_line_before_any_output(tmp_path: Path) -> None:
     cases = [
         ((unscored,), f"Error: {unscored} has no 'score' column; run `score` on it first (score {unscored})"),
         ((*scored, "--baseline", "nope"), "Error: --baseline 'nope' matches no model; the models are: 'base', 'tuned'"),
-        ((*scored, "--metric", "best@3"), "Error: --metric 'best@3': use mean@n, pass@K or maj@K with K >= 1"),
+        ((*scored, "--metric", "best@3"), "Error: --metric 'best@3': use mean@n, mean_score@n, pass@K or maj@K with K >= 1"),
         ((tmp_path / "empty",), f"Error: {tmp_path / 'empty'}: no scored files"),
         ((tmp_path / "missing.parquet",), f"Error: {tmp_path / 'missing.parquet'}: no such file"),
     ]

@@ -310,3 +310,37 @@ def test_undecodable_jsonl_lines_are_one_line_errors_naming_file_and_line(tmp_pa
     line = _one_line_error(run(source))
     assert f"{source} line 3: a lone surrogate \\ud83d in a string" in line
     assert not list(tmp_path.glob("*.scored.*"))
+
+
+PLUS_MINUS_REWARD = """
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    right = solution_str.strip() == ground_truth
+    if data_source == "dapo":  # verl's DAPO: +1/-1 and its own acc
+        return {"score": 1.0 if right else -1.0, "acc": right, "pred": solution_str.strip()}
+    return 1.0 if right else (0.1 if solution_str.strip().isdigit() else 0.0)  # format credit
+"""
+
+
+def test_mean_at_n_is_accuracy_with_plus_minus_and_partial_rewards(tmp_path: Path) -> None:
+    """mean@n and pass@k count passes: a dict's own `acc`, else score >= --pass-threshold (1.0);
+    the raw reward mean is mean_score@n."""
+    reward = tmp_path / "pm.py"
+    reward.write_text(PLUS_MINUS_REWARD)
+    rows = [rollout("a", i, text, "7", source)
+            for source in ("dapo", "partial") for i, text in enumerate(["7", "8", "9", "7", "x"])]
+    source = write_jsonl(tmp_path / "run.jsonl", rows)
+    result = run(source, "--reward-fn", reward, "--workers", "1", "--no-cache")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run.scored.results.json").read_text())["data_sources"]
+    assert metrics["dapo"]["mean@n"] == pytest.approx(0.4)
+    assert metrics["dapo"]["pass@k"]["1"] == pytest.approx(0.4)
+    assert metrics["dapo"]["mean_score@n"] == pytest.approx(-0.2)
+    assert metrics["partial"]["mean@n"] == pytest.approx(0.4)  # 0.1 for "8" and "9" is no pass
+    assert metrics["partial"]["mean_score@n"] == pytest.approx(0.44)
+    assert "dapo: prompts=1 mean@n=0.4000 mean_score@n=-0.2000" in result.output
+    lenient = run(source, "--reward-fn", reward, "--workers", "1", "--no-cache",
+                  "--pass-threshold", "0.1", "-o", tmp_path / "lenient.parquet")
+    assert lenient.exit_code == 0, lenient.output
+    metrics = json.loads((tmp_path / "lenient.results.json").read_text())["data_sources"]
+    assert metrics["partial"]["mean@n"] == pytest.approx(0.8)
+    assert metrics["dapo"]["mean@n"] == pytest.approx(0.4)  # its own acc

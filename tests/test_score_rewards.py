@@ -240,7 +240,10 @@ def test_custom_reward_verl_signature_float_and_dict(tmp_path: Path) -> None:
     assert plain.judge(" 42 ", "42", "ds", None).score == 1.0
     assert plain.name == "reward.py:compute_score" and len(plain.version) == 12
     rich = CustomReward(f"{path}:rich").judge("hello", "x", "ds", {"split": "test"})
-    assert (rich.score, rich.acc, rich.pred) == (0.5, True, "hel")
+    assert (rich.score, rich.acc, rich.pred) == (0.5, False, "hel")  # below the pass threshold
+    lenient = CustomReward(f"{path}:rich", pass_threshold=0.5)
+    assert lenient.judge("hello", "x", "ds", None).acc
+    assert lenient.version != CustomReward(f"{path}:rich").version  # acc is in cached verdicts
     assert rich.extra == {"length": 5, "source": "ds", "split": "test"}
 
 

@@ -319,7 +319,7 @@ def row_means(matrix: np.ndarray) -> np.ndarray:
 
 def _metric_order(name: str) -> tuple[int, int]:
     kind, _, k = name.partition("@")
-    return ({"mean": 0, "pass": 1, "maj": 2}[kind], 0 if k == "n" else int(k))
+    return ({"mean": 0, "mean_score": 1, "pass": 2, "maj": 3}[kind], 0 if k == "n" else int(k))
 
 
 # ---------------------------------------------------------------- best checkpoint

@@ -59,14 +59,15 @@ def read_domain_map(path: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Metric:
-    """The metric a report ranks and compares by: mean@n, pass@K or maj@K."""
+    """The metric a report ranks and compares by: mean@n (accuracy), mean_score@n (the raw
+    reward), pass@K or maj@K."""
 
-    kind: str  # "mean", "pass" or "maj"
+    kind: str  # "mean", "score", "pass" or "maj"
     k: int | None = None
 
     @property
     def name(self) -> str:
-        return "mean@n" if self.kind == "mean" else f"{self.kind}@{self.k}"
+        return {"mean": "mean@n", "score": "mean_score@n"}.get(self.kind, f"{self.kind}@{self.k}")
 
 
 METRIC_PATTERN = re.compile(r"^(pass|maj)@(\d+)$")
@@ -75,7 +76,9 @@ METRIC_PATTERN = re.compile(r"^(pass|maj)@(\d+)$")
 def parse_metric(text: str) -> Metric:
     if text.strip() == "mean@n":
         return Metric("mean")
+    if text.strip() == "mean_score@n":
+        return Metric("score")
     match = METRIC_PATTERN.match(text.strip())
     if not match or int(match.group(2)) < 1:
-        raise UserInputError(f"--metric {text!r}: use mean@n, pass@K or maj@K with K >= 1 (pass@1, maj@8)")
+        raise UserInputError(f"--metric {text!r}: use mean@n, mean_score@n, pass@K or maj@K with K >= 1 (pass@1, maj@8)")
     return Metric(match.group(1), int(match.group(2)))

@@ -3,7 +3,9 @@
 A report never needs the rows again once each prompt's sample count, passes, mean score and
 majority-vote curve are known, so inputs are reduced to this form file by file (3M rows become
 190k prompts). The estimators are scoring.metrics' own: pass@k is `pass_at_k`, maj@k is
-`majority_curve`, mean@n is the mean of each prompt's mean score.
+`majority_curve`, mean@n is accuracy (the mean of each prompt's share of passing samples, `acc`)
+and mean_score@n the mean of each prompt's mean score (the raw reward: with +1/-1 rewards it is no
+accuracy, so reports rank on mean@n).
 """
 
 from __future__ import annotations
@@ -196,6 +198,8 @@ def majority_values(scores: PromptScores, k: int) -> np.ndarray | None:
 def metric_values(scores: PromptScores, metric: Metric) -> np.ndarray | None:
     """The per-prompt values behind one metric; None when the task cannot have it."""
     if metric.kind == "mean":
+        return (scores.passes / scores.n).astype(np.float64)
+    if metric.kind == "score":
         return scores.mean.astype(np.float64)
     assert metric.k is not None
     if metric.kind == "pass":
@@ -205,8 +209,8 @@ def metric_values(scores: PromptScores, metric: Metric) -> np.ndarray | None:
 
 def all_metrics(scores: PromptScores) -> tuple[list[Metric], np.ndarray]:
     """Every metric `score` reports for these prompts, and the (prompts x metrics) values."""
-    metrics = [Metric("mean")]
-    columns = [scores.mean.astype(np.float64)]
+    metrics = [Metric("mean"), Metric("score")]
+    columns = [(scores.passes / scores.n).astype(np.float64), scores.mean.astype(np.float64)]
     for kind in ("pass", "maj"):
         for k in scores.ks:
             values = metric_values(scores, Metric(kind, k))

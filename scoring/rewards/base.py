@@ -16,6 +16,8 @@ from scoring.judge_client import JudgeSettings
 from scoring.rewards.extract import Extraction
 from scoring.types import RewardResult
 
+DEFAULT_PASS_THRESHOLD = 1.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class RewardOptions:
@@ -23,6 +25,8 @@ class RewardOptions:
 
     allow_unsandboxed: bool = False
     judge: JudgeSettings | None = None  # the judge model of `judge` and `math_judge`
+    # A custom function's number (or dict without `acc`) counts as a pass at this score or above.
+    pass_threshold: float = DEFAULT_PASS_THRESHOLD
 
 
 class RewardFn(Protocol):

@@ -9,7 +9,10 @@ Where a function comes from (`--reward-fn`):
 How it is called: exactly as verl's reward managers call it, by keyword:
 `func(data_source=..., solution_str=..., ground_truth=..., extra_info=...)`, where extra_info is the
 row's `extra_info` (an empty dict when the row has none). It returns a number (or bool) or a dict
-with `score` (and optionally `acc`, `pred`; other keys become columns).
+with `score` (and optionally `acc`, `pred`; other keys become columns). A verdict counts as a pass
+(`acc`) when the dict says so, else when the score reaches the run's pass threshold (`score
+--pass-threshold`, default 1.0): with verl's +1/-1 rewards, or 0.1 for a well-formed wrong answer,
+`score > 0` is no accuracy.
 
 The version (part of every cached verdict's key) is a digest of the function's file and of the
 Python sources it can import from its own directory or package: editing a helper module makes the
@@ -35,6 +38,7 @@ from typing import Any
 
 from rollouts.errors import UserInputError
 from rollouts.io import to_python
+from scoring.rewards.base import DEFAULT_PASS_THRESHOLD
 from scoring.rewards.extract import Extraction
 from scoring.tracebacks import describe_exception
 from scoring.types import RewardResult
@@ -269,13 +273,16 @@ class CustomReward:
 
     uses_context = True
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, pass_threshold: float = DEFAULT_PASS_THRESHOLD) -> None:
         parsed = parse_spec(spec)
+        self.pass_threshold = pass_threshold
         self.function, module = load_function(parsed)
         self.name = (
             f"{parsed.path.name}:{parsed.function}" if parsed.path is not None else str(parsed)
         )
         self.version, self.cache_note = dependency_version(module)
+        if pass_threshold != DEFAULT_PASS_THRESHOLD:  # acc is part of every cached verdict
+            self.version += f"+pass>={pass_threshold:g}"
 
     def extract(self, response: str) -> Extraction:
         return Extraction(response, "response")
@@ -289,22 +296,23 @@ class CustomReward:
             ground_truth=ground_truth,
             extra_info=extra_info if extra_info is not None else {},
         )
-        return to_result(value)
+        return to_result(value, self.pass_threshold)
 
 
 # Verdicts of plain float scores, shared (verdicts are never mutated): most functions return a
 # few distinct numbers, and this runs once per row.
-_PLAIN: dict[float, RewardResult] = {}
+_PLAIN: dict[tuple[float, float], RewardResult] = {}
 
 
-def to_result(value: Any) -> RewardResult:
-    """verl's return forms: a number, or a dict with `score` whose other keys become columns."""
+def to_result(value: Any, pass_threshold: float = DEFAULT_PASS_THRESHOLD) -> RewardResult:
+    """verl's return forms: a number, or a dict with `score` whose other keys become columns;
+    `acc` is the dict's own, else score >= pass_threshold."""
     if type(value) is float:  # the common case: no conversion
-        plain = _PLAIN.get(value)
+        plain = _PLAIN.get((value, pass_threshold))
         if plain is None:
-            plain = RewardResult(score=value, acc=value > 0, pred=None)
+            plain = RewardResult(score=value, acc=value >= pass_threshold, pred=None)
             if len(_PLAIN) < 4096:
-                _PLAIN[value] = plain
+                _PLAIN[value, pass_threshold] = plain
         return plain
     value = to_python(value)
     if isinstance(value, dict):
@@ -312,7 +320,7 @@ def to_result(value: Any) -> RewardResult:
             raise ValueError(f"reward dict has no 'score' key (keys: {sorted(value)})")
         extra = {k: v for k, v in value.items() if k not in ("score", "acc", "pred")}
         score = _as_score(value["score"])
-        acc = bool(value["acc"]) if "acc" in value else score > 0
+        acc = bool(value["acc"]) if "acc" in value else score >= pass_threshold
         pred = value.get("pred")
         return RewardResult(
             score=score,
@@ -322,7 +330,7 @@ def to_result(value: Any) -> RewardResult:
             answer_class=None if pred is None else "pred:" + str(pred),
         )
     score = _as_score(value)
-    return RewardResult(score=score, acc=score > 0, pred=None)
+    return RewardResult(score=score, acc=score >= pass_threshold, pred=None)
 
 
 def _as_score(value: Any) -> float:

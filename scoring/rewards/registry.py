@@ -113,7 +113,7 @@ def get_reward_fn(spec: str, options: RewardOptions) -> RewardFn:
     if spec in BUILTINS:
         return BUILTINS[spec](options)
     if looks_custom(spec):
-        return CustomReward(spec)
+        return CustomReward(spec, options.pass_threshold)
     raise UserInputError(
         f"unknown reward function {spec!r}; use {AUTO}, {', '.join(BUILTINS)}, {SPEC_FORMS}"
     )
