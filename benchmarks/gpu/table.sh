@@ -1,14 +1,15 @@
 #!/bin/bash
-# The table "the engine at its best, and replicas" of RESULTS.md in device calls of under 10
+# The table "the engine at its best, and replicas" of RESULTS.md in device calls of 3 to 6
 # minutes each, back to back on one machine, from the repo root after ../shared/gpu's install:
-#   bash benchmarks/gpu/table.sh offline OUT_DIR   # the model, prompts, offline @512 and @default
+#   bash benchmarks/gpu/table.sh offline512 OUT_DIR       # the model, prompts, offline @512
+#   bash benchmarks/gpu/table.sh offline-default OUT_DIR  # offline at vLLM's default batch
 #   bash benchmarks/gpu/table.sh defaults OUT_DIR  # rollouts with every default (auto replicas)
 #   bash benchmarks/gpu/table.sh one OUT_DIR       # one server, all else default
 #   bash benchmarks/gpu/table.sh before OUT_DIR    # n8 with the server's batch of before
 # Results are appended to OUT_DIR/table.jsonl as each run ends; then report.py prints the table.
 set -euo pipefail
 source benchmarks/gpu/env.sh
-OUT=${2:?usage: table.sh offline|defaults|one|before OUT_DIR}
+OUT=${2:?usage: table.sh offline512|offline-default|defaults|one|before OUT_DIR}
 R=$OUT/table.jsonl
 mkdir -p "$OUT"
 # The end of every server log, whatever happens (a start that fails says why there).
@@ -17,8 +18,11 @@ trap 'for f in "$W"/*/vllm*.log; do echo "== $f"; tail -n 40 "$f"; done > "$OUT/
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/gpu.txt"
 M=(--model "$W/m04" --results "$R")
 case $1 in
-  offline)
-    python3 benchmarks/gpu/workload.py n1,n8,n16 "${M[@]}" --parts offline --offline-seqs 512,default
+  offline512)  # the offline engine at its best: max_num_seqs 512
+    python3 benchmarks/gpu/workload.py n1,n8,n16 "${M[@]}" --parts offline --offline-seqs 512
+    ;;
+  offline-default)  # and at its own default (1,024 sequences on an H100/H200)
+    python3 benchmarks/gpu/workload.py n1,n8,n16 "${M[@]}" --parts offline --offline-seqs default
     ;;
   defaults)
     # Every default: `rollouts serve` chooses its replicas (auto), `generate` its concurrency.
@@ -38,6 +42,6 @@ case $1 in
     python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts defaults --server before \
       --replicas 1 --vllm-flag=--max-num-seqs --vllm-flag=1024
     ;;
-  *) echo "usage: table.sh offline|defaults|one|before OUT_DIR" >&2; exit 2 ;;
+  *) echo "usage: table.sh offline512|offline-default|defaults|one|before OUT_DIR" >&2; exit 2 ;;
 esac
 python3 benchmarks/gpu/report.py "$R" | tee "$OUT/report-$1.md"
