@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import click
 from rollouts.client import DEFAULT_MAX_ATTEMPTS
 from rollouts.clitools import EXIT_WITH_ERROR_ROWS, echo_err, handle_errors, is_interactive
 from scoring.cache import CACHE_ENV, default_cache_dir
-from scoring.judge_client import judge_settings
+from scoring.judge_client import JUDGE_TIMEOUT_S, judge_settings
 from scoring.rewards.base import DEFAULT_PASS_THRESHOLD
 from scoring.rewards.custom import SPEC_FORMS
 from scoring.rewards.registry import AUTO, BUILTINS
@@ -42,7 +43,8 @@ REWARD_FN_HELP = (
 )
 @click.option("--workers", type=int, default=default_workers, show_default="cores",
               help="Worker processes judging answers.")
-@click.option("--timeout", "timeout_s", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              show_default=f"{DEFAULT_TIMEOUT_S:g}; {JUDGE_TIMEOUT_S:g} with a judge",
               help="Hard wall-clock limit per item in seconds; the worker is killed past it.")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), envvar=CACHE_ENV,
               help=f"Verdict cache directory [env {CACHE_ENV}; default ~/.cache/rollouts/score].")
@@ -69,6 +71,9 @@ REWARD_FN_HELP = (
 @click.option("--judge-model",
               help="The judge's model: its served name with --judge-base-url, else a model path "
                    "or hub id to start a vLLM server for this run.")
+@click.option("--judge-vllm-arg", "judge_vllm_args", multiple=True,
+              help="With --judge-model alone: extra `vllm serve` flags for the judge server, e.g. "
+                   "--judge-vllm-arg='--tensor-parallel-size 4'.")
 @click.option("--judge-max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="Tries per judge question (connection errors, 429 and 5xx are retried).")
 @click.version_option(package_name="rollouts")
@@ -78,7 +83,7 @@ def main(
     reward_fn: str,
     output: Path | None,
     workers: int,
-    timeout_s: float,
+    timeout_s: float | None,
     cache_dir: Path | None,
     no_cache: bool,
     summary: Path | None,
@@ -91,6 +96,7 @@ def main(
     judge_infos: tuple[Path, ...],
     judge_model: str | None,
     judge_max_attempts: int,
+    judge_vllm_args: tuple[str, ...],
 ) -> None:
     """Score rollout files (parquet/jsonl, long or verl's wide `responses` form; files or globs).
 
@@ -100,13 +106,16 @@ def main(
       score 'runs/*.parquet' -o scored/ --summary scored/summary.json
       score out.jsonl --reward-fn my_reward.py:compute_score --workers 8 --timeout 10
       score stem_web.parquet --judge-base-url http://judge:8000/v1 --workers 32
-      score stem_web.parquet --judge-model TIGER-Lab/general-verifier --timeout 300
+      score stem_web.parquet --judge-model TIGER-Lab/general-verifier
 
     Exit status: 0 when every row was judged, 1 on bad input, 3 when some rows failed in the
     reward function (under the default --on-error fail; the outputs are written all the same).
     A judge that cannot be reached or answers without a verdict fails its rows that way.
     """
-    with judge_settings(judge_urls, judge_infos, judge_model, judge_max_attempts) as judge:
+    vllm_args = tuple(arg for text in judge_vllm_args for arg in shlex.split(text))
+    with judge_settings(judge_urls, judge_infos, judge_model, judge_max_attempts, vllm_args) as judge:
+        if timeout_s is None:  # a judge's answer may take minutes under load, retries included
+            timeout_s = DEFAULT_TIMEOUT_S if judge is None else JUDGE_TIMEOUT_S
         config = ScoreConfig(
             reward_fn=reward_fn,
             workers=workers,

@@ -175,12 +175,17 @@ def test_judge_model_starts_a_managed_server_and_stops_it(
     monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
     pids = tmp_path / "pids"
     monkeypatch.setenv("FAKE_VLLM_PIDS_FILE", str(pids))
+    argv = tmp_path / "argv.json"
+    monkeypatch.setenv("FAKE_VLLM_ARGV_FILE", str(argv))
     source = write(stem_rows(), tmp_path / "s.jsonl")
-    result = score(source, "--judge-model", "tiny-verifier", "--workers", "1", "--no-cache")
+    result = score(source, "--judge-model", "tiny-verifier", "--judge-vllm-arg=--max-num-seqs 8",
+                   "--workers", "1", "--no-cache")
     assert result.exit_code == 0, result.output
     assert scored(source)["score"].tolist() == [1.0, 1.0, 0.0, 0.0]
     started = recorded_pids(pids)
     assert started and live_pids(started) == []
+    served = json.loads(argv.read_text())
+    assert "tiny-verifier" in served and "--max-num-seqs" in served
 
 
 MATH_REFERENCE = Path(__file__).parent / "guru_reference" / "judge_math.jsonl"
