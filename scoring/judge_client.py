@@ -138,7 +138,7 @@ def judge_settings(
     from server.info import read_server_info
 
     infos = [read_server_info(path) for path in server_infos]
-    urls = [*base_urls, *(info.base_url for info in infos)]
+    urls = [*base_urls, *(url for info in infos for url in info.urls())]  # replicas included
     if urls:
         name = model or (infos[0].model if infos else served_model_name(urls[0]))
         yield JudgeSettings(base_urls=tuple(urls), model=name, max_attempts=max_attempts)

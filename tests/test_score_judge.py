@@ -239,3 +239,29 @@ def test_math_rows_with_math_llm_judge_go_to_the_judge(tmp_path: Path) -> None:
     frame = scored(source)
     assert frame["reward_fn"].tolist() == ["math_judge"] * 3
     assert frame["score"].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_judge_from_a_server_info_file_with_replicas(tmp_path: Path) -> None:
+    from server.info import ServerInfo, write_server_info
+
+    source = write(stem_rows(), tmp_path / "s.jsonl")
+    with FakeOpenAIServer(model=VERIFIER) as one, FakeOpenAIServer(model=VERIFIER) as two:
+        info = write_server_info(tmp_path / "judge.json", ServerInfo(
+            base_url=one.url, model=VERIFIER, pid=1, base_urls=(one.url, two.url)))
+        result = score(source, "--judge-server-info", tmp_path / "judge.json", "--workers", "1",
+                       "--no-cache")
+        assert result.exit_code == 0, result.output
+        assert len(one.requests) + len(two.requests) == 3
+    assert info.model == VERIFIER
+    assert scored(source)["score"].tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_a_judged_row_without_its_question_fails_before_any_work(tmp_path: Path) -> None:
+    rows = stem_rows()
+    rows[2]["extra_info"] = {"split": "test"}
+    source = write(rows, tmp_path / "s.jsonl")
+    with FakeOpenAIServer(model=VERIFIER) as server:
+        result = CliRunner().invoke(main, [str(source), "--judge-base-url", server.url, "--no-cache"])
+        assert server.requests == []
+    assert result.exit_code != 0
+    assert "row 2" in result.output and "extra_info['question']" in result.output
