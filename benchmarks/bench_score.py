@@ -1,11 +1,16 @@
 """Benchmark: `score`'s scorer against the naive way, on a synthetic math rollout set.
 
-Two ratios, each against a reference measured in the same run:
+Three ratios, each against a reference measured in the same run:
   1. cheap custom function: a verl-style string-compare math reward (last \\boxed, strip, compare)
      through the scorer (workers, per-item timeouts) against a plain in-process loop calling it,
      on 20,000 rows, medians of 3 alternating runs of each (target: within 2x);
   2. Math-Verify: the scorer (median of 3 runs, each with an empty cache) against the naive loop
-     below (one run of several seconds) on repeated answers (target: >= 20x).
+     below (one run of several seconds) on repeated answers (target: >= 20x);
+  3. end to end, the cheap custom function as a whole command: `score FILE.parquet --reward-fn
+     cheap_reward.py --no-cache` (process start, imports, reading, judging, writing the scored
+     file and its results JSON) against a plain script run the same way (`python plain.py
+     FILE.parquet`: imports pandas, reads the same parquet, loops the function over the rows),
+     on 20,000 rows, medians of 3 alternating runs (target: <= 2x).
 
 The naive way (as the seed scripts do it): `for _, row in df.iterrows()` calling a compute_score
 that runs Math-Verify on the whole response, row by row, in one process. The scorer's workers read
@@ -14,6 +19,7 @@ Verdicts must be identical; the script exits 1 if any differ.
 
     python3 benchmarks/bench_score.py            # 300 prompts x 16 samples (+ 20,000 cheap rows)
     python3 benchmarks/bench_score.py --full     # 2,000 prompts x 16 samples
+    python3 benchmarks/bench_score.py --end-to-end-only   # ratio 3 alone (a few seconds)
     python3 benchmarks/bench_score.py --reasoning360 /path/to/Reasoning360 [--guru-only]
 
 With `--reasoning360` (a checkout of LLM360/Reasoning360), the GURU domains too: per domain, the
@@ -33,6 +39,7 @@ import argparse
 import json
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -213,9 +220,64 @@ def cheap_function_ratio(workers: int) -> tuple[list[float], list[float], bool, 
     return loop_s, scorer_s, same, statistics.median(loop_cpu), statistics.median(scorer_cpu)
 
 
-def timed(func: Any, *args: Any) -> tuple[Any, float]:
+PLAIN_SCRIPT = r'''
+import importlib.util, sys
+import pandas as pd
+
+spec = importlib.util.spec_from_file_location("cheap_reward", sys.argv[2])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+frame = pd.read_parquet(sys.argv[1])
+scores = [
+    module.compute_score(data_source=d, solution_str=s, ground_truth=r["ground_truth"], extra_info={})
+    for d, s, r in zip(frame["data_source"], frame["response"], frame["reward_model"])
+]
+print(sum(scores))
+'''
+
+
+def end_to_end_ratio(workers: int) -> tuple[list[float], list[float], bool]:
+    """(plain script seconds, `score` seconds: one per repeat; same verdicts) for the cheap
+    custom reward on CHEAP_ROWS rows, each a fresh process from start to exit."""
+    frame = synthetic_rollouts(CHEAP_ROWS // 16, 16, seed=2)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        reward, plain, data = root / "cheap_reward.py", root / "plain.py", root / "rows.parquet"
+        reward.write_text(CHEAP_REWARD)
+        plain.write_text(PLAIN_SCRIPT)
+        frame.to_parquet(data)
+        out = root / "rows.scored.parquet"
+        score_command = [sys.executable, "-c", "from scoring.score_cli import main; main()",
+                         str(data), "--reward-fn", str(reward), "--no-cache", "--overwrite",
+                         "--workers", str(workers), "-o", str(out)]
+        plain_command = [sys.executable, str(plain), str(data), str(reward)]
+        plain_s, score_s = [], []
+        total = ""
+        for _ in range(CHEAP_REPEATS):
+            done, seconds = timed(subprocess.run, plain_command, capture_output=True, text=True, check=True)
+            plain_s.append(seconds)
+            total = done.stdout.strip()
+            _, seconds = timed(subprocess.run, score_command, capture_output=True, text=True, check=True)
+            score_s.append(seconds)
+        same = float(total) == float(pd.read_parquet(out)["score"].sum())
+    return plain_s, score_s, same
+
+
+def report_end_to_end(workers: int) -> bool:
+    plain_runs, score_runs, same = end_to_end_ratio(workers)
+    plain_s, score_s = statistics.median(plain_runs), statistics.median(score_runs)
+    print(f"\nend to end, cheap custom function, {CHEAP_ROWS} rows, median of {CHEAP_REPEATS} "
+          f"alternating runs: plain script {plain_s:.3f} s, score command {score_s:.3f} s, "
+          f"same verdicts: {same}")
+    print("  runs (plain / score): " + ", ".join(
+        f"{a:.3f} / {b:.3f}" for a, b in zip(plain_runs, score_runs, strict=True)))
+    print(f"RATIO end to end, score command / plain script: {score_s / plain_s:.2f}x (target <= 2x)")
+    return same
+
+
+def timed(func: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     started = time.perf_counter()
-    value = func(*args)
+    value = func(*args, **kwargs)
     return value, time.perf_counter() - started
 
 
@@ -351,7 +413,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--full", action="store_true", help="2,000 prompts x 16 samples")
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--end-to-end-only", action="store_true", help="only ratio 3")
     args = parser.parse_args()
+    if args.end_to_end_only:
+        return 0 if report_end_to_end(args.workers) else 1
     guru_same = True
     if args.reasoning360 is not None:
         guru_same = guru_ratios(args.reasoning360, args.guru_rows, args.workers, args.guru_domains)
@@ -401,7 +466,8 @@ def main() -> int:
     print(f"RATIO cheap custom fn, score / plain loop: {scorer_s / loop_s:.2f}x (target <= 2x)")
     print(f"RATIO Math-Verify, naive loop / score (empty cache): {naive_s / cold_s:.1f}x "
           f"(target >= 20x)")
-    return 1 if mismatches or not same or not guru_same else 0
+    end_to_end_same = report_end_to_end(args.workers)
+    return 1 if mismatches or not same or not guru_same or not end_to_end_same else 0
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+from rollouts.types import DEFAULT_MAX_ATTEMPTS as DEFAULT_MAX_ATTEMPTS  # part of the policy below
 from rollouts.types import Completion, CompletionBatch, PromptInput, SamplingParams
 
 # Retry policy. Delays grow as INITIAL * 2**attempt, capped, with full jitter.
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 30.0
 MAX_RETRY_AFTER_S = 60.0
-DEFAULT_MAX_ATTEMPTS = 6
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 # Timeouts. There is no short total timeout: a long reasoning generation may legitimately take

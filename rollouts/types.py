@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# Tries per request to a server (rollouts.client's retry policy), here so that command-line
+# options can show it without importing the HTTP client.
+DEFAULT_MAX_ATTEMPTS = 6
+
 Messages = list[dict[str, Any]]
 PromptInput = str | Messages
 

@@ -27,8 +27,6 @@ from rollouts.types import SamplingParams
 
 JUDGE_MAX_TOKENS = 2048
 JUDGE_READ_TIMEOUT_S = 300.0
-# `score`'s default per-item limit when a judge is asked (the worker is killed past it).
-JUDGE_TIMEOUT_S = 900.0
 
 
 class JudgeError(Exception):

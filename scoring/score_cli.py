@@ -9,10 +9,9 @@ from typing import Any
 
 import click
 
-from rollouts.client import DEFAULT_MAX_ATTEMPTS
 from rollouts.clitools import EXIT_WITH_ERROR_ROWS, echo_err, handle_errors, is_interactive
+from rollouts.types import DEFAULT_MAX_ATTEMPTS
 from scoring.cache import CACHE_ENV, default_cache_dir
-from scoring.judge_client import JUDGE_TIMEOUT_S, judge_settings
 from scoring.rewards.base import DEFAULT_PASS_THRESHOLD
 from scoring.rewards.custom import SPEC_FORMS
 from scoring.rewards.registry import AUTO, BUILTINS
@@ -21,6 +20,7 @@ from scoring.scorer import (
     DEFAULT_ON_ERROR,
     DEFAULT_TIMEOUT_S,
     ERROR_WINDOW,
+    JUDGE_TIMEOUT_S,
     ON_ERROR_CHOICES,
     FileResult,
     ScoreConfig,
@@ -112,6 +112,9 @@ def main(
     reward function (under the default --on-error fail; the outputs are written all the same).
     A judge that cannot be reached or answers without a verdict fails its rows that way.
     """
+    # The judge's HTTP client (aiohttp) is imported only when scoring starts.
+    from scoring.judge_client import judge_settings
+
     vllm_args = tuple(arg for text in judge_vllm_args for arg in shlex.split(text))
     with judge_settings(judge_urls, judge_infos, judge_model, judge_max_attempts, vllm_args) as judge:
         if timeout_s is None:  # a judge's answer may take minutes under load, retries included

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,6 @@ from rollouts.io import (
 )
 from scoring.cache import VerdictCache
 from scoring.journal import VerdictJournal
-from scoring.judge_client import JudgeSettings
 from scoring.metrics import metrics_by_source, status_counts
 from scoring.rewards.base import DEFAULT_PASS_THRESHOLD, RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
@@ -64,6 +63,9 @@ from scoring.rows import item_key as item_key  # the verdict identity, documente
 from scoring.types import REWARD_ERROR_STATUSES, RewardResult
 from scoring.workers import WorkerPool, default_workers
 
+if TYPE_CHECKING:
+    from scoring.judge_client import JudgeSettings
+
 RESPONSE = "response"
 WIDE_RESPONSES = "responses"
 # The columns `score` adds to every row (reward extras come after them).
@@ -79,6 +81,9 @@ SCORE_COLUMNS = (
 )
 UNKNOWN_SOURCE = "unknown"
 DEFAULT_TIMEOUT_S = 30.0
+# The default per-item limit when a judge model is asked (its answer may take minutes under load,
+# retries included; the worker is killed past it).
+JUDGE_TIMEOUT_S = 900.0
 
 # What rows the reward function could not judge count as (`--on-error`): `fail` and `skip` leave
 # them out of every metric, and `fail` makes the command exit non-zero; `zero` counts them as

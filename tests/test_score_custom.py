@@ -3,6 +3,8 @@ relative imports), errors by the user's file and line, versions that follow loca
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -116,3 +118,33 @@ def test_version_says_when_it_cannot_know_the_dependencies(tmp_path: Path,
     assert reward.cache_note is not None and "pass --no-cache" in reward.cache_note
     small = make_package(tmp_path, "pkg_small")
     assert CustomReward(f"{small / 'reward.py'}:compute_score").cache_note is None
+
+
+HEAVY = ("sympy", "math_verify", "nltk", "langdetect", "aiohttp")
+
+
+def _modules_after_scoring(tmp_path: Path, reward_fn: str) -> list[str]:
+    """The heavy libraries a fresh process has imported after `score`'s module and one run."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "response": r"\boxed{2}", "data_source": "math",
+                                "reward_model": {"ground_truth": "2"}}) + "\n")
+    code = (
+        "import sys\n"
+        "import scoring.score_cli\n"
+        "from scoring.scorer import ScoreConfig, score_files\n"
+        f"score_files([{str(data)!r}], ScoreConfig(reward_fn={reward_fn!r}, workers=1, "
+        f"cache_dir=None), overwrite=True)\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [m for m in done.stdout.strip().split(",") if m]
+
+
+def test_a_custom_reward_imports_no_other_rewards_libraries(tmp_path: Path) -> None:
+    """Start-up: sympy and Math-Verify (about a second) only for runs that use math."""
+    reward = tmp_path / "plain.py"
+    reward.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
+                      "    return float(ground_truth in solution_str)\n")
+    assert _modules_after_scoring(tmp_path, f"{reward}:compute_score") == []
+    assert {"sympy", "math_verify"} <= set(_modules_after_scoring(tmp_path, "math"))

@@ -10,11 +10,13 @@ functions whose `uses_context` is true.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from scoring.judge_client import JudgeSettings
 from scoring.rewards.extract import Extraction
 from scoring.types import RewardResult
+
+if TYPE_CHECKING:  # the judge's HTTP client (aiohttp) is imported only by runs that use it
+    from scoring.judge_client import JudgeSettings
 
 DEFAULT_PASS_THRESHOLD = 1.0
 

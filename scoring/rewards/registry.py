@@ -8,63 +8,50 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from rollouts.errors import UserInputError
-from scoring.rewards.arcagi import ArcagiReward
 from scoring.rewards.base import RewardFn, RewardOptions
-from scoring.rewards.code import CodeReward
-from scoring.rewards.custom import SPEC_FORMS, CustomReward, looks_custom
+from scoring.rewards.custom import SPEC_FORMS, looks_custom
 from scoring.rewards.custom import canonical_spec as custom_canonical_spec
-from scoring.rewards.graph_puzzle import GraphPuzzleReward
-from scoring.rewards.gsm8k import Gsm8kReward
-from scoring.rewards.guru.code import GuruCodeReward
-from scoring.rewards.guru.codeio import GuruCodeioReward
-from scoring.rewards.guru.cruxeval import GuruCruxevalReward
-from scoring.rewards.guru.gpqa import GuruGpqaReward
-from scoring.rewards.guru.math import GuruMathReward
-from scoring.rewards.guru.prime_math import GuruPrimeMathReward
-from scoring.rewards.guru.supergpqa import GuruSuperGpqaReward
-from scoring.rewards.guru.table import GuruTableReward
-from scoring.rewards.guru_ifeval import GuruIfbenchReward, GuruIfevalReward
-from scoring.rewards.ifeval import IfevalReward
-from scoring.rewards.judge import MathJudgeReward, StemJudgeReward
-from scoring.rewards.livebench import LivebenchReward
-from scoring.rewards.math import MathReward
-from scoring.rewards.mcq import McqReward
-from scoring.rewards.ordering_puzzle import OrderingPuzzleReward
-from scoring.rewards.qa import QaReward
 from scoring.rewards.sources import find_source
-from scoring.rewards.zebra_puzzle import ZebraPuzzleReward
 
 AUTO = "auto"
 
+
+def _load(module: str, name: str) -> Any:
+    """A reward class, imported when a run first uses it: each brings its own libraries (sympy
+    and Math-Verify for math, NLTK for ifeval, ...), which a run of another reward never pays for."""
+    return getattr(importlib.import_module(module), name)
+
+
 BUILTINS: dict[str, Callable[[RewardOptions], RewardFn]] = {
-    "math": lambda options: MathReward(),
-    "gsm8k": lambda options: Gsm8kReward(),
-    "qa": lambda options: QaReward(),
-    "mcq": lambda options: McqReward(),
-    "code": CodeReward,
-    "ifeval": lambda options: IfevalReward(),
-    "arcagi": lambda options: ArcagiReward(),
-    "zebra_puzzle": lambda options: ZebraPuzzleReward(),
-    "ordering_puzzle": lambda options: OrderingPuzzleReward(),
-    "graph_puzzle": lambda options: GraphPuzzleReward(),
-    "livebench": lambda options: LivebenchReward(),
-    "guru_ifeval": lambda options: GuruIfevalReward(),
-    "guru_ifbench": lambda options: GuruIfbenchReward(),
-    "judge": lambda options: StemJudgeReward(options.judge),
-    "math_judge": lambda options: MathJudgeReward(options.judge),
+    "math": lambda options: _load("scoring.rewards.math", "MathReward")(),
+    "gsm8k": lambda options: _load("scoring.rewards.gsm8k", "Gsm8kReward")(),
+    "qa": lambda options: _load("scoring.rewards.qa", "QaReward")(),
+    "mcq": lambda options: _load("scoring.rewards.mcq", "McqReward")(),
+    "code": lambda options: _load("scoring.rewards.code", "CodeReward")(options),
+    "ifeval": lambda options: _load("scoring.rewards.ifeval", "IfevalReward")(),
+    "arcagi": lambda options: _load("scoring.rewards.arcagi", "ArcagiReward")(),
+    "zebra_puzzle": lambda options: _load("scoring.rewards.zebra_puzzle", "ZebraPuzzleReward")(),
+    "ordering_puzzle": lambda options: _load("scoring.rewards.ordering_puzzle", "OrderingPuzzleReward")(),
+    "graph_puzzle": lambda options: _load("scoring.rewards.graph_puzzle", "GraphPuzzleReward")(),
+    "livebench": lambda options: _load("scoring.rewards.livebench", "LivebenchReward")(),
+    "guru_ifeval": lambda options: _load("scoring.rewards.guru_ifeval", "GuruIfevalReward")(),
+    "guru_ifbench": lambda options: _load("scoring.rewards.guru_ifeval", "GuruIfbenchReward")(),
+    "judge": lambda options: _load("scoring.rewards.judge", "StemJudgeReward")(options.judge),
+    "math_judge": lambda options: _load("scoring.rewards.judge", "MathJudgeReward")(options.judge),
     # GURU / Reasoning360's rewards (scoring.rewards.guru), chosen by `auto` for its data sources
-    "guru_math": lambda options: GuruMathReward(),
-    "guru_prime_math": lambda options: GuruPrimeMathReward(),
-    "guru_code": GuruCodeReward,
-    "guru_codeio": lambda options: GuruCodeioReward(),
-    "guru_cruxeval": GuruCruxevalReward,
-    "guru_table": lambda options: GuruTableReward(),
-    "guru_gpqa": lambda options: GuruGpqaReward(),
-    "guru_supergpqa": lambda options: GuruSuperGpqaReward(),
+    "guru_math": lambda options: _load("scoring.rewards.guru.math", "GuruMathReward")(),
+    "guru_prime_math": lambda options: _load("scoring.rewards.guru.prime_math", "GuruPrimeMathReward")(),
+    "guru_code": lambda options: _load("scoring.rewards.guru.code", "GuruCodeReward")(options),
+    "guru_codeio": lambda options: _load("scoring.rewards.guru.codeio", "GuruCodeioReward")(),
+    "guru_cruxeval": lambda options: _load("scoring.rewards.guru.cruxeval", "GuruCruxevalReward")(options),
+    "guru_table": lambda options: _load("scoring.rewards.guru.table", "GuruTableReward")(),
+    "guru_gpqa": lambda options: _load("scoring.rewards.guru.gpqa", "GuruGpqaReward")(),
+    "guru_supergpqa": lambda options: _load("scoring.rewards.guru.supergpqa", "GuruSuperGpqaReward")(),
 }
 
 def dispatch(data_source: str, reward_metric: Any = None) -> str | None:
@@ -113,7 +100,7 @@ def get_reward_fn(spec: str, options: RewardOptions) -> RewardFn:
     if spec in BUILTINS:
         return BUILTINS[spec](options)
     if looks_custom(spec):
-        return CustomReward(spec, options.pass_threshold)
+        return _load("scoring.rewards.custom", "CustomReward")(spec, options.pass_threshold)
     raise UserInputError(
         f"unknown reward function {spec!r}; use {AUTO}, {', '.join(BUILTINS)}, {SPEC_FORMS}"
     )
