@@ -293,6 +293,8 @@ def generate(
         progress=progress,
         limit=limit,
     )
+    if seed_was_given() and (notice := unseeded_notice(config)):
+        echo_err(f"note: {notice}")
     if dry_run:
         where = backend_description(backend, base_urls, server_infos)
         if backend == "hf" or not (base_urls or server_infos):
@@ -300,8 +302,6 @@ def generate(
         for line in describe_run(config, where):
             click.echo(line)
         return
-    if seed_was_given() and (notice := unseeded_notice(config)):
-        echo_err(f"note: {notice}")
     try:
         result = asyncio.run(_dispatch(config, backend, base_urls, server_infos, api_key, managed))
     except KeyboardInterrupt:
@@ -407,12 +407,14 @@ def run_command(config_file: Path, overwrite: bool, progress: bool) -> None:
 def make_tiny_model(out_dir: Path, train_steps: int) -> None:
     """Build a tiny chat model in OUT_DIR (no download) for demos and tests, trained on CPU to
     add numbers: sums of one to three digits, some of the time."""
+    import sys
     import time
 
-    from rollouts.tiny_model import build_tiny_model
+    from rollouts.tiny_model import TrainingProgress, build_tiny_model
 
     started = time.monotonic()
-    click.echo(str(build_tiny_model(out_dir, train_steps=train_steps)))
+    progress = TrainingProgress(sys.stderr, interactive=sys.stderr.isatty())
+    click.echo(str(build_tiny_model(out_dir, train_steps=train_steps, on_step=progress)))
     echo_err(f"built in {time.monotonic() - started:.0f}s ({train_steps} training steps)")
 
 

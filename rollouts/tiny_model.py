@@ -17,10 +17,10 @@ import os
 import random
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from rollouts.errors import UserInputError
 
@@ -168,10 +168,12 @@ def build_tiny_model(
     vocab_size: int = 2048,
     seed: int = 0,
     train_steps: int = 0,
+    on_step: StepCallback | None = None,
 ) -> Path:
     """Write a tokenizer and a Qwen2 model to out_dir and return its path.
 
-    train_steps > 0 trains it on additions first (see `train_on_additions`)."""
+    train_steps > 0 trains it on additions first (see `train_on_additions`); `on_step(step,
+    steps, loss)` hears of every step (a progress line)."""
     torch, tokenizers, transformers = _import_hf()
     out = Path(out_dir)
     tokenizer = _train_tokenizer(tokenizers, transformers, vocab_size)
@@ -190,13 +192,42 @@ def build_tiny_model(
     torch.manual_seed(seed)
     model = transformers.Qwen2ForCausalLM(config)
     if train_steps > 0:
-        train_on_additions(model, tokenizer, steps=train_steps, seed=seed)
+        train_on_additions(model, tokenizer, steps=train_steps, seed=seed, on_step=on_step)
     tokenizer.save_pretrained(out)
     model.save_pretrained(out)
     return out
 
 
 # -- training ---------------------------------------------------------------------------------
+
+
+# on_step(step, steps, loss): called after each training step.
+StepCallback = Callable[[int, int, float], None]
+
+
+class TrainingProgress:
+    """A progress line for the training: rewritten in place on a terminal, else a line every
+    tenth of the steps (a log, CI), so a minute of training never looks like a hang."""
+
+    def __init__(self, stream: TextIO, interactive: bool, every_s: float = 1.0) -> None:
+        self.stream, self.interactive, self.every_s = stream, interactive, every_s
+        self.started = time.monotonic()
+        self.shown_at = -every_s
+
+    def __call__(self, step: int, steps: int, loss: float) -> None:
+        now = time.monotonic()
+        tenth = max(1, steps // 10)
+        due = now - self.shown_at >= self.every_s if self.interactive else step % tenth == 0
+        if not (due or step == steps):
+            return
+        self.shown_at = now
+        elapsed = now - self.started
+        left = elapsed / step * (steps - step)
+        line = (f"training the tiny model to add: step {step}/{steps}, answer loss {loss:.2f}, "
+                f"{elapsed:.0f}s, about {left:.0f}s left")
+        end = "\n" if step == steps or not self.interactive else ""
+        self.stream.write(("\r" if self.interactive else "") + line + end)
+        self.stream.flush()
 
 
 @dataclass(frozen=True)
@@ -243,7 +274,7 @@ def _answer_loss(model: Any, inputs: Any, labels: Any) -> Any:
 
 def train_on_additions(
     model: Any, tokenizer: Any, *, steps: int, seed: int = 0, batch_size: int = 32,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 1e-3, on_step: StepCallback | None = None,
 ) -> TrainReport:
     """Teach the model to answer addition prompts (loss on the answer only), deterministically
     for a given seed on a given machine."""
@@ -259,12 +290,15 @@ def train_on_additions(
     model.train()
     started = time.monotonic()
     loss = torch.tensor(0.0)
-    for inputs, labels in itertools.islice(_batches(tokenizer, torch, rng, batch_size), steps):
+    batches = itertools.islice(_batches(tokenizer, torch, rng, batch_size), steps)
+    for step, (inputs, labels) in enumerate(batches, 1):
         loss = _answer_loss(model, inputs, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        if on_step is not None:
+            on_step(step, steps, float(loss.item()))
     model.eval()
     return TrainReport(steps, time.monotonic() - started, loss.item())

@@ -29,7 +29,8 @@ if [ ! -e "$MODEL/config.json" ] && [ "$MODEL" = "$OUT/tiny-model" ]; then
 fi
 
 DATA=rollouts/data/math_demo.jsonl
-SAMPLING=(--n "$N" --max-tokens 16 --temperature 1.0 --seed 0)
+# Samples go N per request (one prefill per prompt): unseeded, so no --seed here.
+SAMPLING=(--n "$N" --max-tokens 16 --temperature 1.0)
 if [ "$BACKEND" = "vllm" ]; then
   # A managed vLLM server: started, used, and stopped by generate itself.
   rollouts generate "$DATA" -o "$OUT/rollouts.parquet" --model "$MODEL" "${SAMPLING[@]}" \

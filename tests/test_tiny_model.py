@@ -47,5 +47,31 @@ def test_a_short_training_teaches_small_sums(tmp_path: Path) -> None:
              [(1, 2), (3, 4), (5, 2), (2, 6), (4, 4), (7, 1), (6, 3), (2, 2), (8, 1), (3, 5)]]
     random_weights = build_tiny_model(tmp_path / "random")
     assert _solved(random_weights, items) == 0
-    trained = build_tiny_model(tmp_path / "trained", train_steps=400)
+    steps: list[int] = []
+    trained = build_tiny_model(tmp_path / "trained", train_steps=400,
+                               on_step=lambda step, total, loss: steps.append(step))
     assert _solved(trained, items) >= 4  # greedy, one-digit sums without carry
+    assert steps == list(range(1, 401))  # the progress line hears of every step
+
+
+
+def test_training_progress_lines() -> None:
+    """A log (not a terminal) gets a line every tenth of the steps, so the minute of training in
+    the demo never looks like a hang; a terminal gets one line rewritten in place."""
+    import io
+
+    from rollouts.tiny_model import TrainingProgress
+
+    log = io.StringIO()
+    progress = TrainingProgress(log, interactive=False)
+    for step in range(1, 21):
+        progress(step, 20, 1.5)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("training the tiny model to add: step 2/20, answer loss 1.50, ")
+    assert lines[-1].startswith("training the tiny model to add: step 20/20") and "s left" in lines[-1]
+    screen = io.StringIO()
+    progress = TrainingProgress(screen, interactive=True, every_s=3600)
+    for step in range(1, 21):
+        progress(step, 20, 1.5)
+    assert screen.getvalue().count("\r") == 2 and screen.getvalue().endswith("\n")  # first, last
