@@ -56,6 +56,7 @@ from scoring.rewards.registry import (
     canonical_spec,
     dispatch_all,
     get_reward_fn,
+    has_metric_variants,
     validate_spec,
 )
 from scoring.rows import FAILED_ROW, NO_ANSWER_ROW, RowFeed, RowTable
@@ -265,16 +266,21 @@ def reward_specs(frame: pd.DataFrame, reward_fn: str) -> list[str]:
     if reward_fn != AUTO:
         return [reward_fn] * len(frame)
     sources = frame["data_source"].astype(str).tolist()
-    metrics = reward_metrics(frame)
+    metrics = reward_metrics(frame, sources)
     mapping = dispatch_all(sources, metrics)
     return [mapping[pair] for pair in zip(sources, metrics, strict=True)]
 
 
-def reward_metrics(frame: pd.DataFrame) -> list[Any]:
-    """Each row's `extra_info["reward_metric"]` (GURU names a math row's reward there), or None."""
-    if "extra_info" not in frame.columns:
+def reward_metrics(frame: pd.DataFrame, sources: list[str]) -> list[Any]:
+    """Each row's `extra_info["reward_metric"]` (GURU names a math row's reward there), read only
+    for data sources whose reward has such variants; None elsewhere."""
+    varied = {source for source in set(sources) if has_metric_variants(source)}
+    if "extra_info" not in frame.columns or not varied:
         return [None] * len(frame)
-    return [_reward_metric(info) for info in frame["extra_info"]]
+    return [
+        _reward_metric(info) if source in varied else None
+        for source, info in zip(sources, frame["extra_info"], strict=True)
+    ]
 
 
 def _reward_metric(extra_info: Any) -> Any:

@@ -61,6 +61,12 @@ def dispatch(data_source: str, reward_metric: Any = None) -> str | None:
     return source.reward_for(reward_metric) if source is not None else None
 
 
+def has_metric_variants(data_source: str) -> bool:
+    """Whether extra_info's `reward_metric` can change this data source's reward."""
+    source = find_source(data_source)
+    return source is not None and bool(source.metrics)
+
+
 def dispatch_all(
     data_sources: Iterable[str], reward_metrics: Iterable[Any] | None = None
 ) -> dict[tuple[str, Any], str]:
