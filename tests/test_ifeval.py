@@ -40,10 +40,12 @@ def offline_nltk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     patch.setenv(ifeval_data.DATA_ENV, str(tmp_path_factory.mktemp("nltk")))
     patch.setattr(nltk, "download", refuse_download)
     ifeval_data.ensure_nltk_data.cache_clear()
+    ifeval_data.shipped_nltk_data.cache_clear()
     ifeval_data.instruction_registries.cache_clear()
     yield
     patch.undo()
     ifeval_data.ensure_nltk_data.cache_clear()
+    ifeval_data.shipped_nltk_data.cache_clear()
     ifeval_data.instruction_registries.cache_clear()
 
 

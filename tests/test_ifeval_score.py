@@ -42,6 +42,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("ROLLOUTS_RAISE", raising=False)
     monkeypatch.setattr(nltk, "download", refuse_download)
     ifeval_data.ensure_nltk_data.cache_clear()
+    ifeval_data.shipped_nltk_data.cache_clear()
     ifeval_data.instruction_registries.cache_clear()
 
 

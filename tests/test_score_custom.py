@@ -4,10 +4,12 @@ relative imports), errors by the user's file and line, versions that follow loca
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rollouts.errors import UserInputError
@@ -148,3 +150,42 @@ def test_a_custom_reward_imports_no_other_rewards_libraries(tmp_path: Path) -> N
                       "    return float(ground_truth in solution_str)\n")
     assert _modules_after_scoring(tmp_path, f"{reward}:compute_score") == []
     assert {"sympy", "math_verify"} <= set(_modules_after_scoring(tmp_path, "math"))
+
+
+NLTK_REWARD = """
+import nltk
+
+nltk.download("punkt", quiet=True)  # what IFEval ports do at import; offline it finds nothing
+from nltk.corpus import stopwords
+
+STOP = set(stopwords.words("english"))
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    sentences = nltk.sent_tokenize(solution_str)
+    words = [w for w in nltk.word_tokenize(solution_str) if w.isalpha() and w.lower() not in STOP]
+    return float(len(sentences) == int(ground_truth) and len(words) > 0)
+"""
+
+
+def test_custom_reward_finds_the_shipped_nltk_data_offline(tmp_path: Path) -> None:
+    """No NLTK data anywhere NLTK looks by itself (HOME is empty, NLTK_DATA unset), downloads
+    refused: a custom function using Punkt and the stop words works from what `score` ships."""
+    reward = tmp_path / "port.py"
+    reward.write_text(NLTK_REWARD)
+    data = tmp_path / "rows.jsonl"
+    texts = [("Dr. Smith crossed the bridge. Then he left.", "2"), ("One sentence here.", "1")]
+    data.write_text("".join(json.dumps({"prompt": t, "response": t, "data_source": "port",
+                                        "reward_model": {"ground_truth": g}}) + "\n" for t, g in texts))
+    env = {k: v for k, v in os.environ.items() if k != "NLTK_DATA"}
+    env.update(HOME=str(tmp_path / "home"), ROLLOUTS_NLTK_DATA=str(tmp_path / "shipped"),
+               ROLLOUTS_SCORE_CACHE=str(tmp_path / "cache"), no_proxy="*", https_proxy="http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-c", "from scoring.score_cli import main; main()", str(data),
+         "--reward-fn", str(reward), "--workers", "1"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    scored = pd.read_parquet(tmp_path / "rows.scored.parquet")
+    assert scored["score_status"].tolist() == ["ok", "ok"]
+    assert scored["score"].tolist() == [1.0, 1.0]

