@@ -19,7 +19,7 @@ from scoring.rewards.base import binary
 from scoring.rewards.extract import Extraction
 from scoring.rewards.guru.grader import math_equal
 from scoring.rewards.guru.hendrycks import normalize_answer
-from scoring.rewards.guru.prm800k import grade_answer
+from scoring.rewards.guru.prm800k import grade_answer, load_libraries
 from scoring.types import RewardResult
 
 THINK_CLOSE = "</think>"
@@ -68,6 +68,9 @@ class GuruMathReward:
     name = "guru_math"
     version = "1"
     uses_context = False
+
+    def __init__(self) -> None:
+        load_libraries()
 
     def extract(self, response: str) -> Extraction:
         text = response.split(THINK_CLOSE)[-1]

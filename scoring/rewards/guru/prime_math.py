@@ -18,7 +18,7 @@ from scoring.rewards.extract import Extraction
 from scoring.rewards.guru.grader import math_equal
 from scoring.rewards.guru.hendrycks import normalize_answer
 from scoring.rewards.guru.math import inside_last_box
-from scoring.rewards.guru.prm800k import grade_answer
+from scoring.rewards.guru.prm800k import grade_answer, load_libraries
 from scoring.types import RewardResult
 
 _AFTER = ("answer:", "answer is", "answers are")
@@ -66,6 +66,9 @@ class GuruPrimeMathReward:
     name = "guru_prime_math"
     version = "1"
     uses_context = False
+
+    def __init__(self) -> None:
+        load_libraries()
 
     def extract(self, response: str) -> Extraction:
         return Extraction(prime_answer(response), "answer_phrase")

@@ -11,6 +11,7 @@ SYMPY_SECONDS per element; a slower comparison is a wrong answer, as it is for G
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import signal
 import threading
@@ -93,13 +94,25 @@ def normalize(expr: str) -> str:
     return expr
 
 
-def latex_to_text(expr: str) -> str:
-    """LaTeX as plain text sympy can read (pylatexenc), with its symbols spelled out."""
+def load_libraries() -> None:
+    """Import sympy and pylatexenc now: a reward calls it before the workers fork, so that each
+    worker does not import them again on its first answer."""
+    _latex_converter()
+    from sympy.parsing import sympy_parser  # noqa: F401
+
+
+@functools.lru_cache(maxsize=1)
+def _latex_converter() -> Any:
     from pylatexenc import latex2text
 
+    return latex2text.LatexNodes2Text()
+
+
+def latex_to_text(expr: str) -> str:
+    """LaTeX as plain text sympy can read (pylatexenc), with its symbols spelled out."""
     expr = expr.replace("\\tfrac", "\\frac").replace("\\dfrac", "\\frac")
     expr = expr.replace("\\frac", " \\frac")  # mixed numbers: 1\frac{1}{2} -> 1 + ...
-    expr = latex2text.LatexNodes2Text().latex_to_text(expr)
+    expr = _latex_converter().latex_to_text(expr)
     for symbol, word in _LATEX_SYMBOLS:
         expr = expr.replace(symbol, word)
     return expr.strip()
