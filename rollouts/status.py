@@ -9,6 +9,7 @@ Sources, all beside the output OUT:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -80,7 +81,6 @@ def _count_samples(state_dir: Path) -> tuple[int, dict[str, int], float | None]:
     of the newest write. A later success replaces an error row, as in the final output."""
     successes = DoneIndex()
     errors: dict[tuple[str, int], str] = {}
-    last_write = None
     for keys in _stored_keys(state_dir):
         for prompt_id, sample_idx, kind in keys:
             if kind is None:
@@ -88,22 +88,33 @@ def _count_samples(state_dir: Path) -> tuple[int, dict[str, int], float | None]:
                 errors.pop((prompt_id, sample_idx), None)
             elif successes.missing_one(prompt_id, sample_idx):
                 errors[(prompt_id, sample_idx)] = kind
-    files = [p for p in state_dir.iterdir() if p.name.startswith(("wal-", "part-"))]
-    if files:
-        last_write = max(p.stat().st_mtime for p in files)
-    return successes.count() + len(errors), dict(Counter(errors.values())), last_write
+    return successes.count() + len(errors), dict(Counter(errors.values())), _last_write(state_dir)
+
+
+def _last_write(state_dir: Path) -> float | None:
+    times = []
+    for path in state_dir.iterdir():
+        if path.name.startswith(("wal-", "part-")):
+            with contextlib.suppress(FileNotFoundError):  # compacted or replaced meanwhile
+                times.append(path.stat().st_mtime)
+    return max(times, default=None)
 
 
 def _stored_keys(state_dir: Path) -> Any:
-    """(prompt_id, sample_idx, error_kind) of every stored row: committed parts, then shards."""
-    manifest = _read_json(state_dir / "manifest.json") or {"parts": []}
-    for part in manifest["parts"]:
-        path = state_dir / part["file"]
-        if path.exists():  # compacted away between our reads: its rows are in a newer part
-            table = pq.read_table(path, columns=["prompt_id", "sample_idx", "error_kind"])
-            yield zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
+    """(prompt_id, sample_idx, error_kind) of every stored row, read while the writer may compact.
+
+    Shards first, then the manifest and its parts: a shard is removed only after the part holding
+    its rows is in the manifest, so a shard gone before it was read has its rows in a part read
+    after it. A row read twice (in its shard, then in its part) counts once (callers count
+    distinct keys), so the count never misses a row, never goes backwards."""
     for shard in sorted(state_dir.glob("wal-*.jsonl")):
         yield _shard_keys(shard)
+    manifest = _read_json(state_dir / "manifest.json") or {"parts": []}
+    for part in manifest["parts"]:
+        with contextlib.suppress(FileNotFoundError):  # a finished run's parts, merged meanwhile
+            table = pq.read_table(state_dir / part["file"],
+                                  columns=["prompt_id", "sample_idx", "error_kind"])
+            yield zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
 
 
 def _shard_keys(shard: Path) -> Any:

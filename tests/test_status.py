@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from rollouts.cli import main
 from rollouts.status import RunStatus, read_status
+from rollouts.store import state_dir_for
 from tests.generate_helpers import run_generate, verl_rows, write_jsonl
 from tests.openai_server import FakeOpenAIServer, Fault
 
@@ -80,3 +81,31 @@ def test_status_of_a_running_then_killed_then_finished_run(
 def test_status_names_a_path_without_a_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["status", str(tmp_path / "nothing.parquet")])
     assert result.exit_code != 0
+
+
+def test_status_reads_a_consistent_snapshot_while_the_writer_compacts(tmp_path: Path) -> None:
+    """Shards of 2 rows: the writer compacts (part written, manifest updated, shard removed) many
+    times a second while status reads in a loop; no read fails and the count never goes back."""
+    source = write_jsonl(tmp_path / "in.jsonl", verl_rows(150))
+    out = tmp_path / "out.parquet"
+    env = {**os.environ, "ROLLOUTS_ROWS_PER_SHARD": "2"}
+    with FakeOpenAIServer() as srv:
+        srv.add_fault(Fault("slow", delay=0.01, times=None))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rollouts.cli", "generate", str(source), "-o", str(out),
+             "--base-url", srv.url, "--n", "2", "--samples-per-request", "1",
+             "--max-concurrent", "4", "--no-progress"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        counts: list[int] = []
+        deadline = time.monotonic() + 120
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                if state_dir_for(out).is_dir():
+                    counts.append(read_status(out).done)
+        finally:
+            process.kill() if process.poll() is None else None
+            _, stderr = process.communicate()
+    assert process.returncode == 0, stderr
+    assert len(counts) > 20 and counts[-1] > 0
+    assert all(later >= earlier for earlier, later in zip(counts, counts[1:], strict=False)), counts
+    assert read_status(out).done == 300
