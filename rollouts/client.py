@@ -6,6 +6,7 @@ policy lives here in one place: named constants and one predicate (`is_retryable
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Callable
@@ -26,7 +27,10 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 # Timeouts. There is no short total timeout: a long reasoning generation may legitimately take
 # half an hour, and timing it out would regenerate it from scratch. The read limit is derived from
-# max_tokens instead (a slow but alive server still fits), and connecting must be quick.
+# max_tokens instead (a slow but alive server still fits), and connecting must be quick. The read
+# limit is silence: before the first byte, it does not run out while the server says requests
+# wait in its queue (`OpenAIEndpoint.queued_on_server`); a queued request cut and sent again only
+# joins the back of the queue.
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_BASE_S = 120.0
 READ_TIMEOUT_PER_TOKEN_S = 0.1
@@ -101,7 +105,6 @@ class OpenAIEndpoint:
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
         self.name = self.base_url
-        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
         self._headers = self._make_headers()
 
     @property
@@ -114,41 +117,53 @@ class OpenAIEndpoint:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def _timeout(self, max_tokens: int) -> aiohttp.ClientTimeout:
-        """Built once per max_tokens: the hot path should not allocate it per request."""
-        cached = self._timeouts.get(max_tokens)
-        if cached is None:
-            read = self.read_timeout_s or read_timeout_for(max_tokens)
-            cached = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=read)
-            self._timeouts[max_tokens] = cached
-        return cached
+    def read_limit_s(self, max_tokens: int) -> float:
+        return self.read_timeout_s or read_timeout_for(max_tokens)
+
+    async def queued_on_server(self) -> bool:
+        """Whether the server says requests wait in its queue (vLLM's /metrics: see
+        rollouts.watchdog). A plain endpoint cannot tell: silence counts from the start."""
+        return False
 
     async def complete(
         self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None
+    ) -> CompletionBatch:
+        limit_s = self.read_limit_s(params.max_tokens)
+        try:
+            async with asyncio.timeout(None) as scope:
+                silence = Silence(self, limit_s, scope)
+                try:
+                    return await self._post(prompt, n=n, params=params, seed=seed, silence=silence)
+                finally:
+                    silence.close()
+        except TimeoutError as exc:
+            raise RequestError("timeout", f"no data for {limit_s:.0f}s", retryable=True) from exc
+
+    async def _post(
+        self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None,
+        silence: Silence,
     ) -> CompletionBatch:
         chat = not isinstance(prompt, str)
         url = f"{self.base_url}/chat/completions" if chat else f"{self.base_url}/completions"
         payload = build_payload(self.model, prompt, n=n, params=params, seed=seed)
         if self.stream:
             payload.update(stream=True, stream_options={"include_usage": True})
-        timeout = self._timeout(params.max_tokens)
+        on_data = silence.saw_data
+        if self.on_stream_data is not None:
+            on_data = _both(on_data, self.on_stream_data)
         try:
             async with self.session.post(
-                url, data=orjson.dumps(payload), headers=self._headers, timeout=timeout
+                url, data=orjson.dumps(payload), headers=self._headers, timeout=_NO_READ_LIMIT
             ) as response:
+                silence.saw_data()
                 status = response.status
                 # A server that ignores `stream` answers whole JSON: read it as such.
                 if status == 200 and response.content_type == "text/event-stream":
-                    return await read_stream(
-                        response.content, n=n, chat=chat, on_data=self.on_stream_data
-                    )
+                    return await read_stream(response.content, n=n, chat=chat, on_data=on_data)
                 body = await response.read()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
             raise RequestError("connection", str(exc), retryable=True, endpoint_down=True) from exc
-        except TimeoutError as exc:
-            # Before ClientError: aiohttp's read timeout (ServerTimeoutError) is both.
-            raise RequestError("timeout", f"no data for {timeout.sock_read:.0f}s", retryable=True) from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise RequestError("connection", f"{type(exc).__name__}: {exc}", retryable=True) from exc
         if status != 200:
@@ -159,6 +174,60 @@ class OpenAIEndpoint:
                 retry_after=retry_after,
             )
         return parse_response(body, n=n, chat=chat)
+
+
+# The read limit is the request's Silence; aiohttp's own would also count time in the server's queue.
+_NO_READ_LIMIT = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=None)
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        first()
+        second()
+
+    return call
+
+
+class Silence:
+    """The read limit of one request: `limit_s` without data cuts it (its timeout scope fires),
+    unless nothing came yet and the endpoint says requests wait in the server's queue; then the
+    clock starts again. One timer per request, moved only when it falls due, so a streamed piece
+    costs one assignment."""
+
+    def __init__(self, endpoint: OpenAIEndpoint, limit_s: float, scope: asyncio.Timeout) -> None:
+        self.endpoint = endpoint
+        self.limit_s = limit_s
+        self.scope = scope
+        self.loop = asyncio.get_running_loop()
+        self.last_data = self.loop.time()
+        self.answered = False
+        self.handle = self.loop.call_at(self.last_data + limit_s, self._due)
+        self.check: asyncio.Task[None] | None = None
+
+    def saw_data(self) -> None:
+        self.last_data = self.loop.time()
+        self.answered = True
+
+    def _due(self) -> None:
+        now = self.loop.time()
+        if now - self.last_data < self.limit_s:
+            self.handle = self.loop.call_at(self.last_data + self.limit_s, self._due)
+        elif self.answered:
+            self.scope.reschedule(now)
+        else:
+            self.check = self.loop.create_task(self._unless_queued())
+
+    async def _unless_queued(self) -> None:
+        if await self.endpoint.queued_on_server():
+            self.last_data = self.loop.time()
+            self.handle = self.loop.call_at(self.last_data + self.limit_s, self._due)
+        else:
+            self.scope.reschedule(self.loop.time())
+
+    def close(self) -> None:
+        self.handle.cancel()
+        if self.check is not None:
+            self.check.cancel()
 
 
 def build_payload(

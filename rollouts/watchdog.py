@@ -13,6 +13,11 @@ in flight there:
 
 A server taken out of rotation, for a stall or for failing requests, comes back only when a real
 1-token generation succeeds, not on `/health` alone (`WatchedEndpoint.healthy`).
+
+A request's silence limit (rollouts.client) does not run out before its first byte while the
+server's /metrics reports requests waiting (`vllm:num_requests_waiting`): a queued request is not
+cut and sent again. A dead or hung server is still found: its /metrics fails, or its token counter
+stops while requests wait, which is a stall.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ DEFAULT_STALL_TIMEOUT_S = 120.0
 MAX_WATCH_INTERVAL_S = 5.0
 MIN_WATCH_INTERVAL_S = 0.2
 STALLED_KIND = "stalled"
+# How long one /metrics reading answers "does the server queue requests?" for every request asking.
+QUEUE_READING_S = 0.5
 
 
 def echo_warning(message: str) -> None:
@@ -110,6 +117,8 @@ class WatchedEndpoint(OpenAIEndpoint):
         self._requests: set[asyncio.Task[Any]] = set()  # tasks with a request in flight here
         self._cut: set[asyncio.Task[Any]] = set()
         self._held_since: float | None = None
+        self._queue_reading: asyncio.Future[bool] | None = None
+        self._queue_read_at = 0.0
 
     async def complete(
         self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None
@@ -152,6 +161,24 @@ class WatchedEndpoint(OpenAIEndpoint):
                 self.guard.finished(key, answered=answered, reached=reached)
         self.needs_probe = False
         return batch
+
+    async def queued_on_server(self) -> bool:
+        """vLLM's /metrics reports requests waiting; one reading serves every request that asks
+        within QUEUE_READING_S (many queued requests fall due together)."""
+        if self.progress.metrics is False or self.ejected is not None:
+            return False
+        now = time.monotonic()
+        if self._queue_reading is None or now - self._queue_read_at > QUEUE_READING_S:
+            self._queue_read_at = now
+            self._queue_reading = asyncio.ensure_future(self._read_queue())
+        return await asyncio.shield(self._queue_reading)
+
+    async def _read_queue(self) -> bool:
+        try:
+            metrics = await fetch_metrics(self.session, self.root_url)
+        except MetricsUnavailable:
+            return False
+        return metrics.num_requests_waiting > 0
 
     # -- control -------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from server.process import pick_free_port
 from tests.fake_vllm import FAKE_VLLM_COMMAND
 from tests.generate_helpers import read_rows, run_generate, verl_rows, write_jsonl
 from tests.openai_server import FakeOpenAIServer, Fault
+from tests.vllm_scheduler import SchedulerServer
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +204,36 @@ def test_a_streaming_server_without_metrics_makes_progress_by_its_chunks(tmp_pat
                               "--stall-timeout", "2", "--max-attempts", "1")
     assert "ejected" not in result.output
     assert read_rows(out)["error"].isna().all()
+
+
+def test_requests_waiting_in_the_server_queue_are_not_timed_out(tmp_path: Path) -> None:
+    """32 requests in flight, room for 4: most wait in the queue longer than the 0.5 s silence
+    limit. The server's /metrics says they wait, so none is cut and sent again."""
+    source = write_jsonl(tmp_path / "d.jsonl", verl_rows(100))
+    out = tmp_path / "o.parquet"
+    with SchedulerServer(capacity=4, service_s=0.2) as server:
+        started = time.monotonic()
+        run_generate(source, "-o", out, "--base-url", server.url, "--n", "1",
+                     "--max-concurrent", "32", "--request-timeout", "0.5", "--max-attempts", "2",
+                     "--server-wait", "10")
+        elapsed = time.monotonic() - started
+    assert elapsed > 4  # 25 rounds of 0.2 s: the last requests waited seconds in the queue
+    rows = read_rows(out)
+    assert len(rows) == 100 and rows["error"].isna().all()
+    summary = json.loads((tmp_path / "o.parquet.summary.json").read_text())
+    assert [e["requests"] for e in summary["endpoints"]] == [100]
+
+
+def test_a_request_the_server_does_not_report_waiting_still_times_out() -> None:
+    async def scenario() -> None:
+        with FakeOpenAIServer() as server:
+            server.add_fault(Fault("hang"))
+            async with aiohttp.ClientSession() as session:
+                endpoint = WatchedEndpoint(server.url, "m", session, read_timeout_s=0.3)
+                started = time.monotonic()
+                with pytest.raises(RequestError) as raised:
+                    await endpoint.complete("q", n=1, params=SamplingParams(max_tokens=4), seed=1)
+                assert raised.value.kind == "timeout"
+                assert time.monotonic() - started < 3
+
+    asyncio.run(scenario())

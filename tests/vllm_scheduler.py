@@ -132,6 +132,8 @@ class SchedulerServer:
                                self.running + self._queue[0][0] <= self.capacity):
             n, admitted = self._queue.popleft()
             self.waiting -= n
+            if admitted.cancelled():  # its client went away while it waited
+                continue
             self.running += n
             admitted.set_result(None)
 
@@ -175,7 +177,7 @@ class SchedulerServer:
         except asyncio.CancelledError:
             if admitted.done() and not admitted.cancelled():
                 self._finish(n)
-            else:
+            elif (n, admitted) in self._queue:
                 self._queue.remove((n, admitted))
                 self.waiting -= n
             raise
