@@ -183,7 +183,7 @@ def test_learning_curves_best_checkpoint_and_significant_changes(tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert "best math: global_step_300" in result.output
     assert "best logic: global_step_" in result.output
-    assert {p.name for p in out.glob("*.png")} == {"curves_all.png", "curve_math.png", "curve_logic.png", "curve_overall.png"}
+    assert {p.name for p in out.glob("*.png")} == {"curves_all.png", "curve_math.png", "curve_logic.png", "curve_overall.png", "pass_at_k.png"}
     assert (out / "curves_all.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.md").read_text()
     assert "![learning curves of every domain](curves_all.png)" in page

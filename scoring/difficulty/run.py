@@ -187,7 +187,8 @@ def run_filter(config: FilterConfig) -> FilterResult:
     summary["runs"] = {"found": run_names, "group_by": list(config.group_by),
                        "pooled_prompts": pooled}
     if config.plot:
-        plot_pass_rates(frame[bucketed], config.output_dir / PLOT_NAME, details)
+        plot_pass_rates(frame[bucketed], config.output_dir / PLOT_NAME, details,
+                        config.strategy.parameters())
     _remove_stale_files(config, written)
     write_json_atomic(summary, config.output_dir / SUMMARY_NAME)
     return FilterResult(summary, warnings)

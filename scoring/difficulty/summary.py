@@ -95,8 +95,16 @@ def build_summary(
     }
 
 
-def plot_pass_rates(frame: pd.DataFrame, path: Path, details: dict[str, Any]) -> None:
-    """One histogram of pass rates per data source, written atomically as PNG."""
+def band_limits(parameters: dict[str, Any]) -> list[float]:
+    """The band strategy's --min and --max (other strategies have none)."""
+    return [float(parameters[k]) for k in ("min", "max") if isinstance(parameters.get(k), int | float)]
+
+
+def plot_pass_rates(
+    frame: pd.DataFrame, path: Path, details: dict[str, Any], parameters: dict[str, Any] | None = None
+) -> None:
+    """One histogram of pass rates per data source, written atomically as PNG; dashed lines at the
+    bucket edges (percentile cutoffs, bins' edges, the band's limits)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -112,7 +120,8 @@ def plot_pass_rates(frame: pd.DataFrame, path: Path, details: dict[str, Any]) ->
         if n_max <= 64
         else np.linspace(0.0, 1.0, 21)
     )
-    cutoffs = details.get("cutoffs", details.get("edges", []))  # quantile cutoffs, or bins' edges
+    # Quantile cutoffs, bins' edges, or the band's limits (the strategy's parameters).
+    cutoffs = details.get("cutoffs", details.get("edges", [])) or band_limits(parameters or {})
     figure.suptitle("Prompts by pass rate" + (" (dashed: bucket edges)" if cutoffs else ""))
     for i, source in enumerate(sources):
         axes = figure.add_subplot(nrows, ncols, i + 1)

@@ -22,7 +22,7 @@ from rollouts.io import temp_path, write_json_atomic, write_table_atomic
 from scoring.report.analysis import Analysis, ReportOptions, analyse
 from scoring.report.inputs import load, resolve_inputs
 from scoring.report.naming import Metric, parse_metric, read_domain_map
-from scoring.report.plots import plot_learning_curves
+from scoring.report.plots import plot_learning_curves, plot_runs
 from scoring.report.render import blocks, html_page, json_document, markdown, tidy_table
 
 __all__ = ["Metric", "ReportOptions", "ReportResult", "build_report", "parse_metric", "read_domain_map"]
@@ -69,6 +69,7 @@ def build_report(
     analysis = analyse(loaded, options)
     output_dir.mkdir(parents=True, exist_ok=True)
     figures = plot_learning_curves(analysis, output_dir)
+    figures.update(plot_runs(analysis, loaded.shapes, output_dir))
     names = [str(source.path) + (f" ({source.label})" if source.label else "") for source in sources]
     page = blocks(analysis, figures, names)
     page_path = output_dir / f"report.{fmt}"

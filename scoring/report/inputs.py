@@ -69,6 +69,7 @@ class Loaded:
     series: dict[str, str]
     notes: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # full model name or input file -> its label
+    shapes: dict[str, RunShape] = field(default_factory=dict)  # label -> its responses' lengths
 
     @property
     def labels(self) -> list[str]:
@@ -281,7 +282,8 @@ def load(sources: Sequence[Source], notes: list[str], want_split: bool = False) 
     runs: list[RunPart] = []
     for source in sources:
         rows = read_rows(source, want_split)
-        runs.append(RunPart(source, run_settings(source, rows), summarise(rows, str(source.path))))
+        runs.append(RunPart(source, run_settings(source, rows), summarise(rows, str(source.path)),
+                            RunShape.of(rows) if rows[LABEL].nunique() == 1 else RunShape()))
         del rows
     named, full_names = label_runs(runs)
     parts: dict[tuple[str, str], list[PromptScores]] = {}
@@ -298,13 +300,39 @@ def load(sources: Sequence[Source], notes: list[str], want_split: bool = False) 
         if label is not None:
             aliases.setdefault(str(run.source.path), short[label])
             aliases.setdefault(table_stem(run.source.path), short[label])
+    shapes: dict[str, RunShape] = {}
+    for run, label in zip(runs, named, strict=True):
+        if run.shape.samples and run.cells:  # a file of one run (several models: not measured)
+            name = short[label if label is not None else next(iter(run.cells))[0]]
+            shapes[name] = shapes.get(name, RunShape()) + run.shape
     return Loaded(
         cells=cells,
         steps={label: step_of(label) for label in labels},
         series={label: series_of(label) for label in labels},
         notes=notes,
         aliases=aliases,
+        shapes=shapes,
     )
+
+
+@dataclass
+class RunShape:
+    """What a run's responses look like: their lengths in tokens, and how many hit max_tokens."""
+
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    truncated: int = 0
+    samples: int = 0
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> RunShape:
+        tokens = (pd.to_numeric(rows["completion_tokens"], errors="coerce").dropna().to_numpy()
+                  if "completion_tokens" in rows.columns else np.zeros(0))
+        truncated = int((rows["finish_reason"] == "length").sum()) if "finish_reason" in rows.columns else 0
+        return cls(tokens, truncated, len(rows) if "finish_reason" in rows.columns else 0)
+
+    def __add__(self, other: RunShape) -> RunShape:
+        return RunShape(np.concatenate([self.tokens, other.tokens]), self.truncated + other.truncated,
+                        self.samples + other.samples)
 
 
 @dataclass
@@ -315,6 +343,7 @@ class RunPart:
     source: Source
     settings: dict[str, Any] | None
     cells: dict[tuple[str, str], PromptScores]
+    shape: RunShape = field(default_factory=RunShape)
 
 
 def run_settings(source: Source, rows: pd.DataFrame) -> dict[str, Any] | None:
@@ -397,7 +426,7 @@ def read_rows(source: Source, want_split: bool) -> pd.DataFrame:
             raise UserInputError(f"{path} " + NOT_SCORED.format(column=column, path=path))
     task_column = next((c for c in TASK_COLUMNS if c in present), None)
     wanted = ["score", "acc", "prompt_id", "sample_idx", "answer_class", "model", "split", "data_idx",
-              "temperature", "top_p", "dataset"]
+              "temperature", "top_p", "dataset", "completion_tokens", "finish_reason"]
     if task_column:
         wanted.append(task_column)
     if want_split and "split" not in present and "extra_info" in present:

@@ -96,10 +96,14 @@ def blocks(analysis: Analysis, figures: dict[str, Path], inputs: list[str]) -> l
     page += [Heading("Tasks"), chosen_table(analysis, "task")]
     if analysis.options.baseline is not None:
         page += comparison_blocks(analysis)
-    domain_figures = [(d, p) for d, p in figures.items() if d != "__all__"]
+    domain_figures = [(d, p) for d, p in figures.items() if not d.startswith("__")]
     if domain_figures:
         page.append(Heading("Learning curves per domain"))
         page += [Image(path, f"{domain} learning curve") for domain, path in domain_figures]
+    run_figures = {"__pass_at_k__": "pass@k against k, per run", "__responses__": "response length and truncation per run"}
+    if any(key in figures for key in run_figures):
+        page.append(Heading("Runs"))
+        page += [Image(figures[key], caption) for key, caption in run_figures.items() if key in figures]
     page += [Heading("Task details"), detail_table(analysis)]
     coverage = coverage_table(analysis)
     if coverage.rows:
