@@ -333,7 +333,8 @@ def guru_file(domain: str, rows: int, folder: Path) -> Path:
         for i in range(rows):
             case = cases[i % len(cases)]
             out.write(json.dumps({
-                "prompt": f"p{i // 8}", "data_idx": i // 8, "sample_idx": i % 8,
+                "prompt": f"p{i // 8}", "prompt_id": f"id{i // 8}", "data_idx": i // 8,
+                "sample_idx": i % 8,
                 "response": case["response"], "data_source": case["data_source"],
                 "reward_model": {"style": "rule", "ground_truth": case["ground_truth"]},
                 "extra_info": case["extra_info"],
@@ -405,7 +406,8 @@ def guru_ratios(root: Path, rows: int, workers: int, only: list[str] | None = No
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reasoning360", type=Path, help="a checkout of LLM360/Reasoning360")
-    parser.add_argument("--guru-rows", type=int, default=4000, help="rows per GURU domain")
+    parser.add_argument("--guru-rows", type=int, default=16000,
+                        help="rows per GURU domain (1,000 prompts x 16 samples)")
     parser.add_argument("--guru-only", action="store_true", help="only the GURU domains")
     parser.add_argument("--guru-domains", type=lambda text: text.split(","),
                         help=f"comma-separated subset of {','.join(GURU_DOMAINS)}")

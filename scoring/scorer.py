@@ -758,9 +758,10 @@ def json_safe_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def as_json_text(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    # dumps_json converts numpy values itself, only where it meets them (most cells hold none).
     out = frame.copy()
     for column in columns:
-        out[column] = [None if v is None else dumps_json(to_python(v)) for v in out[column]]
+        out[column] = [None if v is None else dumps_json(v) for v in out[column]]
     return out
 
 
