@@ -124,6 +124,42 @@ def last_boxed(text: str) -> Extraction | None:
     return Extraction(collapse_whitespace(text[brace + 1 : close]), "boxed")
 
 
+# What may stand between boxes that list one answer's parts: `$\\boxed{-2}$ and $\\boxed{5}$`,
+# `$x=\\boxed{1}$, $x=\\boxed{2}$`, `\\boxed{3} \\quad \\text{or} \\quad \\boxed{4}` (not `no wait`).
+_BETWEEN_PARTS = re.compile(
+    r"(?:\s|\$|\\[()]|,|;|\band\b|\bor\b|\\quad|\\qquad|\\text\{\s*(?:and|or)?\s*\}|"
+    r"\b[a-zA-Z](?:_\{?\w+\}?)?\s*=)*"
+)
+
+
+def boxes_on_last_line(text: str) -> list[str]:
+    """The contents of the boxes on the line of the last `\\boxed{}` when they list one answer's
+    parts (only connectives such as `and`, `,` or `x =` between them), repeats dropped: `the
+    solutions are $\\boxed{-2}$ and $\\boxed{5}$` -> ["-2", "5"]. Otherwise the last box alone
+    (`\\boxed{5} no wait \\boxed{6}` -> ["6"])."""
+    last = text.rfind(BOXED_COMMANDS[0])
+    if last < 0:
+        return []
+    start = text.rfind("\n", 0, last) + 1
+    end = text.find("\n", last)
+    line = text[start : end if end >= 0 else len(text)]
+    parts: list[tuple[int, int, str]] = []  # (start, end, content) of each closed box
+    for match in re.finditer(r"\\boxed\s*\{", line):
+        close = _matching_brace(line, match.end() - 1)
+        if close is not None:
+            parts.append((match.start(), close + 1, collapse_whitespace(line[match.end() : close])))
+    listed = parts[-1:]
+    for before, after in zip(reversed(parts[:-1]), reversed(parts[1:]), strict=True):
+        if not _BETWEEN_PARTS.fullmatch(line[before[1] : after[0]]):
+            break
+        listed.insert(0, before)
+    found: list[str] = []
+    for _, _, content in listed:
+        if content and content not in found:
+            found.append(content)
+    return found
+
+
 def strip_math_delimiters(answer: str) -> str:
     """`$x$`, `\\(x\\)`, `\\[x\\]`, trailing full stops and bold markers off an answer line."""
     text = answer.strip().strip("*").strip()

@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import sympy
@@ -26,8 +28,20 @@ from scoring.rewards.exact import exact_verdict, parse_surd
 from scoring.rewards.extract import (
     Extraction,
     boxed_then_answer_line,
+    boxes_on_last_line,
     clean_math_answer,
     collapse_whitespace,
+    final_text,
+    looks_truncated,
+)
+from scoring.rewards.math_forms import (
+    as_pmatrix,
+    column_as_tuple,
+    inequalities_as_intervals,
+    last_formula,
+    looks_like_interval,
+    number_in_words,
+    repeating_fraction,
 )
 from scoring.types import RewardResult
 
@@ -51,25 +65,71 @@ class MathReward:
     """Math-Verify with answer extraction and false-positive guards."""
 
     name = "math"
-    version = "2"
+    version = "3"
     uses_context = False
 
     def extract(self, response: str) -> Extraction:
-        return boxed_then_answer_line(response)
+        """The last box (all boxes of its line, when there are several), else the last answer
+        statement, else the last formula of the final paragraph."""
+        found = boxed_then_answer_line(response)
+        text = final_text(response)
+        if isinstance(text, Extraction):
+            return found
+        if found.source == "boxed":
+            boxes = [clean_math_answer(b) for b in boxes_on_last_line(text)]
+            if len(boxes) > 1 and not any(looks_truncated(b) for b in boxes):
+                return Extraction(", ".join(boxes), "boxes")
+        if found.source == "none":
+            formula = last_formula(text)
+            if formula is not None and not looks_truncated(formula):
+                return Extraction(clean_math_answer(formula), "last_formula")
+        return found
 
     def judge(
         self, answer: str, ground_truth: Any, data_source: str, extra_info: dict[str, Any] | None
     ) -> RewardResult:
-        golds = [clean_math_answer(str(g)) for g in gold_list(ground_truth)]
+        shown = answer
+        answer = rewritten(answer)
+        golds = [rewritten(clean_math_answer(str(g))) for g in gold_list(ground_truth)]
+        golds += [t for t in map(column_as_tuple, golds) if t is not None and answer.startswith("(")]
+        decimals = [decimal_verdict(g, answer) for g in golds]
+        if all(v is not None for v in decimals):
+            correct = any(decimals)
+            return binary(correct, shown, None if correct else exact_class(answer))
         exact = [exact_verdict(str(g), answer) for g in golds]
         if all(v is not None for v in exact):
             correct = any(exact)
-            return binary(correct, answer, None if correct else exact_class(answer))
+            return binary(correct, shown, None if correct else exact_class(answer))
         pred = parse_answer(answer)
         if not pred:
             return NO_ANSWER
-        correct = any(_equivalent_fast(gold_parsed(str(g)), pred) for g in golds)
-        return binary(correct, answer, answer_class(pred))
+        correct = any(_equivalent_fast(gold_parsed(str(g)), _pred_for(g, answer, pred)) for g in golds)
+        return binary(correct, shown, answer_class(pred))
+
+
+def rewritten(text: str) -> str:
+    """The notations of scoring.rewards.math_forms in the forms Math-Verify compares."""
+    return as_pmatrix(number_in_words(repeating_fraction(text)))
+
+
+def _pred_for(gold: str, answer: str, pred: list[Any]) -> list[Any]:
+    """The parsed answer; an interval gold takes an answer written as inequalities as its set."""
+    if looks_like_interval(gold):
+        intervals = inequalities_as_intervals(answer)
+        if intervals != answer:
+            return parse_answer(intervals)
+    return pred
+
+
+_PLAIN_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def decimal_verdict(gold: str, answer: str) -> bool | None:
+    """Two plain decimals are equal only when exactly equal (`2.5` is not `2.5000001`, which
+    Math-Verify's rounding to 6 decimals accepts); None unless both are plain decimals."""
+    if not (_PLAIN_DECIMAL.fullmatch(gold.strip()) and _PLAIN_DECIMAL.fullmatch(answer.strip())):
+        return None
+    return Fraction(gold.strip()) == Fraction(answer.strip())
 
 
 def _equivalent_fast(gold: Sequence[Any], pred: Sequence[Any]) -> bool:
