@@ -57,7 +57,7 @@ _MIRROR = {
 }
 _RELATION = r"(?:<|>|≤|≥|\\leqslant|\\geqslant|\\leq|\\geq|\\le|\\ge|\\lt|\\gt)"
 _VALUE = r"-?[\w\\{}./^+\-]+?"
-_VARIABLE = r"[a-zA-Z]"
+_VARIABLE = r"(?:[a-zA-Z]|\\(?:theta|alpha|beta|gamma|phi|varphi|psi|omega|lambda|mu|tau|rho|sigma))"
 _CHAIN = re.compile(
     rf"(?P<low>{_VALUE})\s*(?P<r1>{_RELATION})\s*(?P<var>{_VARIABLE})\s*(?P<r2>{_RELATION})\s*(?P<high>{_VALUE})"
 )
@@ -109,7 +109,7 @@ def inequalities_as_intervals(answer: str) -> str:
     parts = [p for p in _OR.split(answer) if p.strip()]
     if not parts:
         return answer
-    variables = set(re.findall(rf"(?<![\\\w]){_VARIABLE}(?![\w])", answer))
+    variables = set(re.findall(rf"(?<![\\\w]){_VARIABLE}(?![a-zA-Z0-9])", answer))
     if len(variables) != 1:
         return answer
     intervals = [_interval(p) for p in parts]
