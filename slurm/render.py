@@ -94,10 +94,22 @@ def render_merge(slurm: SlurmConfig, run_dir: Path) -> str:
 
 
 def render_step(slurm: SlurmConfig, run_dir: Path, step: str) -> str:
-    """A one-node CPU job running `rollouts slurm STEP RUN_DIR` (merge, score)."""
-    header = _sbatch_lines(slurm, name=f"{slurm.job_name}-{step}", output=f"{slurm.logs}/%x-%j.log")
+    """A one-node CPU job running `rollouts slurm STEP RUN_DIR` (merge, score); its exit marker
+    (steps/STEP-JOB.exit) lets status show a step that could not even start."""
+    name = f"{slurm.job_name}-{step}"
+    header = _sbatch_lines(slurm, name=name, output=f"{slurm.logs}/%x-%j.log")
     header += ["#SBATCH --nodes=1", "#SBATCH --ntasks=1"]
-    body = [*_prologue(slurm, run_dir), f'exec {_rollouts(slurm)} slurm {step} "$RUN_DIR"']
+    log = shlex.quote(f"{slurm.logs}/{name}-") + '"${SLURM_JOB_ID}.log"'
+    body = [
+        *_prologue(slurm, run_dir),
+        f'{_rollouts(slurm)} slurm {step} "$RUN_DIR"',
+        "CODE=$?",
+        'mkdir -p "$RUN_DIR/steps" 2>/dev/null',
+        f'printf \'{{"step": "{step}", "job": "%s", "exit": %d, "log": "%s", "at": %d}}\\n\' \\',
+        f'  "$SLURM_JOB_ID" "$CODE" {log} "$(date +%s)" \\',
+        f'  > "$RUN_DIR/steps/{step}-$SLURM_JOB_ID.exit" 2>/dev/null',
+        'exit "$CODE"',
+    ]
     return "\n".join([*header, "", *body]) + "\n"
 
 

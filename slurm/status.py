@@ -9,7 +9,9 @@ in the rate and ETA; a task that failed is listed with the line of its log that 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,7 @@ class RunStatus:
     jobs: list[scheduler.JobState] = field(default_factory=list)
     merge: dict[str, Any] = field(default_factory=dict)
     score: dict[str, Any] = field(default_factory=dict)
+    failed_steps: list[str] = field(default_factory=list)  # merge/score jobs that failed to run
     orphans: list[scheduler.JobState] = field(default_factory=list)
     config: str = "CONFIG"
 
@@ -109,6 +112,7 @@ def run_status(run_dir: Path, *, lease_timeout: float | None = None) -> RunStatu
         jobs=jobs,
         merge=read_merge_marker(run_dir),
         score=read_score_marker(run_dir),
+        failed_steps=_failed_steps(run_dir),
         orphans=_orphans(run_dir, jobs),
         config=str(recorded.get("config", "CONFIG")),
     )
@@ -159,7 +163,7 @@ def _view(
         where = {"check": "at start: could not check for work", "setup": "at start (setup)"}.get(
             stage, "while working")
         return TaskView(task, "failed", stats,
-                        f"exit {code} {where}: {_log_line(exit_marker.get('log'))}")
+                        f"{_exit(code)} {where}: {_log_line(exit_marker.get('log'))}")
     if stats.get("state") == "running":
         fresh = time.time() - float(stats.get("updated", 0)) < RUNNING_TASK_FRESH_S
         if not can_ask and fresh:
@@ -187,6 +191,31 @@ def _log_line(log: Any) -> str:
     others = [line for line in lines if line.strip() and not line.startswith(ours)]
     chosen = (errors or others or ["(empty log)"])[-1].strip()
     return chosen[:300]
+
+
+def _failed_steps(run_dir: Path) -> list[str]:
+    """Merge and score jobs that failed since the last merge or score they would have recorded
+    (one that could not even start, such as a wrong python, leaves only its exit marker)."""
+    recorded = {"merge": read_merge_marker(run_dir), "score": read_score_marker(run_dir)}
+    lines = []
+    for marker in sorted(_json_files(run_dir / "steps", "*.exit").values(),
+                         key=lambda m: m.get("at", 0)):
+        step, code = str(marker.get("step")), int(marker.get("exit", 0))
+        outcome = recorded.get(step, {})
+        if code == 0 or str(outcome.get("job")) == str(marker.get("job")) \
+                or float(outcome.get("at", 0)) > float(marker.get("at", 0)):
+            continue  # it succeeded, or it left its own outcome, or a later one replaced it
+        lines.append(f"{step} job {marker.get('job')} failed ({_exit(code)}): "
+                     f"{_log_line(marker.get('log'))}")
+    return lines
+
+
+def _exit(code: int) -> str:
+    """exit 1, or exit 137 (SIGKILL) for a status above 128."""
+    if code > 128:
+        with contextlib.suppress(ValueError):
+            return f"exit {code}, {signal.Signals(code - 128).name}"
+    return f"exit {code}"
 
 
 def _json_files(folder: Path, pattern: str) -> dict[str, dict[str, Any]]:
@@ -250,8 +279,8 @@ def _task_line(task: TaskView) -> str:
         state += f" (updated {time.time() - float(stats.get('updated', time.time())):.0f}s ago)"
     line = f"  {task.task} {state}"
     if stats:
-        line += (f" on {stats.get('host')}: {stats.get('units_done', 0)} units, "
-                 f"{stats.get('samples', 0)} samples")
+        samples = int(stats.get("samples", 0)) + int(stats.get("samples_in_flight", 0))
+        line += f" on {stats.get('host')}: {stats.get('units_done', 0)} units, {samples} samples"
         if task.running:
             line += (f", {float(stats.get('samples_per_s', 0)):.1f} samples/s, "
                      f"{float(stats.get('completion_tokens_per_s', 0)):.0f} tokens/s")
@@ -263,7 +292,7 @@ def _task_line(task: TaskView) -> str:
 
 def _steps(status: RunStatus) -> list[str]:
     """The merge (and score) outcome, and what to do about a run that is stuck."""
-    lines = []
+    lines = list(status.failed_steps)
     for job in status.orphans:
         lines.append(
             f"orphaned: job {job.job_id} waits for tasks that ended ({job.reason.strip('()')}) "

@@ -304,7 +304,7 @@ def write_run_dir(run: LoadedRun, run_dir: Path) -> None:
     """The work table, the config's snapshot and its inputs' fingerprints; one line when the run
     directory cannot be written."""
     try:
-        for sub in ("leases", "done", "units", "sbatch", "tasks", SNAPSHOT_DIR):
+        for sub in ("leases", "done", "units", "sbatch", "tasks", "steps", SNAPSHOT_DIR):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         run.slurm.logs.mkdir(parents=True, exist_ok=True)
         run.table.save(run_dir)

@@ -51,6 +51,7 @@ from rollouts.launch import (
     run_until_first_failure,
 )
 from rollouts.runconfig import RunPlan, server_extra_args
+from rollouts.store import saved_rows, state_dir_for
 from rollouts.types import Backend
 from server.vllm import ServerConfig
 from slurm import scheduler
@@ -121,7 +122,8 @@ class TaskStats:
     pid: int = dataclasses.field(default_factory=os.getpid)
     started: float = dataclasses.field(default_factory=time.time)
     units_done: int = 0
-    samples: int = 0
+    samples: int = 0  # in units this task finished
+    samples_in_flight: int = 0  # written so far by its units under way (counted at heartbeats)
     completion_tokens: int = 0
     error_samples: int = 0
     state: str = "starting"
@@ -134,7 +136,7 @@ class TaskStats:
             **dataclasses.asdict(self),
             "updated": time.time(),
             "elapsed_s": round(elapsed, 3),
-            "samples_per_s": round(self.samples / elapsed, 3),
+            "samples_per_s": round((self.samples + self.samples_in_flight) / elapsed, 3),
             "completion_tokens_per_s": round(self.completion_tokens / elapsed, 3),
         }
 
@@ -154,6 +156,7 @@ class Task:
         self.changed = asyncio.Event()  # a unit of this task ended, or a stop was asked
         self.requeue = False
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.rows_before: dict[str, int] = {}  # unit -> rows its store held when this task began it
         self.first: Unit | None = None
         self._body: asyncio.Task[None] | None = None
         self.limits: AdaptiveLimits | None = None  # the servers' adaptive limits, with `auto`
@@ -224,6 +227,9 @@ class Task:
 
     def _write_stats(self, state: str) -> None:
         self.stats.state = state
+        self.stats.samples_in_flight = sum(
+            _saved_rows(self.run_dir, uid) - before for uid, before in self.rows_before.items()
+        )
         if self.limits is not None:
             self.stats.concurrency = self.limits.summary()
         path = self.run_dir / "tasks" / f"{self.task_id}.json"
@@ -373,6 +379,7 @@ class Task:
             output_format="long", progress=False, overwrite=False,
         )
         started = time.monotonic()
+        self.rows_before[unit.id] = _saved_rows(self.run_dir, unit.id)
         try:
             with prepared_run(config, [dataset]) as prepared:
                 result = await generate(
@@ -383,6 +390,8 @@ class Task:
             log(f"unit {unit.id}: {exc}; leaving it")
             self.leases.release(unit.id)
             return
+        finally:
+            self.rows_before.pop(unit.id, None)
         self._record(unit, entry.config_hash, result, time.monotonic() - started)
 
     def _record(self, unit: Unit, config_hash: str, result: GenerateResult, elapsed: float) -> None:
@@ -404,6 +413,17 @@ class Task:
         self.stats.completion_tokens += int(this_run["completion_tokens"])
         self.stats.error_samples += result.error_rows
         log(f"unit {unit.id} done ({rows} rows, {elapsed:.1f}s)")
+
+
+def _saved_rows(run_dir: Path, uid: str) -> int:
+    """Rows a unit's store holds (0 before it exists); progress only, so never an error."""
+    output = unit_output(run_dir, uid)
+    if not state_dir_for(output).is_dir():
+        return 0
+    try:
+        return saved_rows(output)
+    except (OSError, ValueError):
+        return 0
 
 
 def _rotated(backends: list[Backend], index: int) -> list[Backend]:

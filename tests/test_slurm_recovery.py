@@ -68,7 +68,7 @@ def test_killed_tasks_end_in_an_honest_merge_and_a_resubmit_takes_their_units_ov
     assert wait_for(lambda: merge_state(run_dir), "the merge job") == "incomplete"
     text = status_text(run_dir)
     for index in (0, 1):
-        assert f"{array}_{index} failed" in text and "exit 137 while working" in text
+        assert f"{array}_{index} failed" in text and "exit 137, SIGKILL while working" in text
     assert "rate: 0.0 samples/s, 0 tokens/s (0 running task(s)); ETA -" in text
     under_way = int(re.search(r"(\d+) in units under way", text).group(1))  # type: ignore[union-attr]
     assert under_way > 0
@@ -102,9 +102,12 @@ def test_a_task_that_cannot_check_for_work_fails_and_status_shows_its_log_line(
     task = f"{result.array_job_id}_0"
     marker = wait_for(lambda: exit_marker(result.run_dir, task), "the task's exit marker")
     assert marker["exit"] == 127 and marker["stage"] == "check"  # not "nothing left", exit 0
+    merge_exit = result.run_dir / "steps" / f"merge-{result.merge_job_id}.exit"
+    wait_for(merge_exit.exists, "the merge job to fail as well")
     text = status_text(result.run_dir)
     assert f"{task} failed - exit 127 at start: could not check for work: " in text
     assert f"{missing}: No such file or directory" in text
+    assert f"merge job {result.merge_job_id} failed (exit 127): " in text
     assert "units: 0 done, 0 leased, 1 pending of 1" in text
 
 

@@ -99,7 +99,8 @@ def test_merge_script_runs_merge_and_can_be_turned_off() -> None:
     text = render_merge(config(partition="cpu"), RUN_DIR)
     assert "#SBATCH --job-name=rollouts-merge" in text
     assert "#SBATCH --partition=cpu" in text
-    assert text.rstrip().endswith('slurm merge "$RUN_DIR"')
+    assert '-m rollouts.cli slurm merge "$RUN_DIR"\nCODE=$?' in text
+    assert 'steps/merge-$SLURM_JOB_ID.exit' in text and text.rstrip().endswith('exit "$CODE"')
     assert render_scripts(config(merge_job=False), RUN_DIR, 4).merge is None
 
 
@@ -178,6 +179,6 @@ def test_the_array_script_tells_nothing_left_from_a_check_that_failed_and_marks_
 
 def test_a_score_section_adds_a_score_script_after_the_merge() -> None:
     scripts = render_scripts(config(), RUN_DIR, 2, score=True)
-    assert scripts.score is not None and scripts.score.rstrip().endswith('slurm score "$RUN_DIR"')
+    assert scripts.score is not None and 'slurm score "$RUN_DIR"\nCODE=$?' in scripts.score
     assert "#SBATCH --job-name=rollouts-score" in scripts.score
     assert render_scripts(config(), RUN_DIR, 2).score is None
