@@ -189,7 +189,7 @@ def _log_line(log: Any) -> str:
     errors = [line for line in lines
               if ("Error" in line or "error:" in line.lower()) and not line.startswith(ours)]
     others = [line for line in lines if line.strip() and not line.startswith(ours)]
-    chosen = (errors or others or ["(empty log)"])[-1].strip()
+    chosen = " ".join((errors or others or ["(empty log)"])[-1].split())
     return chosen[:300]
 
 
