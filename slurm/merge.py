@@ -67,10 +67,10 @@ def merge_run(run_dir: Path) -> list[MergedOutput]:
             _write_marker(run_dir, {"state": "incomplete" if missing else "failed",
                                     "message": str(exc), "missing": missing})
             raise
+        _update_sweep(recorded)  # before the marker: who sees "merged" sees the sweep's status
         _write_marker(run_dir, {"state": "merged", "outputs": [
             {"output": str(m.output), "rows": m.rows, "error_rows": m.error_rows} for m in merged
         ]})
-    _update_sweep(recorded)
     return merged
 
 
