@@ -16,7 +16,7 @@ from scoring.scorer import ScoreConfig, score_files
 
 REFERENCE = Path(__file__).parent / "guru_reference"
 DOMAINS = ["arcagi", "zebra_puzzle", "ordering_puzzle", "graph", "livebench", "ifeval", "ifbench",
-           "math", "table", "gpqa", "codeio"]
+           "math", "table", "gpqa", "codeio", "math_variants", "table_variants"]
 # Run model code in the sandbox (coder1 has 30 seconds per run, and a row uses them all).
 SANDBOXED = ["cruxeval", "code"]
 

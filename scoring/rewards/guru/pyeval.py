@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,9 @@ def literal_eval(text: str) -> Any:
 
     Errors are those `eval` would raise (SyntaxError, ZeroDivisionError, TypeError, ...) or
     NotLiteral. Like `eval`, leading spaces and tabs are ignored."""
-    tree = ast.parse(text.lstrip(" \t"), mode="eval")
+    with warnings.catch_warnings():  # `1x`: Python warns before it fails; eval's caller sees only the error
+        warnings.simplefilter("ignore", SyntaxWarning)
+        tree = ast.parse(text.lstrip(" \t"), mode="eval")
     return _value(tree.body)
 
 
