@@ -112,9 +112,11 @@ def submit_run(config_path: Path, *, dry_run: bool = False, force: bool = False)
         return result
     if not force:
         refuse_if_active(run_dir)
+    # With --force, earlier tasks may still run: the new merge waits for them too.
+    earlier = active_arrays(run_dir) if force else []
     replaced = cancel_waiting_steps(run_dir)
     write_run_dir(run, run_dir)
-    return _submit(dataclasses.replace(result, replaced=replaced), run.slurm, scripts)
+    return _submit(dataclasses.replace(result, replaced=replaced), run.slurm, scripts, earlier)
 
 
 def load_run(config_path: Path, *, base_dir: Path | None = None) -> LoadedRun:
@@ -244,10 +246,19 @@ def _flat(identity: dict[str, Any]) -> dict[str, Any]:
 STEP_KEYS = ("merge", "score")  # the jobs that follow an array
 
 
+def _active_tasks(run_dir: Path) -> list[scheduler.JobState]:
+    arrays = [e["array"] for e in read_jobs(run_dir) if e.get("array")]
+    return [s for s in scheduler.job_states(arrays) if s.state not in ENDED_STATES]
+
+
+def active_arrays(run_dir: Path) -> list[str]:
+    """The array jobs of this run with a task still queued or running."""
+    return sorted({s.job_id.split("_")[0] for s in _active_tasks(run_dir)})
+
+
 def refuse_if_active(run_dir: Path) -> None:
     """Tasks of this run still queued or running: a second submit is usually a mistake."""
-    arrays = [e["array"] for e in read_jobs(run_dir) if e.get("array")]
-    active = [s for s in scheduler.job_states(arrays) if s.state not in ENDED_STATES]
+    active = _active_tasks(run_dir)
     if active:
         listed = ", ".join(f"{s.job_id} {s.state}" for s in active[:5])
         raise UserInputError(
@@ -337,7 +348,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return recorded
 
 
-def _submit(result: SubmitResult, slurm: SlurmConfig, scripts: Scripts) -> SubmitResult:
+def _submit(
+    result: SubmitResult, slurm: SlurmConfig, scripts: Scripts, earlier: list[str]
+) -> SubmitResult:
     run_dir = result.run_dir
     jobs = read_jobs(run_dir)
     number = len(jobs)
@@ -352,7 +365,7 @@ def _submit(result: SubmitResult, slurm: SlurmConfig, scripts: Scripts) -> Submi
             merge_script = run_dir / "sbatch" / f"merge-{number}.sh"
             merge_script.write_text(scripts.merge, encoding="utf-8")
             merge_id = entry["merge"] = scheduler.submit(
-                merge_script, dependency=f"afterany:{array_id}"
+                merge_script, dependency="afterany:" + ":".join([*earlier, array_id])
             )
             if scripts.score is not None:
                 score_script = run_dir / "sbatch" / f"score-{number}.sh"

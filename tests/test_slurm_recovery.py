@@ -230,3 +230,22 @@ def test_a_slurm_sweep_shows_done_in_sweep_parquet_once_its_merge_ran(
     wait_for(lambda: merge_state(run_dir) == "merged", "the group's merge job")
     rows = pd.read_parquet(manifest)
     assert list(rows["status"]) == ["done", "done"] and list(rows["rows"]) == [6, 6]
+
+
+def test_a_forced_submit_merges_after_every_array_still_running(
+    slurm_cluster: None, stand_in: Path, jobs: list[str], tmp_path: Path
+) -> None:
+    config = write_run(tmp_path, {"eta": (8, 1)}, array_size=1, sbatch_extra=["--hold"])
+    first = submit_run(config)
+    second = submit_run(config, force=True)  # the first array still waits: its merge is replaced
+    ids = [first.array_job_id, first.merge_job_id, second.array_job_id, second.merge_job_id]
+    jobs += [job for job in ids if job]
+    assert second.replaced == [first.merge_job_id]
+    shown = subprocess.run(["scontrol", "show", "job", "-o", str(second.merge_job_id)],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"afterany:{first.array_job_id}" in shown and f"afterany:{second.array_job_id}" in shown
+    result = CliRunner().invoke(main, ["slurm", "cancel", str(first.run_dir)])
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.split()) == sorted([first.array_job_id or "",
+                                                    second.array_job_id or "",
+                                                    second.merge_job_id or ""])
