@@ -98,13 +98,21 @@ def ask_judge(settings: JudgeSettings, prompt: str, extra_body: dict[str, Any] |
 
 def served_model_name(base_url: str, api_key: str | None = None) -> str:
     """The first model a judge server lists (when only its URL was given)."""
+    from rollouts.errors import ServerUnavailable
     from rollouts.launch import http_session, served_model
 
     async def ask() -> str:
         async with http_session(1) as session:
             return await served_model(session, base_url, api_key, wait_s=0.0)
 
-    return asyncio.run(ask())
+    try:
+        return asyncio.run(ask())
+    except ServerUnavailable as exc:
+        reason = str(exc).split(" (", 1)[-1].rsplit(")", 1)[0]
+        raise ServerUnavailable(
+            f"judge server {base_url} does not say which model it serves ({reason}); check that "
+            f"it is up, or name the model with --judge-model NAME"
+        ) from exc
 
 
 @contextlib.contextmanager

@@ -265,3 +265,15 @@ def test_a_judged_row_without_its_question_fails_before_any_work(tmp_path: Path)
         assert server.requests == []
     assert result.exit_code != 0
     assert "row 2" in result.output and "extra_info['question']" in result.output
+
+
+def test_an_unreachable_judge_without_a_model_name_is_one_line_before_any_work(
+    tmp_path: Path,
+) -> None:
+    source = write(stem_rows(), tmp_path / "s.jsonl")
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    result = CliRunner().invoke(main, [str(source), "--judge-base-url", url, "--no-cache"])
+    assert result.exit_code != 0
+    assert f"judge server {url} does not say which model it serves" in result.output
+    assert "--judge-model NAME" in result.output and "--server-wait" not in result.output
+    assert not list(tmp_path.glob("s.scored*"))
