@@ -91,7 +91,11 @@ def iter_records(path: str | Path, batch_size: int = 4096) -> Iterator[dict[str,
         if fmt == "parquet":
             parquet = pq.ParquetFile(path)
             for batch in parquet.iter_batches(batch_size=batch_size):
-                yield from batch.to_pylist()
+                try:
+                    rows = batch.to_pylist()
+                except UnicodeDecodeError as exc:
+                    raise invalid_utf8_error(path) from exc
+                yield from rows
         elif fmt == "jsonl":
             with open(path, "rb") as handle:
                 for line_no, raw in enumerate(handle, 1):
@@ -107,11 +111,99 @@ def _utf8_line(path: str | Path, line_no: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserInputError(
-            f"{path} line {line_no}: invalid UTF-8 byte 0x{raw[exc.start]:02X} at byte "
-            f"{exc.start + 1} of the line; fix: re-encode the file as UTF-8 (e.g. "
-            f"`iconv -f latin1 -t utf-8`) or repair that line"
-        ) from exc
+        raise _bad_byte(f"{path} line {line_no}", raw[exc.start], exc.start, "the line") from exc
+
+
+_REENCODE = "fix: re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or repair"
+_REWRITE = "fix: write that column as UTF-8 text (or as binary) or repair"
+
+
+def _bad_byte(where: str, byte: int, offset: int, within: str) -> UserInputError:
+    fix = _REWRITE if within == "the value" else _REENCODE
+    return UserInputError(
+        f"{where}: invalid UTF-8 byte 0x{byte:02X} at byte {offset + 1} of {within}; {fix} {within}"
+    )
+
+
+def utf8_text(path: str | Path, data: bytes) -> str:
+    """A whole text file's bytes as text; invalid UTF-8 is a one-line error naming the line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line_no = data.count(b"\n", 0, exc.start) + 1
+        raise _bad_byte(f"{path} line {line_no}", data[exc.start], exc.start - line_start,
+                        "the line") from exc
+
+
+def invalid_utf8_error(path: str | Path) -> UserInputError:
+    """The one-line error for a file a reader found invalid UTF-8 in: where (line, or parquet
+    row group, row and column) and which byte. Only called after a decode failed (a second
+    pass over the file)."""
+    if table_format(path) != "parquet":
+        return utf8_error_of_text_file(path)
+    parquet = pq.ParquetFile(path)
+    first_row = 0
+    for group in range(parquet.num_row_groups):
+        table = parquet.read_row_group(group)
+        for name, column in zip(table.column_names, table.columns, strict=True):
+            found = _first_bad_string(column)
+            if found is not None:
+                row, value, offset = found
+                return _bad_byte(
+                    f"{path} row group {group} (row {first_row + row}), column {name!r}",
+                    value[offset], offset, "the value")
+        first_row += table.num_rows
+    return UserInputError(f"{path}: holds text that is not UTF-8; {_REWRITE} the file")
+
+
+def utf8_error_of_text_file(path: str | Path) -> UserInputError:
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return _bad_byte(f"{path} line {line_no}", raw[exc.start], exc.start, "the line")
+    return UserInputError(f"{path}: holds text that is not UTF-8; {_REENCODE} the file")
+
+
+def _first_bad_string(column: pa.ChunkedArray) -> tuple[int, bytes, int] | None:
+    """(row, raw value, offset of the bad byte) of the first invalid UTF-8 string in a column
+    (strings nested in lists and structs included)."""
+    offset = 0
+    for chunk in column.chunks:
+        try:
+            chunk.validate(full=True)
+        except pa.ArrowInvalid:
+            for row, value in enumerate(_as_bytes(chunk)):
+                bad = _bad_offset(value)
+                if bad is not None:
+                    return offset + row, value, bad
+        offset += len(chunk)
+    return None
+
+
+def _as_bytes(chunk: pa.Array) -> list[bytes]:
+    """Each row's strings as raw bytes, joined (nested values flattened row by row)."""
+    if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
+        return [b"" if v is None else v for v in chunk.view(pa.binary() if pa.types.is_string(
+            chunk.type) else pa.large_binary()).to_pylist()]
+    if pa.types.is_struct(chunk.type):
+        fields = [_as_bytes(chunk.field(i)) for i in range(chunk.type.num_fields)]
+        return [b"".join(parts) for parts in zip(*fields, strict=True)] if fields else []
+    if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
+        inner = _as_bytes(chunk.values)
+        offsets = chunk.offsets.to_pylist()
+        return [b"".join(inner[a:b]) for a, b in zip(offsets, offsets[1:], strict=False)]
+    return [b""] * len(chunk)
+
+
+def _bad_offset(value: bytes) -> int | None:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return None
 
 
 def _parse_json_line(path: str | Path, line_no: int, line: str) -> dict[str, Any]:
@@ -144,8 +236,8 @@ def _no_lone_surrogate(path: str | Path, line_no: int, record: Any) -> None:
 
 
 def _read_json_records(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    with open(path, "rb") as handle:
+        text = utf8_text(path, handle.read())
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -167,7 +259,13 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.Dat
     fmt = table_format(path)
     if fmt == "parquet":
         try:
-            return pq.read_table(path, columns=list(columns) if columns else None).to_pandas()
+            table = pq.read_table(path, columns=list(columns) if columns else None)
+            table.validate(full=True)  # invalid UTF-8 fails here, not in whoever reads a value
+            return table.to_pandas()
+        except pa.ArrowInvalid as exc:
+            if "utf8" in str(exc).lower() or "utf-8" in str(exc).lower():
+                raise invalid_utf8_error(path) from exc
+            raise UserInputError(f"{path}: cannot read parquet file ({exc}); check the file") from exc
         except (pa.ArrowException, OSError) as exc:
             raise UserInputError(f"{path}: cannot read parquet file ({exc}); check the file") from exc
     import pandas as pd

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rollouts.errors import UserInputError
-from rollouts.io import iter_records, to_python
+from rollouts.io import iter_records, to_python, utf8_error_of_text_file
 
 FILE_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson", ".json", ".csv")
 
@@ -20,7 +20,10 @@ def load_rows(source: str, split: str | None) -> list[dict[str, Any]]:
         if path.suffix.lower() == ".csv":
             import pandas as pd
 
-            frame = pd.read_csv(path, keep_default_na=False)
+            try:
+                frame = pd.read_csv(path, keep_default_na=False)
+            except UnicodeDecodeError as exc:
+                raise utf8_error_of_text_file(path) from exc
             return [to_python(row) for row in frame.to_dict(orient="records")]
         return list(iter_records(path))
     if path.is_dir():
