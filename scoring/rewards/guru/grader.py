@@ -111,7 +111,8 @@ def _as_interval(prediction: str) -> str:
 def _structured_equal(prediction: str, reference: str, include_percentage: bool,
                       tolerance: float) -> bool:
     prediction = _as_interval(prediction)
-    if _bare(prediction, reference) == _bare_reference(prediction, reference):
+    strip_outer = _strip_brackets(prediction, reference)
+    if _without_brackets(prediction, strip_outer) == _without_brackets(reference, strip_outer):
         return True
 
     def each_equal(pairs: list[tuple[str, str]]) -> bool:
@@ -151,10 +152,3 @@ def _without_brackets(text: str, strip_outer: bool) -> str:
         text = text.replace(char, "")
     return text
 
-
-def _bare(prediction: str, reference: str) -> str:
-    return _without_brackets(prediction, _strip_brackets(prediction, reference))
-
-
-def _bare_reference(prediction: str, reference: str) -> str:
-    return _without_brackets(reference, _strip_brackets(prediction, reference))
