@@ -436,3 +436,24 @@ def test_hand_labels_and_a_real_duplicate_names_both_files(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     comparison = json.loads((tmp_path / "r" / "report.json").read_text())["comparisons"]
     assert {(c["label"], c["baseline"]) for c in comparison} == {("after", "before")}
+
+
+def test_best_checkpoint_is_chosen_on_the_prompts_every_model_shares(tmp_path: Path) -> None:
+    """global_step_200 was scored on 4 easy prompts only: 0.75 against 0.4 on all of its own,
+    yet on those 4 prompts global_step_100 passes every one."""
+    first = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    rows = [r for i, acc in enumerate(first)
+            for r in prompt_rows("ckpts/global_step_100", "math__a", f"p{i}", [acc], None)]
+    write(rows, tmp_path / "scored" / "step100.scored.parquet")
+    later = [1, 1, 1, 0]
+    rows = [r for i, acc in enumerate(later)
+            for r in prompt_rows("ckpts/global_step_200", "math__a", f"p{i}", [acc], None)]
+    write(rows, tmp_path / "scored" / "step200.scored.parquet")
+    out = tmp_path / "report"
+    result = run(tmp_path / "scored", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "best math: global_step_100" in result.output
+    assert "math__a: the models were scored on different prompts" in result.output
+    assert "chosen on the 4 they all share" in result.output
+    page = (out / "report.md").read_text()
+    assert "shared by every model" in page.split("Best checkpoint")[1]

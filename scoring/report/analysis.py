@@ -6,7 +6,9 @@
   prompts within every task and averages the task means, so the interval has the same meaning.
 - Overall: the same over all tasks.
 - Best: the model with the highest value of the chosen metric per domain and overall, chosen on the
-  --select-on split when given (and then reported on the other prompts).
+  --select-on split when given (and then reported on the other prompts). When the models were
+  scored on different prompts of a task, the choice is made on the prompts they all share (a
+  model scored on easier prompts would win otherwise), and a note says the sets differ.
 - Comparison: every model against the baseline per task, on the prompts both have (paired bootstrap
   interval, exact McNemar or sign-flip p-value), Holm-corrected across each model's tasks.
 
@@ -19,6 +21,7 @@ tasks are added to the report, and the work is one draw per task rather than per
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import zlib
 from dataclasses import dataclass, field
@@ -130,7 +133,10 @@ def _analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
     notes += availability_notes(cells, tasks, options.metric)
     resampler = Resampler(options)  # the comparisons reuse the draws of the same prompts
     metrics = summary_rows(cells, labels, domains, options, notes, resampler=resampler)
-    best = best_models(metrics, selection_cells, labels, domains, options, notes)
+    shared, differ = on_shared_prompts(selection_cells or cells)
+    notes += differ
+    best = best_models(metrics, selection_cells, labels, domains, options, notes,
+                       shared=shared if differ else None)
     baselines = baseline_of(loaded, options.baseline)
     comparisons = compare(cells, labels, tasks, domains, options, resampler, baselines) if options.baseline else empty_comparisons()
     return Analysis(
@@ -325,6 +331,37 @@ def _metric_order(name: str) -> tuple[int, int]:
 # ---------------------------------------------------------------- best checkpoint
 
 
+def on_shared_prompts(
+    cells: dict[tuple[str, str], PromptScores],
+) -> tuple[dict[tuple[str, str], PromptScores], list[str]]:
+    """Each task's cells cut to the prompts every model scored on that task has, and a note per
+    task whose models' prompt sets differ (none when they are all the same)."""
+    shared: dict[tuple[str, str], PromptScores] = {}
+    notes = []
+    for task in sorted({task for _, task in cells}):
+        task_cells = {label: s for (label, t), s in cells.items() if t == task}
+        common = functools.reduce(np.intersect1d, [s.prompt_ids for s in task_cells.values()])
+        if all(len(s) == len(common) for s in task_cells.values()):
+            shared.update({(label, task): s for label, s in task_cells.items()})
+            continue
+        sizes = ", ".join(f"{label} {len(s)}" for label, s in sorted(task_cells.items()))
+        if len(common):
+            notes.append(
+                f"{task}: the models were scored on different prompts ({sizes}); the best "
+                f"checkpoint is chosen on the {len(common)} they all share"
+            )
+        else:
+            notes.append(
+                f"{task}: the models share no prompt ({sizes}); it is left out of choosing the "
+                "best checkpoint"
+            )
+        for label, scores in task_cells.items():
+            part = scores.subset(np.isin(scores.prompt_ids, common))
+            if len(part):
+                shared[(label, task)] = part
+    return shared, notes
+
+
 def best_models(
     metrics: pd.DataFrame,
     selection_cells: dict[tuple[str, str], PromptScores] | None,
@@ -332,15 +369,21 @@ def best_models(
     domains: dict[str, str],
     options: ReportOptions,
     notes: list[str],
+    shared: dict[tuple[str, str], PromptScores] | None = None,
 ) -> list[dict[str, Any]]:
-    """The best label per domain and overall by the chosen metric."""
+    """The best label per domain and overall by the chosen metric (chosen on `shared`, the
+    selection cells cut to the prompts all models share, when the models' prompts differ)."""
     name = options.metric.name
     reported = metrics[(metrics["level"] != "task") & (metrics["metric"] == name)]
     chosen_from = reported
-    if selection_cells is not None:
-        selection = summary_rows(selection_cells, labels, domains, options, None, options.metric)
+    chosen_on = options.select_on or "all prompts"
+    choice_cells = shared if shared is not None else selection_cells
+    if shared is not None:
+        chosen_on += ", shared by every model"
+    if choice_cells is not None:
+        selection = summary_rows(choice_cells, labels, domains, options, None, options.metric)
         chosen_from = selection[(selection["level"] != "task") & (selection["metric"] == name)]
-    else:
+    if selection_cells is None:
         notes.append(
             "the best checkpoints are chosen and reported on the same prompts, so their scores are "
             "optimistic; pass --select-on SPLIT to choose on one split and report on the others"
@@ -352,7 +395,7 @@ def best_models(
         shown = reported[(reported["domain"] == domain) & (reported["label"] == top["label"])]
         entry: dict[str, Any] = {
             "domain": domain, "label": top["label"], "metric": name,
-            "selected_on": options.select_on or "all prompts", "selection_value": float(top["value"]),
+            "selected_on": chosen_on, "selection_value": float(top["value"]),
         }
         if len(shown):
             row = shown.iloc[0]
