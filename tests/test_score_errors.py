@@ -253,6 +253,7 @@ def test_journal_keeps_only_results_and_overwrite_starts_from_nothing(tmp_path: 
     fresh.close()
 
 
+@pytest.mark.slow  # three runs of a command that stops after a window of failures
 def test_overwrite_rejudges_what_a_stopped_run_kept(tmp_path: Path) -> None:
     """A run stops early and keeps its 20 results; the same command resumes from them, the same
     command with --overwrite judges them again."""
