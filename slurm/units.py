@@ -176,9 +176,12 @@ class LeaseFile:
         return holder_alive(self.job, self.restart)
 
 
-def read_lease(path: Path) -> LeaseFile:
-    """Raises FileNotFoundError when the lease is gone."""
+def read_lease(path: Path, *, holder: bool = True) -> LeaseFile:
+    """Raises FileNotFoundError when the lease is gone. holder=False reads only its age (one
+    stat, the common case of a claim pass outside SLURM)."""
     age = time.time() - path.stat().st_mtime
+    if not holder:
+        return LeaseFile(None, None, 0, age)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:  # being written this instant: the holder is alive
@@ -217,7 +220,8 @@ def leased_ids(
         if entry.name.startswith("."):
             continue
         try:
-            result[entry.name] = read_lease(Path(entry.path)).live(timeout, alive)
+            lease = read_lease(Path(entry.path), holder=alive is not None)
+            result[entry.name] = lease.live(timeout, alive)
         except FileNotFoundError:
             continue
     return result
@@ -330,11 +334,13 @@ class Leases:
     def _take_over_if_stale(self, uid: str) -> bool:
         path = self._path(uid)
         try:
-            lease = read_lease(path)
+            lease = read_lease(path, holder=self.holder_alive is not None)
+            if lease.live(self.timeout, self.holder_alive):
+                return False
+            if lease.token is None:  # dead by its age alone: its token, to move only that lease
+                lease = read_lease(path)
         except FileNotFoundError:
             return self._create(uid)
-        if lease.live(self.timeout, self.holder_alive):
-            return False
         # Rename is atomic: of several tasks that saw the same dead lease, one moves it.
         tomb = path.with_name(f".{uid}.stale-{self.token}")
         try:
