@@ -477,10 +477,18 @@ class FailureWatch:
         self.judged = self.failures = 0
 
     def observe(self, fresh: dict[str, RewardResult]) -> None:
+        failures = sum(result.status in REWARD_ERROR_STATUSES for result in fresh.values())
+        self.judged += len(fresh)
+        self.failures += failures
+        if not failures and not any(self.failing.values()):
+            # Only successes, and none in any window: nothing can trip. The windows start again
+            # (they would hold only successes), which never stops a run earlier than the exact
+            # window would, and spares a lookup per verdict of a healthy run.
+            self.recent.clear()
+            self.failing.clear()
+            return
         for key, result in fresh.items():
             failed = result.status in REWARD_ERROR_STATUSES
-            self.judged += 1
-            self.failures += failed
             source = self.source_of(key)
             recent = self.recent.get(source)
             if recent is None:
