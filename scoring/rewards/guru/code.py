@@ -10,6 +10,7 @@ newlines and stripped. No block: 0.0. The gold is JSON:
   {"inputs": [...], "outputs": [...]}   the program run once per input on stdin; each run must
                               exit 0 and print the expected output, compared line by line and
                               token by token: numbers within 1e-6, yes/no in any case
+                              (coder1_compare); the runs of one row share one sandbox
 A run has coder1's 30 seconds. coder1's `pytest` and `solution_file` golds (used by none of
 GURU's sets) are an error row here. 1.0 when everything passes, else 0.0; the first failure is kept.
 
@@ -26,7 +27,7 @@ from typing import Any
 from scoring.rewards.base import RewardOptions, binary
 from scoring.rewards.code import code_version
 from scoring.rewards.extract import Extraction
-from scoring.rewards.guru.run_python import Outcome, run_program
+from scoring.rewards.guru.run_python import Outcome, run_program, run_stdio_tests
 from scoring.sandbox import SandboxLimits
 from scoring.types import RewardResult
 
@@ -34,7 +35,6 @@ RUN_SECONDS = 30.0
 LIMITS = SandboxLimits(wall_s=RUN_SECONDS, cpu_s=int(RUN_SECONDS), memory_mb=10240, max_procs=64)
 _FENCED = re.compile(r"```(?:\w+)?\n(.*?)\n```", re.DOTALL)
 _AFTER_THINK = re.compile(r"</think>(.*)", re.DOTALL)
-TOLERANCE = 1e-6
 
 
 def program_of(reply: str) -> str:
@@ -42,38 +42,6 @@ def program_of(reply: str) -> str:
     match = _AFTER_THINK.search(reply)
     text = match.group(1).strip() if match else reply
     return "\n".join(_FENCED.findall(text)).strip()
-
-
-def outputs_equal(actual: str, expected: str) -> bool:
-    """coder1's comparison of a run's output with the expected one."""
-    actual = actual.strip().replace("\r\n", "\n")
-    expected = expected.strip().replace("\r\n", "\n")
-    if actual == expected:
-        return True
-    actual_lines, expected_lines = actual.split("\n"), expected.split("\n")
-    if len(actual_lines) != len(expected_lines):
-        return False
-    return all(_lines_equal(a, e) for a, e in zip(actual_lines, expected_lines, strict=True))
-
-
-def _lines_equal(actual: str, expected: str) -> bool:
-    if actual == expected:
-        return True
-    actual_tokens, expected_tokens = actual.split(), expected.split()
-    if len(actual_tokens) != len(expected_tokens):
-        return False
-    return all(_tokens_equal(a, e) for a, e in zip(actual_tokens, expected_tokens, strict=True))
-
-
-def _tokens_equal(actual: str, expected: str) -> bool:
-    if actual == expected:
-        return True
-    if actual.lower() in ("yes", "no") and expected.lower() in ("yes", "no"):
-        return actual.lower() == expected.lower()
-    try:
-        return abs(float(actual) - float(expected)) <= TOLERANCE
-    except ValueError:
-        return False
 
 
 def coder1_gold(ground_truth: Any) -> dict[str, Any] | None:
@@ -138,10 +106,6 @@ class GuruCodeReward:
             return run_program(program + "\n" + str(gold["functional"]), "", LIMITS, allow)
         if "solution_file" in gold or "pytest" in gold:
             raise ValueError("coder1 pytest and solution_file golds are not supported")
-        for stdin, expected in zip(gold["inputs"], gold["outputs"], strict=False):
-            outcome = run_program(program, str(stdin), LIMITS, allow)
-            if not outcome.ok:
-                return outcome
-            if not outputs_equal(outcome.stdout.strip(), str(expected).strip()):
-                return Outcome(False, outcome.stdout, f"wrong output for input {str(stdin)[:80]!r}")
-        return Outcome(True, "")
+        tests = [(str(stdin), str(expected))
+                 for stdin, expected in zip(gold["inputs"], gold["outputs"], strict=False)]
+        return run_stdio_tests(program, tests, RUN_SECONDS, LIMITS, allow)
