@@ -62,3 +62,18 @@ def test_table_fbox_is_an_error_row_as_guru_raises() -> None:
 def test_guru_math_keeps_unreduced_fractions_wrong_where_math_verify_accepts() -> None:
     assert verdict("guru_math", r"\boxed{\frac{2}{4}}", r"\frac{1}{2}").score == 0.0
     assert verdict("math", r"\boxed{\frac{2}{4}}", r"\frac{1}{2}").score == 1.0
+
+
+def test_coder1_stdin_tests_stop_at_the_first_failure_and_name_it() -> None:
+    import json
+
+    gold = json.dumps({"inputs": [f"{i} {i}\n" for i in range(6)],
+                       "outputs": [f"{2 * i}\n" for i in range(6)]})
+    right = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    wrong_late = "```python\na, b = map(int, input().split())\nprint(a + b if a < 4 else 0)\n```"
+    crashes = "```python\na, b = map(int, input().split())\nprint(a + b)\nraise SystemExit(a == 2)\n```"
+    assert verdict("guru_code", right, gold).score == 1.0
+    late = verdict("guru_code", wrong_late, gold)
+    assert late.score == 0.0 and late.extra["first_failure"] == "test 4: wrong output"
+    crash = verdict("guru_code", crashes, gold)
+    assert crash.extra["first_failure"] == "test 2: exit status 1"
