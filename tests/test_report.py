@@ -457,3 +457,14 @@ def test_best_checkpoint_is_chosen_on_the_prompts_every_model_shares(tmp_path: P
     assert "chosen on the 4 they all share" in result.output
     page = (out / "report.md").read_text()
     assert "shared by every model" in page.split("Best checkpoint")[1]
+
+
+def test_the_checkpoint_column_names_a_run_served_under_one_model_name(tmp_path: Path) -> None:
+    """A hot-swapped server answers under its first model's name: the rows' checkpoint tells."""
+    early = run_file(tmp_path, "a", [1, 0, 1, 0, 1, 0], checkpoint="ckpts/global_step_50")
+    late = run_file(tmp_path, "b", [1, 1, 1, 1, 1, 0], checkpoint="ckpts/global_step_100")
+    result = run(early, late, "-o", tmp_path / "r", "--baseline", "global_step_50")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert {(c["label"], c["baseline"]) for c in report["comparisons"]} == {("global_step_100", "global_step_50")}
+    assert {m["step"] for m in report["models"]} == {50, 100}

@@ -355,6 +355,8 @@ def run_settings(source: Source, rows: pd.DataFrame) -> dict[str, Any] | None:
     config, datasets = _summary(source.path)
     sampling = config.get("sampling") or {}
     settings: dict[str, Any] = {"model": str(rows[LABEL].iloc[0]) if len(rows) else table_stem(source.path)}
+    if "checkpoint" in rows.columns and rows["checkpoint"].nunique() == 1:
+        settings["checkpoint"] = str(rows["checkpoint"].iloc[0])  # rows of a hot-swapped server
     for key in ("temperature", "top_p"):
         value = sampling.get(key)
         if value is None and key in rows.columns and rows[key].nunique() == 1:
@@ -426,7 +428,7 @@ def read_rows(source: Source, want_split: bool) -> pd.DataFrame:
             raise UserInputError(f"{path} " + NOT_SCORED.format(column=column, path=path))
     task_column = next((c for c in TASK_COLUMNS if c in present), None)
     wanted = ["score", "acc", "prompt_id", "sample_idx", "answer_class", "model", "split", "data_idx",
-              "temperature", "top_p", "dataset", "completion_tokens", "finish_reason"]
+              "temperature", "top_p", "dataset", "completion_tokens", "finish_reason", "checkpoint"]
     if task_column:
         wanted.append(task_column)
     if want_split and "split" not in present and "extra_info" in present:
