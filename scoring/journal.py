@@ -41,8 +41,12 @@ def state_dir_for(output: Path) -> Path:
 class VerdictJournal:
     """The write-ahead verdicts of one output; opening it checks the output's folder is writable."""
 
-    def __init__(self, output: Path, *, fresh: bool = False) -> None:
-        """fresh: start from nothing (`--overwrite`), dropping an earlier run's verdicts."""
+    def __init__(
+        self, output: Path, *, fresh: bool = False, kept: frozenset[str] = KEPT_STATUSES
+    ) -> None:
+        """fresh: start from nothing (`--overwrite`), dropping an earlier run's verdicts; kept:
+        the statuses worth keeping (a reference check's timeout is one: its key holds the limit)."""
+        self.kept = kept
         self.directory = state_dir_for(output)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -76,14 +80,14 @@ class VerdictJournal:
                     verdict = from_record(record["verdict"])
                 except (ValueError, KeyError, TypeError):
                     continue
-                if verdict.status in KEPT_STATUSES:  # an older journal may hold errors
+                if verdict.status in self.kept:  # an older journal may hold errors
                     found[record["key"]] = verdict
         return found
 
     def append(self, verdicts: Mapping[str, RewardResult]) -> None:
         lines = b"".join(
             _line(key, result) for key, result in verdicts.items()
-            if result.status in KEPT_STATUSES
+            if result.status in self.kept
         )
         if not lines:
             return

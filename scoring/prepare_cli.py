@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,12 @@ import click
 from rollouts.clitools import echo_err, handle_errors
 from rollouts.errors import UserInputError
 from rollouts.io import table_format, write_table_atomic
+from scoring.journal import VerdictJournal
 from scoring.prepare.build import KINDS, PrepareOptions, PrepareResult, prepare, write_prepared
+from scoring.prepare.code import CHECK_TIMEOUT_S, KEPT_CHECKS
 from scoring.prepare.kinds import ConvertOptions
 from scoring.prepare.mix import mix
+from scoring.workers import default_workers
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -61,6 +65,11 @@ def code_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Run reference solutions against their tests in the sandbox; drop failures."),
         click.option("--allow-unsandboxed", is_flag=True,
                      help="Verify without bubblewrap (runs dataset code unisolated)."),
+        click.option("--check-timeout", "check_timeout_s", type=float,
+                     default=CHECK_TIMEOUT_S, show_default=True,
+                     help="Seconds a reference solution gets for all its tests; past it, it fails."),
+        click.option("--workers", type=int, default=default_workers, show_default="cores",
+                     help="Reference solutions checked at once."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -79,8 +88,23 @@ def run_prepare(kind: str, output: Path, source: str, **values: Any) -> None:
         convert=values.get("convert") or ConvertOptions(seed=values["seed"]),
         custom_domain=values.get("domain") or "math",
     )
-    result = prepare(kind, source, options)
-    write_prepared(result, output, overwrite=values["overwrite"])
+    if options.verify_code and "check_timeout_s" in values:
+        if values["check_timeout_s"] <= 0 or values["workers"] < 1:
+            raise UserInputError("--check-timeout must be > 0 seconds and --workers at least 1")
+        # Checks kept as they are made: a rerun after an interruption does not run them again.
+        checks = VerdictJournal(output, fresh=values["overwrite"], kept=KEPT_CHECKS)
+        options = dataclasses.replace(
+            options, check_timeout_s=values["check_timeout_s"], workers=values["workers"],
+            checks=checks, echo=echo_err,
+        )
+    try:
+        result = prepare(kind, source, options)
+        write_prepared(result, output, overwrite=values["overwrite"])
+    finally:
+        if options.checks is not None:
+            options.checks.close()
+    if options.checks is not None:
+        options.checks.finish()
     report(result, output)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rollouts.errors import UserInputError
 from rollouts.io import table_format, write_table_atomic
+from scoring.journal import VerdictJournal
 from scoring.prepare import code, guru, kinds
 from scoring.prepare.kinds import ConvertOptions, Item, Kind, Unextractable, WrongType
 from scoring.prepare.sources import load_rows, source_name
@@ -89,6 +91,9 @@ class PrepareOptions:
     verify_code: bool = True
     allow_unsandboxed: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    check_timeout_s: float = code.CHECK_TIMEOUT_S  # per reference solution, all its tests
+    checks: VerdictJournal | None = None  # reference checks kept across an interrupted run
+    echo: Callable[[str], None] | None = None  # progress lines
     convert: ConvertOptions = field(default_factory=ConvertOptions)
     custom_domain: str = "math"
 
@@ -173,7 +178,8 @@ def prepare(kind_name: str, source: str, options: PrepareOptions) -> PrepareResu
     failed: set[int] = set()
     if kind.domain == "codegen" and options.verify_code:
         failed = code.failing_references(
-            items, workers=options.workers, allow_unsandboxed=options.allow_unsandboxed
+            items, workers=options.workers, allow_unsandboxed=options.allow_unsandboxed,
+            timeout_s=options.check_timeout_s, journal=options.checks, echo=options.echo,
         )
     data_source = options.data_source or _default_data_source(kind, source)
     split = options.split or "test"

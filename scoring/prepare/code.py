@@ -13,12 +13,17 @@ formats share one column type:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from scoring.journal import VerdictJournal
 from scoring.prepare.kinds import ConvertOptions, Item, Unextractable, first
+from scoring.rewards.base import RewardOptions
+from scoring.types import RewardResult
+from scoring.workers import WorkerPool, WorkItem
 
 PYTHON3 = 3  # CodeContests' language id for Python 3
 
@@ -158,24 +163,87 @@ def convert_custom_tests(row: dict[str, Any], options: ConvertOptions) -> Item:
     )
 
 
+# A reference solution gets this long for all of its tests together: one that never ends would
+# otherwise cost each test's own limit (6 s x 30 tests: 3 minutes for one item).
+CHECK_TIMEOUT_S = 60.0
+PROGRESS_EVERY_S = 5.0
+# Reference checks kept across an interrupted run: results and timeouts (the limit is in the key);
+# a sandbox failure or an error is checked again.
+KEPT_CHECKS = frozenset({"ok", "no_answer", "timeout"})
+
+
+def reference_key(item: Item, timeout_s: float) -> str:
+    """What a reference check's verdict depends on (its limit included): the journal's key."""
+    text = json.dumps([item.reference_solution, item.ground_truth, dict(item.extra), timeout_s],
+                      sort_keys=True, default=str)
+    return "reference:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def failing_references(
-    items: list[tuple[int, Item]], *, workers: int, allow_unsandboxed: bool = False
+    items: list[tuple[int, Item]], *, workers: int, allow_unsandboxed: bool = False,
+    timeout_s: float = CHECK_TIMEOUT_S, journal: VerdictJournal | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> set[int]:
-    """Indexes of items whose reference solution does not pass its own tests in the sandbox."""
-    from scoring.code_reward import check_sandbox, score_code
+    """Indexes of items whose reference solution does not pass its own tests in the sandbox
+    within `timeout_s` (all tests together; the worker and its sandbox are killed past it).
+
+    Checks run in parallel worker processes; each verdict goes to `journal` as it comes back, so
+    an interrupted run's checks are not run again by the next (`journal.load`)."""
+    from scoring.code_reward import check_sandbox
 
     check_sandbox(allow_unsandboxed=allow_unsandboxed)
     checked = [(index, item) for index, item in items if item.reference_solution]
+    keys = {index: reference_key(item, timeout_s) for index, item in checked}
+    verdicts: dict[str, RewardResult] = journal.load() if journal is not None else {}
+    todo = {
+        keys[index]: WorkItem(keys[index], "code", item.reference_solution or "", item.ground_truth,
+                              "codegen", dict(item.extra))
+        for index, item in checked if keys[index] not in verdicts
+    }
+    kept = [verdicts[keys[index]] for index, _ in checked if keys[index] not in todo]
+    progress = _CheckProgress(len(checked), kept, echo)
 
-    def passes(entry: tuple[int, Item]) -> bool:
-        item = entry[1]
-        result = score_code(
-            item.reference_solution or "", item.ground_truth, dict(item.extra),
-            allow_unsandboxed=allow_unsandboxed,
-        )
-        return bool(result.acc)
+    def arrived(fresh: dict[str, RewardResult]) -> None:
+        if journal is not None:
+            journal.append(fresh)
+        progress.add(fresh)
 
-    # Each check is a sandboxed subprocess: threads are enough to keep the cores busy.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        verdicts = list(pool.map(passes, checked))
-    return {index for (index, _), ok in zip(checked, verdicts, strict=True) if not ok}
+    if todo:
+        options = RewardOptions(allow_unsandboxed=allow_unsandboxed)
+        with WorkerPool(max(1, workers), timeout_s, options, max_batch=1) as pool:
+            verdicts.update(pool.run(list(todo.values()), on_results=arrived))
+    progress.finish()
+    return {index for index, _ in checked if not verdicts[keys[index]].acc}
+
+
+class _CheckProgress:
+    """A line on stderr every PROGRESS_EVERY_S while reference solutions are checked."""
+
+    def __init__(
+        self, total: int, kept: list[RewardResult], echo: Callable[[str], None] | None
+    ) -> None:
+        self.total, self.done = total, len(kept)
+        self.failed = sum(not verdict.acc for verdict in kept)
+        self.echo = echo
+        self.last = time.monotonic()
+        self.shown = ""
+        if echo is not None and total:
+            resumed = f" ({len(kept)} kept from an interrupted run)" if kept else ""
+            echo(f"checking {total} reference solution(s) in the sandbox{resumed}")
+
+    def add(self, fresh: dict[str, RewardResult]) -> None:
+        self.done += len(fresh)
+        self.failed += sum(not verdict.acc for verdict in fresh.values())
+        if time.monotonic() - self.last >= PROGRESS_EVERY_S:
+            self.last = time.monotonic()
+            self._show()
+
+    def finish(self) -> None:
+        if self.total:
+            self._show()
+
+    def _show(self) -> None:
+        line = f"checked {self.done}/{self.total} reference solution(s), {self.failed} failed"
+        if self.echo is not None and line != self.shown:
+            self.shown = line
+            self.echo(line)
