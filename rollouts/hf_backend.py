@@ -89,6 +89,9 @@ class _Sample:
     hit_eos: bool
 
 
+SMALL_MODEL_PARAMETERS = 10_000_000  # below this, CPU generation runs on one thread
+
+
 class HFBackend:
     """A transformers causal LM and its tokenizer, loaded once, generating in a worker thread.
 
@@ -114,6 +117,10 @@ class HFBackend:
             raise UserInputError(f"{model}: cannot load the model ({exc})") from exc
         self.model.to(self.device)
         self.model.eval()
+        if self.device == "cpu" and self.model.num_parameters() < SMALL_MODEL_PARAMETERS:
+            # As in its training (rollouts.tiny_model): a second thread gains a tiny model nothing
+            # and, on a busy machine, makes it many times slower.
+            torch.set_num_threads(1)
         self.eos_ids = self._eos_token_ids()
         self.pad_id = self._pad_token_id()
         self._lock = threading.Lock()

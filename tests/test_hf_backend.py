@@ -198,3 +198,17 @@ def test_hub_id_loads_from_the_hub_cache(model_dir: Path, tmp_path: Path) -> Non
     lines = result.stdout.splitlines()
     assert lines[0] == "3"
     assert lines[1].startswith("refused: acme/not-there: cannot load the model")
+
+
+def test_a_tiny_model_generates_on_one_thread(model_dir: Path) -> None:
+    """Below SMALL_MODEL_PARAMETERS the CPU backend uses one thread (a busy machine otherwise
+    makes the demo's model many times slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        HFBackend(str(model_dir), device="cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
