@@ -95,10 +95,19 @@ def load_samples(paths: Sequence[Path]) -> pd.DataFrame:
 
 def run_names(paths: Sequence[Path]) -> list[str]:
     """A name per file: its name without extensions, or its folder too when names repeat."""
-    stems = [path.name.split(".")[0] or path.name for path in paths]
+    stems = [_stem(path.name) for path in paths]
     if len(set(stems)) == len(stems):
         return stems
     return [f"{path.parent.name}/{stem}" for path, stem in zip(paths, stems, strict=True)]
+
+
+def _stem(name: str) -> str:
+    """`t0.6` for t0.6.scored.parquet, t0.6.parquet and t0.6.jsonl."""
+    for suffix in (".parquet", ".pq", ".jsonl", ".ndjson", ".json"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name.removesuffix(".scored") or name
 
 
 def _load_one(path: Path) -> pd.DataFrame:

@@ -181,6 +181,13 @@ def test_hostile_responses_and_file_names_show_as_text_and_run_nothing(tmp_path:
     assert "<img src=\"x\"" not in dom and "<b>" not in dom
 
 
+def test_runs_are_named_by_their_files() -> None:
+    from rollouts.show import run_names
+
+    assert run_names([Path("a/t0.6.scored.parquet"), Path("b/t1.0.jsonl")]) == ["t0.6", "t1.0"]
+    assert run_names([Path("a/x.scored.parquet"), Path("b/x.parquet")]) == ["a/x", "b/x"]
+
+
 def test_two_runs_side_by_side_on_the_same_prompt(scored: Path, tmp_path: Path) -> None:
     later = tmp_path / "later.parquet"
     frame = pd.read_parquet(scored)
