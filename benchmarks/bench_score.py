@@ -21,6 +21,15 @@ Verdicts must be identical; the script exits 1 if any differ.
     python3 benchmarks/bench_score.py --full     # 2,000 prompts x 16 samples
     python3 benchmarks/bench_score.py --end-to-end-only   # ratio 3 alone (a few seconds)
     python3 benchmarks/bench_score.py --reasoning360 /path/to/Reasoning360 [--guru-only]
+    python3 benchmarks/bench_score.py --memory 1000000 --row-kb 8   # peak memory of `score`
+
+With `--memory ROWS`, peak memory: a parquet of ROWS rows whose responses are --row-kb KB each
+(row groups of 65,536 rows) is scored by the `score` command (cheap custom reward, no cache) while
+the resident memory of its whole process tree (the command, its workers and the reaper) is
+sampled every 50 ms (PSS summed: pages the forked workers share with the command count once); the reference, measured the same way in the same run, is a plain script
+reading the same parquet with pandas and looping the reward over it. Printed: both peaks, the
+response text they hold, and the ratio (target for `score`: <= 1 GB on 1M rows x 8 KB, a batch
+rather than the file).
 
 With `--reasoning360` (a checkout of LLM360/Reasoning360), the GURU domains too: per domain, the
 rows of tests/guru_reference/ repeated to --guru-rows rows in one jsonl file, scored by `score
@@ -36,6 +45,7 @@ the checkout is the argument.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import resource
@@ -296,6 +306,89 @@ def timed(func: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - started
 
 
+# ---------------------------------------------------------------- peak memory
+
+
+def memory_rows(rows: int, row_kb: int, path: Path) -> int:
+    """Write ROWS rows with responses of row_kb KB (distinct text, a boxed answer at the end)
+    in row groups of 65,536 rows, one group at a time; returns the response bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(4)
+    filler = " ".join(FILLER)
+    total = 0
+    writer = None
+    for start in range(0, rows, 65536):
+        count = min(65536, rows - start)
+        responses = []
+        for i in range(start, start + count):
+            body = (f"{i} " + filler * (row_kb * 1024 // len(filler) + 1))[: row_kb * 1024 - 30]
+            responses.append(f"{body} $\\boxed{{{rng.randint(1, 9)}}}$")
+        total += sum(map(len, responses))
+        table = pa.table({
+            "prompt": [f"Problem {i // 16}" for i in range(start, start + count)],
+            "response": responses,
+            "prompt_id": [f"p{i // 16:07d}" for i in range(start, start + count)],
+            "sample_idx": [i % 16 for i in range(start, start + count)],
+            "data_source": ["math__synthetic"] * count,
+            "reward_model": [{"style": "rule", "ground_truth": "5"}] * count,
+        })
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    assert writer is not None
+    writer.close()
+    return total
+
+
+def peak_tree_rss(command: list[str]) -> tuple[int, float]:
+    """Run `command`; the peak summed PSS (bytes: resident memory, a page shared by n processes
+    counted 1/n in each) of it and every descendant, and its seconds."""
+    import psutil
+
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            for each in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += each.memory_full_info().pss  # forked pages shared: counted once
+        peak = max(peak, total)
+        time.sleep(0.05)
+    _, stderr = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed: {stderr.decode()[-2000:]}")
+    return peak, time.perf_counter() - started
+
+
+def report_memory(rows: int, row_kb: int, workers: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        reward, plain, data = root / "cheap_reward.py", root / "plain.py", root / "rows.parquet"
+        reward.write_text(CHEAP_REWARD)
+        plain.write_text(PLAIN_SCRIPT)
+        text = memory_rows(rows, row_kb, data)
+        out = root / "rows.scored.parquet"
+        score_peak, score_s = peak_tree_rss(
+            [sys.executable, "-c", "from scoring.score_cli import main; main()", str(data),
+             "--reward-fn", str(reward), "--no-cache", "--workers", str(workers), "-o", str(out)])
+        out.unlink()
+        plain_peak, plain_s = peak_tree_rss([sys.executable, str(plain), str(data), str(reward)])
+    gib = 1 << 30
+    print(f"peak memory, {rows} rows x {row_kb} KB ({text / gib:.2f} GiB of responses), "
+          f"workers {workers}:")
+    print(f"  plain script (pandas reads the file, loops): {plain_peak / gib:6.2f} GiB, "
+          f"{plain_s:.1f} s")
+    print(f"  score command, whole process tree:           {score_peak / gib:6.2f} GiB, "
+          f"{score_s:.1f} s")
+    print(f"RATIO peak memory, score / plain script: {score_peak / plain_peak:.2f}x; "
+          f"score / response text: {score_peak / text:.2f}x (target: <= 1 GiB at 1M x 8 KB)")
+
+
 # ---------------------------------------------------------------- GURU domains
 
 GURU_SETS = Path(__file__).resolve().parents[1] / "tests" / "guru_reference"
@@ -431,7 +524,12 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="2,000 prompts x 16 samples")
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--end-to-end-only", action="store_true", help="only ratio 3")
+    parser.add_argument("--memory", type=int, metavar="ROWS", help="peak memory on ROWS rows")
+    parser.add_argument("--row-kb", type=int, default=8, help="response size for --memory")
     args = parser.parse_args()
+    if args.memory:
+        report_memory(args.memory, args.row_kb, args.workers)
+        return 0
     if args.end_to_end_only:
         return 0 if report_end_to_end(args.workers) else 1
     guru_same = True
