@@ -77,3 +77,12 @@ def test_coder1_stdin_tests_stop_at_the_first_failure_and_name_it() -> None:
     assert late.score == 0.0 and late.extra["first_failure"] == "test 4: wrong output"
     crash = verdict("guru_code", crashes, gold)
     assert crash.extra["first_failure"] == "test 2: exit status 1"
+
+
+def test_a_program_printing_forever_fails_without_holding_its_output() -> None:
+    import json
+
+    gold = json.dumps({"inputs": ["1\n"], "outputs": ["1\n"]})
+    result = verdict("guru_code", "```python\nwhile True:\n    print('x' * 1000)\n```", gold)
+    assert result.score == 0.0 and result.status == "ok"
+    assert result.extra["first_failure"].startswith("test 0: ")

@@ -32,7 +32,9 @@ from scoring.sandbox import SandboxLimits
 from scoring.types import RewardResult
 
 RUN_SECONDS = 30.0
-LIMITS = SandboxLimits(wall_s=RUN_SECONDS, cpu_s=int(RUN_SECONDS), memory_mb=10240, max_procs=64)
+# coder1's limits (30 s, 10 GB of address space); an output may reach 256 MiB.
+LIMITS = SandboxLimits(wall_s=RUN_SECONDS, cpu_s=int(RUN_SECONDS), memory_mb=10240, max_procs=64,
+                       file_size_mb=256, tmp_size_mb=512)
 _FENCED = re.compile(r"```(?:\w+)?\n(.*?)\n```", re.DOTALL)
 _AFTER_THINK = re.compile(r"</think>(.*)", re.DOTALL)
 
