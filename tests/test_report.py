@@ -468,3 +468,33 @@ def test_the_checkpoint_column_names_a_run_served_under_one_model_name(tmp_path:
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert {(c["label"], c["baseline"]) for c in report["comparisons"]} == {("global_step_100", "global_step_50")}
     assert {m["step"] for m in report["models"]} == {50, 100}
+
+
+def test_reward_error_rows_are_left_out_of_every_metric_and_counted(tmp_path: Path) -> None:
+    """Rows whose reward failed (error, sandbox_error, a non-finite score) are no wrong answers:
+    report leaves them out as `score` does by default and says how many per run and task; a row
+    whose generation failed stays a wrong answer."""
+    def row(prompt: str, sample: int, acc: int, status: str = "ok", score: float | None = None,
+            error: str | None = None) -> dict[str, Any]:
+        return {"model": "m", "data_source": "math__t", "prompt_id": prompt, "sample_idx": sample,
+                "score": float(acc) if score is None else score, "acc": bool(acc), "pred": None,
+                "answer_class": None, "score_status": status, "error": error}
+
+    rows = [
+        row("p1", 0, 1), row("p1", 1, 0, "error"), row("p1", 2, 0, "sandbox_error"), row("p1", 3, 1),
+        row("p2", 0, 1), row("p2", 1, 0, "error", score=float("nan")), row("p2", 2, 0, score=float("inf")),
+        row("p2", 3, 0, "error", error="ServerError: 500"),  # generation failed: a wrong answer
+    ]
+    path = write(rows, tmp_path / "m.scored.parquet")
+    result = CliRunner().invoke(main, ["report", str(path), "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    tidy = pd.read_parquet(tmp_path / "report" / "metrics.parquet")
+    task = tidy[tidy["level"] == "task"].set_index("metric")["value"]
+    # p1: 2 of 2 judged pass; p2: 1 of 2 judged (sample 0 right, the failed generation wrong).
+    assert task["mean@n"] == pytest.approx((1.0 + 0.5) / 2)
+    assert task["pass@1"] == pytest.approx(0.75)
+    document = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert document["error_rows"] == [{"label": "m", "task": "math__t", "error_rows": 4}]
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "reward errors (left out)" in page
+    assert "4 row(s) whose reward failed" in result.output and "m / math__t: 4" in result.output

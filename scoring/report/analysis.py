@@ -82,6 +82,8 @@ class Analysis:
     best: list[dict[str, Any]]
     notes: list[str]
     options: ReportOptions
+    # (label, task) -> rows whose reward failed; left out of every metric, as `score` does
+    error_rows: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def rng_for(seed: int, *names: str) -> np.random.Generator:
@@ -131,6 +133,7 @@ def _analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
         selection_cells = split_cells(cells, options.select_on, keep=True)
         cells = split_cells(cells, options.select_on, keep=False)
     notes += availability_notes(cells, tasks, options.metric)
+    notes += error_notes(loaded.error_rows)
     resampler = Resampler(options)  # the comparisons reuse the draws of the same prompts
     metrics = summary_rows(cells, labels, domains, options, notes, resampler=resampler)
     shared, differ = on_shared_prompts(selection_cells or cells)
@@ -151,7 +154,21 @@ def _analyse(loaded: Loaded, options: ReportOptions) -> Analysis:
         best=best,
         notes=notes,
         options=options,
+        error_rows=dict(loaded.error_rows),
     )
+
+
+def error_notes(error_rows: dict[tuple[str, str], int]) -> list[str]:
+    """One note when rows were left out because their reward failed."""
+    total = sum(error_rows.values())
+    if not total:
+        return []
+    where = ", ".join(f"{label} / {task}: {count}" for (label, task), count in sorted(error_rows.items()))
+    return [
+        f"{total} row(s) whose reward failed (score_status error or sandbox_error, or a non-finite "
+        f"score) are left out of every metric, as `score` leaves them out ({where}); fix the reward "
+        "and rerun `score` to judge them"
+    ]
 
 
 def baseline_of(loaded: Loaded, baseline: str | None) -> dict[str, str]:

@@ -32,6 +32,7 @@ from rollouts.io import (
     read_table,
     to_python,
 )
+from scoring.metrics import reward_errors
 from scoring.report.naming import series_of, step_of
 from scoring.report.prompts import LABEL, SAMPLE, TASK, PromptScores, merge, summarise
 
@@ -44,6 +45,7 @@ DATA_PARAMETERS = {"dataset", "datasets", "data", "inputs", "input", "output", "
 MODEL_PARAMETERS = ("checkpoint", "model")
 MANIFEST_BOOKKEEPING = {"group", "config_hash", "directory", "rows", "error_rows", "error"}
 TASK_COLUMNS = ("data_source", "dataset")
+REWARD_ERROR = "reward_error"  # column read_rows adds: the row's reward failed (see reward_error_rows)
 NOT_SCORED = "has no '{column}' column; run `score` on it first (score {path})"
 
 
@@ -70,6 +72,8 @@ class Loaded:
     notes: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # full model name or input file -> its label
     shapes: dict[str, RunShape] = field(default_factory=dict)  # label -> its responses' lengths
+    # (label, task) -> rows whose reward failed, left out of every metric
+    error_rows: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -282,9 +286,11 @@ def load(sources: Sequence[Source], notes: list[str], want_split: bool = False) 
     runs: list[RunPart] = []
     for source in sources:
         rows = read_rows(source, want_split)
-        runs.append(RunPart(source, run_settings(source, rows), summarise(rows, str(source.path)),
-                            RunShape.of(rows) if rows[LABEL].nunique() == 1 else RunShape()))
-        del rows
+        errors = error_counts(rows)
+        judged = rows[~rows[REWARD_ERROR]]
+        runs.append(RunPart(source, run_settings(source, rows), summarise(judged, str(source.path)),
+                            RunShape.of(rows) if rows[LABEL].nunique() == 1 else RunShape(), errors))
+        del rows, judged
     named, full_names = label_runs(runs)
     parts: dict[tuple[str, str], list[PromptScores]] = {}
     for run, label in zip(runs, named, strict=True):
@@ -293,6 +299,11 @@ def load(sources: Sequence[Source], notes: list[str], want_split: bool = False) 
     # Model paths are shown by the fewest trailing parts that tell them apart.
     short = short_names(sorted({label for label, _ in parts}))
     cells = {(short[label], task): merge(found, f"{label} / {task}") for (label, task), found in parts.items()}
+    error_rows: dict[tuple[str, str], int] = {}
+    for run, label in zip(runs, named, strict=True):
+        for (row_label, task), count in run.errors.items():
+            key = (short.get(label or row_label, label or row_label), task)
+            error_rows[key] = error_rows.get(key, 0) + count
     labels = sorted(set(short.values()))
     aliases = {full: label for full, label in short.items() if full != label}
     aliases.update({full: short[label] for full, label in full_names.items() if full != short[label]})
@@ -312,6 +323,7 @@ def load(sources: Sequence[Source], notes: list[str], want_split: bool = False) 
         notes=notes,
         aliases=aliases,
         shapes=shapes,
+        error_rows=error_rows,
     )
 
 
@@ -344,6 +356,7 @@ class RunPart:
     settings: dict[str, Any] | None
     cells: dict[tuple[str, str], PromptScores]
     shape: RunShape = field(default_factory=RunShape)
+    errors: dict[tuple[str, str], int] = field(default_factory=dict)  # reward-error rows left out
 
 
 def run_settings(source: Source, rows: pd.DataFrame) -> dict[str, Any] | None:
@@ -428,7 +441,8 @@ def read_rows(source: Source, want_split: bool) -> pd.DataFrame:
             raise UserInputError(f"{path} " + NOT_SCORED.format(column=column, path=path))
     task_column = next((c for c in TASK_COLUMNS if c in present), None)
     wanted = ["score", "acc", "prompt_id", "sample_idx", "answer_class", "model", "split", "data_idx",
-              "temperature", "top_p", "dataset", "completion_tokens", "finish_reason", "checkpoint"]
+              "temperature", "top_p", "dataset", "completion_tokens", "finish_reason", "checkpoint",
+              "score_status", "error"]
     if task_column:
         wanted.append(task_column)
     if want_split and "split" not in present and "extra_info" in present:
@@ -446,7 +460,24 @@ def read_rows(source: Source, want_split: bool) -> pd.DataFrame:
         rows["sample_idx"] = rows.groupby(["task", "prompt_id"], sort=False).cumcount()
     if "extra_info" in rows.columns:
         rows["split"] = [_split_of(e) for e in rows["extra_info"]]
+    rows[REWARD_ERROR] = reward_error_rows(rows)
     return rows
+
+
+def reward_error_rows(rows: pd.DataFrame) -> np.ndarray:
+    """Rows whose reward function failed, as `score` marks them (status error or sandbox_error
+    on a generation that succeeded), plus any non-finite score: left out of every metric, as
+    `score`'s default --on-error does, rather than counted as wrong answers."""
+    failed = reward_errors(rows) if "score_status" in rows.columns else np.zeros(len(rows), dtype=bool)
+    score = pd.to_numeric(rows["score"], errors="coerce").to_numpy(dtype=np.float64)
+    return failed | ~np.isfinite(score)
+
+
+def error_counts(rows: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """Reward-error rows per (label, task), for the cells that have any."""
+    errors = rows.loc[rows[REWARD_ERROR], [LABEL, TASK]].astype(str)
+    counts = errors.value_counts()
+    return {(str(key[0]), str(key[1])): int(count) for key, count in zip(counts.index, counts, strict=True)}
 
 
 def _split_of(extra_info: Any) -> str | None:
@@ -462,6 +493,8 @@ def _split_of(extra_info: Any) -> str | None:
 def explode_wide(rows: pd.DataFrame) -> pd.DataFrame:
     """Wide scored rows (lists of per-sample scores) -> one row per sample."""
     listed = [c for c in ("score", "acc", "answer_class") if c in rows.columns]
+    if "score_status" in rows.columns and len(rows) and isinstance(to_python(rows["score_status"].iloc[0]), list):
+        listed.append("score_status")
     wide = rows.copy()
     for column in listed:
         wide[column] = [to_python(v) if v is not None else [] for v in wide[column]]
@@ -470,7 +503,7 @@ def explode_wide(rows: pd.DataFrame) -> pd.DataFrame:
         wide["data_idx"] = np.arange(len(wide))
     long = wide.explode([*listed, "sample_idx"], ignore_index=True)
     long = long[long["sample_idx"].notna()].reset_index(drop=True)
-    long["score"] = long["score"].astype(np.float64)
+    long["score"] = pd.to_numeric(long["score"], errors="coerce").astype(np.float64)
     long["acc"] = long["acc"].astype(bool)
     return long
 

@@ -206,8 +206,9 @@ def detail_table(analysis: Analysis) -> Table:
                        if t == task and lab == label and m.startswith("pass@")), default=1)
             cells = [index.get((task, label, name)) for name in ("mean@n", "pass@1", f"pass@{top}", f"maj@{top}")]
             rows.append([task, label, str(mean["n_prompts"]), str(top),
-                         *(with_interval(c["value"], c["ci_low"], c["ci_high"]) if c else MISSING for c in cells)])
-    return Table(["task", "model", "prompts", "n", "mean@n", "pass@1", "pass@n", "maj@n"], rows)
+                         *(with_interval(c["value"], c["ci_low"], c["ci_high"]) if c else MISSING for c in cells),
+                         str(analysis.error_rows.get((label, task), 0))])
+    return Table(["task", "model", "prompts", "n", "mean@n", "pass@1", "pass@n", "maj@n", "reward errors (left out)"], rows)
 
 
 def coverage_table(analysis: Analysis) -> Table:
@@ -321,6 +322,10 @@ def json_document(analysis: Analysis, figures: dict[str, Path], inputs: list[str
         "comparisons": _records(analysis.comparisons),
         "figures": {domain: path.relative_to(directory).as_posix() for domain, path in figures.items()},
         "notes": analysis.notes,
+        "error_rows": [
+            {"label": label, "task": task, "error_rows": count}
+            for (label, task), count in sorted(analysis.error_rows.items())
+        ],
     }
 
 
