@@ -18,7 +18,7 @@ N=${N:-8}
 TRAIN_STEPS=${TRAIN_STEPS:-1200}
 
 bash scripts/setup.sh
-source .venv/bin/activate
+source "${VENV:-.venv}/bin/activate"
 if [ "$BACKEND" = "vllm" ]; then
   python -c "import vllm" 2>/dev/null || python -m pip install -q -e '.[vllm]'
 fi
@@ -65,4 +65,4 @@ echo "rollouts:      $OUT/rollouts.parquet (+ .summary.json)"
 echo "scores:        $OUT/scored.parquet, pass@k in $OUT/score_summary.json"
 echo "buckets:       $OUT/buckets/ (summary.json, pass_rates.png)"
 echo "browse:        rollouts show $OUT/scored.parquet --html $OUT/samples.html"
-echo "environment:   source .venv/bin/activate"
+echo "environment:   source ${VENV:-.venv}/bin/activate"
