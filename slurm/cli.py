@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from rollouts.clitools import echo_err, handle_errors
+from rollouts.clitools import EXIT_WITH_ERROR_ROWS, echo_err, handle_errors
 from slurm.config import SLURM_KEYS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -133,9 +133,13 @@ def task(run_dir: Path, check: bool) -> None:
 @handle_errors
 def score(run_dir: Path) -> None:
     """Score RUN_DIR's merged outputs with its config's `score:` section (the score job)."""
-    from slurm.score import score_run
+    from slurm.score import read_score_marker, score_run
 
     batch = score_run(run_dir)
     for item in batch["inputs"]:
         echo_err(f"{item['input']} -> {item['output']}: {item['rows']} rows scored")
         click.echo(item["output"])
+    marker = read_score_marker(run_dir)
+    if marker.get("state") == "failed":  # rows whose reward failed, under on_error: fail
+        echo_err(str(marker["message"]))
+        sys.exit(EXIT_WITH_ERROR_ROWS)

@@ -1,16 +1,19 @@
 """A run config's `score:` section: the merged outputs are scored in a job that follows the merge.
 
-    score: {reward: auto, workers: 8, timeout: 10}
+    score: {reward: auto, workers: 8, timeout: 10, on_error: fail}
 
 One submit then gives scored outputs: `rollouts slurm submit` queues `rollouts slurm score RUN_DIR`
 after the merge job (afterany), which scores every output the merge wrote, as `score` does (beside
 each output unless `output` names a folder: <stem>.scored.parquet and its results JSON). A merge
-that did not complete leaves nothing to score: the job says so and fails.
+that did not complete leaves nothing to score: the job says so and fails. Rows whose reward failed
+fail the job too (exit 3, as `score` exits), their scored files written all the same, unless
+`on_error` is skip or zero (as `score --on-error`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,8 @@ SCORE_KEYS: dict[str, str] = {
     "allow_unsandboxed": "run code rewards without bubblewrap when it cannot start (unsafe)",
     "output": "folder of the scored files (default: beside each output)",
     "summary": "a batch summary JSON over every output",
+    "on_error": "rows whose reward failed: fail (default: left out of the metrics, the job exits 3), "
+                "skip (left out, exit 0) or zero (counted as wrong), as `score --on-error`",
 }
 
 
@@ -40,6 +45,7 @@ class ScoreSection:
     allow_unsandboxed: bool = False
     output: Path | None = None
     summary: Path | None = None
+    on_error: str = "fail"
 
 
 def load_score_section(config_path: Path, *, base_dir: Path | None = None) -> ScoreSection | None:
@@ -62,6 +68,7 @@ def load_score_section(config_path: Path, *, base_dir: Path | None = None) -> Sc
         allow_unsandboxed=bool(section.get("allow_unsandboxed", False)),
         output=_path(base, section.get("output")),
         summary=_path(base, section.get("summary")),
+        on_error=_on_error(section.get("on_error", "fail"), where),
     )
     _check_reward(score.reward, where)
     return score
@@ -81,6 +88,14 @@ def _seconds(value: Any, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise UserInputError(f"{where}: timeout must be a number of seconds above 0, not {value!r}")
     return float(value)
+
+
+def _on_error(value: Any, where: str) -> str:
+    from scoring.scorer import ON_ERROR_CHOICES
+
+    if value not in ON_ERROR_CHOICES:
+        raise UserInputError(f"{where}: on_error must be one of {', '.join(ON_ERROR_CHOICES)}, not {value!r}")
+    return str(value)
 
 
 def _path(base: Path, value: Any) -> Path | None:
@@ -118,7 +133,8 @@ def score_run(run_dir: Path) -> dict[str, Any]:
             f"nothing scored: finish the run, then `score` its outputs or submit again"
         )
     options: dict[str, Any] = {"reward_fn": section.reward, "cache_dir": default_cache_dir(),
-                               "allow_unsandboxed": section.allow_unsandboxed}
+                               "allow_unsandboxed": section.allow_unsandboxed,
+                               "on_error": section.on_error}
     if section.workers is not None:
         options["workers"] = section.workers
     if section.timeout_s is not None:
@@ -127,11 +143,31 @@ def score_run(run_dir: Path) -> dict[str, Any]:
     # The merge just wrote these outputs: scores of an earlier merge are replaced.
     batch = score_files(outputs, ScoreConfig(**options), output=section.output,
                         summary=section.summary, overwrite=True)
-    write_json_atomic({"state": "scored", "at": time.time(), "outputs": [
-        {"input": item["input"], "output": item["output"], "rows": item["rows"]}
-        for item in batch["inputs"]
-    ]}, run_dir / SCORE_MARKER)
+    failed = failed_rows_message(batch) if section.on_error == "fail" else None
+    write_json_atomic({
+        "state": "failed" if failed else "scored", "message": failed,
+        "error_rows": int(batch["error_rows"]), "on_error": section.on_error,
+        "job": os.environ.get("SLURM_JOB_ID"), "at": time.time(), "outputs": [
+            {"input": item["input"], "output": item["output"], "rows": item["rows"]}
+            for item in batch["inputs"]
+        ],
+    }, run_dir / SCORE_MARKER)
     return batch
+
+
+def failed_rows_message(batch: dict[str, Any]) -> str | None:
+    """What failed the score step: rows whose reward failed, per data source; None without any."""
+    if not batch["error_rows"]:
+        return None
+    per_source = ", ".join(
+        f"{source}={metrics['error_rows']}"
+        for item in batch["inputs"]
+        for source, metrics in item["data_sources"].items()
+        if metrics["error_rows"]
+    )
+    return (f"{batch['error_rows']} rows failed in the reward function ({per_source}), left out of "
+            "the metrics; see their score_error column, fix the reward and score again, or set "
+            "score: {on_error: skip} to accept the metrics without them")
 
 
 def read_score_marker(run_dir: Path) -> dict[str, Any]:

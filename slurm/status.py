@@ -312,6 +312,10 @@ def _steps(status: RunStatus) -> list[str]:
         lines.append(f"every unit is done: rollouts slurm merge {status.run_dir}")
     if status.score.get("state") == "scored":
         lines.append("scored: " + ", ".join(o["output"] for o in status.score["outputs"]))
+    elif status.score.get("state") == "failed":
+        job_id = f" (job {status.score['job']})" if status.score.get("job") else ""
+        lines.append(f"score failed{job_id}: {status.score.get('message', '')}; scored files written: "
+                     + ", ".join(o["output"] for o in status.score.get("outputs", [])))
     return lines
 
 

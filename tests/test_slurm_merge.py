@@ -105,3 +105,51 @@ def test_what_is_broken_is_one_line(
     assert f"delete {finished_run / 'done' / (uid + '.json')} and submit again" in message
     status = CliRunner().invoke(main, ["slurm", "status", str(finished_run)])
     assert "merge failed: unit" in status.output
+
+
+FLAKY_REWARD = '''
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    if ground_truth == "2":
+        raise RuntimeError("the grader cannot read this answer")
+    return 1.0
+'''
+
+
+@pytest.mark.parametrize("on_error", [None, "skip"])
+def test_the_score_step_fails_when_rows_errored_unless_the_config_accepts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_error: str | None
+) -> None:
+    """The score job exits 3, as `score` does, when a row's reward failed (on_error: fail, the
+    default), with its scored files written; status says the step failed and why."""
+    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
+    monkeypatch.setenv("ROLLOUTS_SCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ROLLOUTS_RAISE", raising=False)
+    (tmp_path / "reward.py").write_text(FLAKY_REWARD, encoding="utf-8")
+    write_jsonl(tmp_path / "a.jsonl", verl_rows(4, tag="a"))  # ground truth "2": prompt 1
+    section: dict[str, object] = {"reward": f"{tmp_path / 'reward.py'}:compute_score", "workers": 1}
+    if on_error:
+        section["on_error"] = on_error
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": "tiny-model", "max_concurrent": 4, "output_dir": "out",
+        "defaults": {"n": 2, "max_tokens": 8}, "datasets": [{"path": "a.jsonl"}],
+        "slurm": {"array_size": 1, "unit_prompts": 4, "heartbeat": 1, "lease_timeout": 10},
+        "score": section,
+    }), encoding="utf-8")
+    run = load_run(path)
+    run_dir = run.slurm.run_dir
+    write_run_dir(run, run_dir)
+    assert run_task(run_dir) == "done"
+    assert CliRunner().invoke(main, ["slurm", "merge", str(run_dir)]).exit_code == 0
+    result = CliRunner().invoke(main, ["slurm", "score", str(run_dir)])
+    scored = pd.read_parquet(tmp_path / "out" / "a.scored.parquet")
+    assert (scored["score_status"] == "error").sum() == 2  # written either way
+    status = CliRunner().invoke(main, ["slurm", "status", str(run_dir)]).output
+    if on_error is None:
+        assert result.exit_code == 3, result.output
+        assert "2 rows failed in the reward function (openai/gsm8k=2)" in result.output
+        assert "score failed: 2 rows failed in the reward function" in status
+        assert "scored: " not in status
+    else:
+        assert result.exit_code == 0, result.output
+        assert f"scored: {tmp_path / 'out' / 'a.scored.parquet'}" in status
