@@ -440,3 +440,89 @@ class _RowRange:
             # in this range and in every range sent from now on
             self.feed.presets[self.start + index - size] = compact(verdict)
             self.feed.requeue(self.start, self.end)
+
+
+# ---------------------------------------------------------------- a judge model's questions
+
+
+def collect_questions(task: tuple[int, int], progress: Any, state: WorkerState) -> list[tuple[str, Any]]:
+    """Rows start..end: the questions their judge-model rewards would ask (`question`), for the
+    items whose verdict is not known yet (an interrupted run's, the cache's): extraction, dedupe
+    and look-ups as score_rows does them. Progress marks the row being worked on."""
+    start, end = task
+    table: RowTable = state.table
+    rewards = {spec: state.reward(spec) for spec in set(table.specs[start:end])}
+    items = _Items()
+    _extract(table, start, end, items, progress, rewards)
+    verdicts: list[Compact | None] = [None] * len(items.first_rows)
+    if table.content_keys:
+        keys = _content_keys(table, items, rewards)
+        _fill(verdicts, keys, {k: compact(v) for k, v in _pick(table.kept, keys).items()})
+        if table.cache_dir is not None:
+            cache = state.cache(table.cache_dir)
+            _fill(verdicts, keys, {k: compact(v) for k, v in cache.get_many(
+                k for k, v in zip(keys, verdicts, strict=True) if v is None).items()})
+    questions = []
+    for item, row in enumerate(items.first_rows):
+        reward = rewards[table.specs[row]]
+        question = getattr(reward, "question", None)
+        if verdicts[item] is not None or question is None:
+            continue
+        mark_started(progress, row - start)
+        try:
+            asked = question(items.answers[item], table.golds[row], table.data_sources[row],
+                             table.context(reward, row))
+        except Exception:  # judge() meets the same failure and makes it the row's error
+            continue
+        if asked is not None:
+            questions.append(asked)
+    return questions
+
+
+class QuestionFeed:
+    """Feeds a pool the row ranges of a table for collect_questions and gathers the questions.
+    A range whose row hangs or kills a worker goes on after that row (judge() meets it later)."""
+
+    def __init__(self, rows: list[tuple[int, int]]) -> None:
+        self.questions: list[tuple[str, Any]] = []
+        self._ranges: deque[tuple[int, int]] = deque(rows)
+
+    def refill(self) -> bool:
+        return False
+
+    def hungry(self) -> bool:
+        return False
+
+    def take(self, size: Callable[[str, int], int]) -> _QuestionRange | None:
+        if not self._ranges:
+            return None
+        start, end = self._ranges.popleft()
+        cut = min(end, start + size(_QuestionRange.kind, sum(e - s for s, e in self._ranges) + end - start))
+        if cut < end:
+            self._ranges.appendleft((cut, end))
+        return _QuestionRange(self, start, cut)
+
+    def requeue(self, start: int, end: int) -> None:
+        if start < end:
+            self._ranges.appendleft((start, end))
+
+
+class _QuestionRange:
+    kind = "questions"
+
+    def __init__(self, feed: QuestionFeed, start: int, end: int) -> None:
+        self.feed, self.start, self.end = feed, start, end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def message(self) -> tuple[Handler, Any]:
+        return collect_questions, (self.start, self.end)
+
+    def finish(self, reply: list[tuple[str, Any]]) -> None:
+        self.feed.questions += reply
+
+    def fail(self, index: int, verdict: RewardResult) -> None:
+        row = self.start + min(index, len(self) - 1)
+        self.feed.requeue(row + 1, self.end)
+        self.feed.requeue(self.start, row)  # their questions died with the worker

@@ -13,6 +13,7 @@ journal and the verdict cache have answered what they can (scoring.rows). Failed
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -59,7 +60,7 @@ from scoring.rewards.registry import (
     has_metric_variants,
     validate_spec,
 )
-from scoring.rows import FAILED_ROW, NO_ANSWER_ROW, RowFeed, RowTable
+from scoring.rows import FAILED_ROW, NO_ANSWER_ROW, QuestionFeed, RowFeed, RowTable
 from scoring.rows import item_key as item_key  # the verdict identity, documented here
 from scoring.types import REWARD_ERROR_STATUSES, RewardResult
 from scoring.workers import WorkerPool, default_workers
@@ -348,6 +349,7 @@ class Scorer:
         )
         for spec in set(table.specs):  # loaded here, so that forked workers have them
             get_reward_fn(spec, self.config.options)
+        self._ask_judge(table)  # before the workers that judge the rows are forked
         feed = RowFeed(table)
         watch = FailureWatch(feed.spec_of, feed.source_of, self.config.max_error_rate)
         with _Progress(self.config.progress) as advance:
@@ -365,9 +367,34 @@ class Scorer:
                 self.pool.run_tasks(feed)
             finally:
                 self.pool.bind(None)  # the workers hold this frame's rows: let them go
+                if self.config.judge is not None:
+                    from scoring.judge_client import forget_answers
+
+                    forget_answers()
         watch.check_all_failed()
         scored = count_instructions(attach_results(frame, feed, self.config.options), table)
         return scored, _stats(feed, started)
+
+    def _ask_judge(self, table: RowTable) -> None:
+        """Ask a judge model every question of the table at once (not one per worker): workers
+        find what judge-model rewards would ask (collect_questions), this process asks the
+        distinct questions with generate's per-server adaptive concurrency, and the workers
+        forked afterwards read the answers (scoring.judge_client)."""
+        judge = self.config.judge
+        if judge is None:
+            return
+        from rollouts.watchdog import echo_warning
+        from scoring.judge_client import ask_all, remember_answers
+
+        asking = {spec for spec in set(table.specs)
+                  if hasattr(get_reward_fn(spec, self.config.options), "question")}
+        runs = row_runs([spec in asking for spec in table.specs])
+        if not runs:
+            return
+        feed = QuestionFeed(runs)
+        self.pool.bind(dataclasses.replace(table))  # a copy: the judging workers fork anew
+        self.pool.run_tasks(feed)
+        remember_answers(ask_all(judge, feed.questions, warn=echo_warning))
 
     def _remember(self, feed: RowFeed, fresh: dict[str, RewardResult]) -> None:
         if self.cache is None or not fresh:
@@ -378,6 +405,19 @@ class Scorer:
             spec = feed.spec_of(key)
             entries[key] = (spec, get_reward_fn(spec, options).version, result)
         self.cache.put_many(entries)
+
+
+def row_runs(wanted: list[bool]) -> list[tuple[int, int]]:
+    """The (start, end) ranges of consecutive wanted rows."""
+    runs: list[tuple[int, int]] = []
+    for row, want in enumerate(wanted):
+        if not want:
+            continue
+        if runs and runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], row + 1)
+        else:
+            runs.append((row, row + 1))
+    return runs
 
 
 def count_instructions(scored: pd.DataFrame, table: RowTable) -> pd.DataFrame:

@@ -277,3 +277,47 @@ def test_an_unreachable_judge_without_a_model_name_is_one_line_before_any_work(
     assert f"judge server {url} does not say which model it serves" in result.output
     assert "--judge-model NAME" in result.output and "--server-wait" not in result.output
     assert not list(tmp_path.glob("s.scored*"))
+
+
+def test_questions_go_out_together_under_the_adaptive_limit_with_the_same_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 2 workers, the stand-in vLLM (it reports its load on /metrics) holds every distinct
+    question at once, not 2; verdicts are those of asking one question at a time, a garbage
+    answer still an error row and a failing exit."""
+    monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "0.5")
+    monkeypatch.setenv("FAKE_VLLM_PEAK_FILE", str(tmp_path / "peak"))
+    answers = [(f"\\boxed{{{i}}}", str(i if i % 3 else i + 1)) for i in range(24)]
+    answers += [(answers[0][0], answers[0][1])] * 4  # the same question again: asked once
+    answers += [("no box here", "7")]
+    rows: list[dict[str, Any]] = [
+        {"prompt": f"p{i}", "data_idx": i, "sample_idx": 0, "response": response,
+         "data_source": "stem_web", "reward_model": {"style": "rule", "ground_truth": gold},
+         "extra_info": {"question": QUESTION + (GARBAGE if i == 5 else "")}}
+        for i, (response, gold) in enumerate(answers)
+    ]
+    source = write(rows, tmp_path / "s.jsonl")
+    result = score(source, "--judge-model", "tiny-verifier", "--workers", "2", "--no-cache")
+    assert result.exit_code == EXIT_WITH_ERROR_ROWS, result.output
+    peak = max(int(p.read_text()) for p in tmp_path.glob("peak.*"))
+    assert peak > 2, f"{peak} questions in flight at most"
+    assert peak == 24  # every distinct boxed question at once
+    frame = scored(source)
+    with FakeOpenAIServer(model="tiny-verifier") as server:  # one at a time, as the workers asked
+        reward = StemJudgeReward(JudgeSettings(base_urls=(server.url,), model="tiny-verifier"))
+        expected = []
+        for row in rows:
+            answer = reward.extract(str(row["response"])).answer
+            if answer is None:
+                expected.append((0.0, "no_answer"))
+                continue
+            try:
+                verdict = reward.judge(answer, row["reward_model"]["ground_truth"], "stem_web",
+                                       row["extra_info"])
+                expected.append((verdict.score, "ok"))
+            except JudgeError:
+                expected.append((0.0, "error"))
+    assert list(zip(frame["score"], frame["score_status"], strict=True)) == expected
+    assert frame["score_status"].tolist().count("error") == 1
+    assert "garbage" in frame["score_error"][5]

@@ -25,7 +25,7 @@ from typing import Any
 
 from rollouts.errors import UserInputError
 from rollouts.io import to_python
-from scoring.judge_client import JudgeError, JudgeSettings, ask_judge
+from scoring.judge_client import JudgeError, JudgeSettings, Question, ask_judge
 from scoring.rewards.extract import THINK_CLOSE, Extraction
 from scoring.types import RewardResult
 
@@ -128,6 +128,13 @@ class _JudgeReward:
     def _ask(self, prompt: str, extra_body: dict[str, Any] | None) -> str:
         return ask_judge(self.settings, prompt, extra_body)
 
+    def question(
+        self, answer: str, ground_truth: Any, data_source: str, extra_info: dict[str, Any] | None
+    ) -> Question | None:
+        """What judge() would ask the judge model for this answer (None: nothing), so that
+        `score` can ask every row's question at once before judging (scoring.judge_client)."""
+        raise NotImplementedError
+
     def check_rows(
         self, ground_truths: Sequence[Any], extra_infos: Sequence[Any],
         rows: Sequence[int] | None = None,
@@ -150,13 +157,19 @@ class StemJudgeReward(_JudgeReward):
         answer = last_box_content(response)
         return Extraction(answer, "boxed") if answer else Extraction(None, "none")
 
-    def judge(
+    def question(
         self, answer: str, ground_truth: Any, data_source: str, extra_info: dict[str, Any] | None
-    ) -> RewardResult:
+    ) -> Question:
         prompt = STEM_PROMPT.format(
             question=question_of(extra_info), reference=str(ground_truth), student=answer
         )
-        correct = stem_verdict(self._ask(prompt, STEM_EXTRA_BODY))
+        return prompt, STEM_EXTRA_BODY
+
+    def judge(
+        self, answer: str, ground_truth: Any, data_source: str, extra_info: dict[str, Any] | None
+    ) -> RewardResult:
+        prompt, extra_body = self.question(answer, ground_truth, data_source, extra_info)
+        correct = stem_verdict(self._ask(prompt, extra_body))
         return RewardResult(score=float(correct), acc=correct, pred=answer, status="ok",
                             extra={"judged_by": "model"})
 
@@ -183,6 +196,17 @@ class MathJudgeReward(_JudgeReward):
 
     def extract(self, response: str) -> Extraction:
         return Extraction(response.split(THINK_CLOSE)[-1], "after_think")
+
+    def question(
+        self, answer: str, ground_truth: Any, data_source: str, extra_info: dict[str, Any] | None
+    ) -> Question | None:
+        """The judge's question when the rule graders reject a boxed answer (as judge() asks)."""
+        question = question_of(extra_info)
+        gold = str(ground_truth)
+        boxed = last_box_content(answer)
+        if not boxed or rule_verdict(boxed, gold):
+            return None
+        return MATH_PROMPT.format(question=question, student=boxed, reference=gold), None
 
     def judge(
         self, answer: str, ground_truth: Any, data_source: str, extra_info: dict[str, Any] | None
