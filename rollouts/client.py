@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_BASE_S = 120.0
 READ_TIMEOUT_PER_TOKEN_S = 0.1
+SWEEP_S = 1.0  # how often requests in flight are checked against their read limit
+MIN_SWEEP_S = 0.05
 
 
 def is_retryable_status(status: int) -> bool:
@@ -106,6 +109,10 @@ class OpenAIEndpoint:
             self.base_url += "/v1"
         self.name = self.base_url
         self._headers = self._make_headers()
+        self._silences: set[Silence] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tick = SWEEP_S
+        self._checks: set[asyncio.Task[None]] = set()
 
     @property
     def root_url(self) -> str:
@@ -129,15 +136,55 @@ class OpenAIEndpoint:
         self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None
     ) -> CompletionBatch:
         limit_s = self.read_limit_s(params.max_tokens)
+        silence = Silence(limit_s, self.on_stream_data)
+        self._watch(silence)
         try:
-            async with asyncio.timeout(None) as scope:
-                silence = Silence(self, limit_s, scope)
-                try:
-                    return await self._post(prompt, n=n, params=params, seed=seed, silence=silence)
-                finally:
-                    silence.close()
-        except TimeoutError as exc:
-            raise RequestError("timeout", f"no data for {limit_s:.0f}s", retryable=True) from exc
+            return await self._post(prompt, n=n, params=params, seed=seed, silence=silence)
+        except asyncio.CancelledError:
+            if silence.expired and silence.task.uncancel() == 0:  # ours, not the caller's
+                raise RequestError("timeout", f"no data for {limit_s:.0f}s", retryable=True) from None
+            raise
+        finally:
+            self._silences.discard(silence)
+
+    # One sweep over the requests in flight every SWEEP_S (or a quarter of the shortest limit)
+    # rather than a timer per request: the hot path only adds and removes a small object.
+    def _watch(self, silence: Silence) -> None:
+        self._silences.add(silence)
+        tick = max(MIN_SWEEP_S, min(SWEEP_S, silence.limit_s / 4))
+        if self._sweeper is None or tick < self._tick:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            self._tick = tick
+            self._sweeper = asyncio.get_running_loop().call_later(tick, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        for silence in list(self._silences):
+            if silence.expired or silence.checking or now - silence.last_data < silence.limit_s:
+                continue
+            if silence.answered:
+                silence.expire()
+            else:  # nothing yet: it may be waiting in the server's queue
+                silence.checking = True
+                task = asyncio.get_running_loop().create_task(self._unless_queued(silence))
+                self._checks.add(task)
+                task.add_done_callback(self._checks.discard)
+        if self._silences:
+            self._sweeper = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+
+    async def _unless_queued(self, silence: Silence) -> None:
+        try:
+            queued = await self.queued_on_server()
+        finally:
+            silence.checking = False
+        if silence not in self._silences:
+            return
+        if queued:
+            silence.last_data = time.monotonic()
+        else:
+            silence.expire()
 
     async def _post(
         self, prompt: PromptInput, *, n: int, params: SamplingParams, seed: int | None,
@@ -149,13 +196,11 @@ class OpenAIEndpoint:
         if self.stream:
             payload.update(stream=True, stream_options={"include_usage": True})
         on_data = silence.saw_data
-        if self.on_stream_data is not None:
-            on_data = _both(on_data, self.on_stream_data)
         try:
             async with self.session.post(
                 url, data=orjson.dumps(payload), headers=self._headers, timeout=_NO_READ_LIMIT
             ) as response:
-                silence.saw_data()
+                silence.saw_headers()
                 status = response.status
                 # A server that ignores `stream` answers whole JSON: read it as such.
                 if status == 200 and response.content_type == "text/event-stream":
@@ -180,54 +225,38 @@ class OpenAIEndpoint:
 _NO_READ_LIMIT = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=None)
 
 
-def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
-    def call() -> None:
-        first()
-        second()
-
-    return call
-
-
 class Silence:
-    """The read limit of one request: `limit_s` without data cuts it (its timeout scope fires),
-    unless nothing came yet and the endpoint says requests wait in the server's queue; then the
-    clock starts again. One timer per request, moved only when it falls due, so a streamed piece
-    costs one assignment."""
+    """The read limit of one request: `limit_s` without data cuts it (its task is cancelled and
+    the cancellation becomes a `timeout`), unless nothing came yet and the endpoint says requests
+    wait in the server's queue; then the clock starts again. Its endpoint sweeps them."""
 
-    def __init__(self, endpoint: OpenAIEndpoint, limit_s: float, scope: asyncio.Timeout) -> None:
-        self.endpoint = endpoint
+    __slots__ = ("limit_s", "notify", "last_data", "answered", "expired", "checking", "task")
+
+    def __init__(self, limit_s: float, notify: Callable[[], None] | None) -> None:
         self.limit_s = limit_s
-        self.scope = scope
-        self.loop = asyncio.get_running_loop()
-        self.last_data = self.loop.time()
+        self.notify = notify  # the endpoint's on_stream_data (the progress watchdog)
+        self.last_data = time.monotonic()
         self.answered = False
-        self.handle = self.loop.call_at(self.last_data + limit_s, self._due)
-        self.check: asyncio.Task[None] | None = None
+        self.expired = False
+        self.checking = False
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
 
     def saw_data(self) -> None:
-        self.last_data = self.loop.time()
+        self.last_data = time.monotonic()
         self.answered = True
+        if self.notify is not None:
+            self.notify()
 
-    def _due(self) -> None:
-        now = self.loop.time()
-        if now - self.last_data < self.limit_s:
-            self.handle = self.loop.call_at(self.last_data + self.limit_s, self._due)
-        elif self.answered:
-            self.scope.reschedule(now)
-        else:
-            self.check = self.loop.create_task(self._unless_queued())
+    def saw_headers(self) -> None:
+        """vLLM sends a stream's headers at once, queued or not: the clock starts again, but
+        the request is still waiting for its first token (and the engine showed no progress)."""
+        self.last_data = time.monotonic()
 
-    async def _unless_queued(self) -> None:
-        if await self.endpoint.queued_on_server():
-            self.last_data = self.loop.time()
-            self.handle = self.loop.call_at(self.last_data + self.limit_s, self._due)
-        else:
-            self.scope.reschedule(self.loop.time())
-
-    def close(self) -> None:
-        self.handle.cancel()
-        if self.check is not None:
-            self.check.cancel()
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
 
 
 def build_payload(
