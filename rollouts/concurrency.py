@@ -414,6 +414,7 @@ class AdaptiveLimits:
     max_num_seqs: int | None = None
     interval_s: float | None = None  # None: POLL_INTERVAL_S
     warn: Callable[[str], None] = print
+    fallback_hint: str = "set --max-concurrent to choose"  # ends the fallback's warning, if any
     limits: dict[str, ServerLimit] = field(init=False)
     started: float = field(init=False, default_factory=time.monotonic)
 
@@ -463,9 +464,10 @@ class AdaptiveLimits:
         limit.adaptive = False
         limit.note = reason
         limit.set_limit(FALLBACK_REQUESTS * self.sequences_per_request)
+        hint = f" ({self.fallback_hint})" if self.fallback_hint else ""
         self.warn(
             f"{limit.name}: cannot read its load ({reason}); keeping a fixed "
-            f"{FALLBACK_REQUESTS} requests in flight (set --max-concurrent to choose)"
+            f"{FALLBACK_REQUESTS} requests in flight{hint}"
         )
 
     def describe(self) -> str:

@@ -151,7 +151,8 @@ class _Servers:
             url: functools.partial(fetch_metrics, session, endpoint.root_url)
             for url, endpoint in self.endpoints.items()
         }
-        self.limits = AdaptiveLimits(readers, sequences_per_request=1, warn=warn)
+        self.limits = AdaptiveLimits(readers, sequences_per_request=1, warn=warn,
+                                     fallback_hint="judge questions")
         self.failing = dict.fromkeys(self.endpoints, 0)  # failures in a row, per server
 
     def pick(self) -> tuple[OpenAIEndpoint, ServerLimit]:
