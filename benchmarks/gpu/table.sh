@@ -5,11 +5,12 @@
 #   bash benchmarks/gpu/table.sh offline-default OUT_DIR  # offline at vLLM's default batch
 #   bash benchmarks/gpu/table.sh defaults OUT_DIR  # rollouts with every default (auto replicas)
 #   bash benchmarks/gpu/table.sh one OUT_DIR       # one server, all else default
+#   bash benchmarks/gpu/table.sh noqueue OUT_DIR   # n8, one server, 512 sequences and no queue
 #   bash benchmarks/gpu/table.sh before OUT_DIR    # n8 with the server's batch of before
 # Results are appended to OUT_DIR/table.jsonl as each run ends; then report.py prints the table.
 set -euo pipefail
 source benchmarks/gpu/env.sh
-OUT=${2:?usage: table.sh offline512|offline-default|defaults|one|before OUT_DIR}
+OUT=${2:?usage: table.sh offline512|offline-default|defaults|one|noqueue|before OUT_DIR}
 R=$OUT/table.jsonl
 mkdir -p "$OUT"
 # The end of every server log, whatever happens (a start that fails says why there).
@@ -29,12 +30,15 @@ case $1 in
     python3 benchmarks/gpu/workload.py n16,n8,n1 "${M[@]}" --parts defaults --server auto
     ;;
   one)
-    # One server (--replicas 1), all else default; on n8 also 64 requests of n=8 (512
-    # sequences, none queued: how `auto` held a server before its batch was known).
-    python3 benchmarks/gpu/workload.py n16,n1 "${M[@]}" --parts defaults --server one \
-      --replicas 1 --keep-server
-    python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts defaults,fixed --fixed 64 \
-      --server one --replicas 1
+    # One server (--replicas 1), all else default.
+    python3 benchmarks/gpu/workload.py n16,n8,n1 "${M[@]}" --parts defaults --server one \
+      --replicas 1
+    ;;
+  noqueue)
+    # n8 on one server at 64 requests of n=8: 512 sequences, none queued (how `auto` held a
+    # server before its batch was known).
+    python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts fixed --fixed 64 --server one \
+      --replicas 1
     ;;
   before)
     # n8 as rollouts ran before the server's batch was capped: vLLM's default (1,024
@@ -42,6 +46,6 @@ case $1 in
     python3 benchmarks/gpu/workload.py n8 "${M[@]}" --parts defaults --server before \
       --replicas 1 --vllm-flag=--max-num-seqs --vllm-flag=1024
     ;;
-  *) echo "usage: table.sh offline512|offline-default|defaults|one|before OUT_DIR" >&2; exit 2 ;;
+  *) echo "usage: table.sh offline512|offline-default|defaults|one|noqueue|before OUT_DIR" >&2; exit 2 ;;
 esac
 python3 benchmarks/gpu/report.py "$R" | tee "$OUT/report-$1.md"
