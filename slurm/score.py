@@ -143,7 +143,7 @@ def score_run(run_dir: Path) -> dict[str, Any]:
     # The merge just wrote these outputs: scores of an earlier merge are replaced.
     batch = score_files(outputs, ScoreConfig(**options), output=section.output,
                         summary=section.summary, overwrite=True)
-    failed = failed_rows_message(batch) if section.on_error == "fail" else None
+    failed = failed_rows_message(batch, run_dir) if section.on_error == "fail" else None
     write_json_atomic({
         "state": "failed" if failed else "scored", "message": failed,
         "error_rows": int(batch["error_rows"]), "on_error": section.on_error,
@@ -155,7 +155,7 @@ def score_run(run_dir: Path) -> dict[str, Any]:
     return batch
 
 
-def failed_rows_message(batch: dict[str, Any]) -> str | None:
+def failed_rows_message(batch: dict[str, Any], run_dir: Path) -> str | None:
     """What failed the score step: rows whose reward failed, per data source; None without any."""
     if not batch["error_rows"]:
         return None
@@ -166,8 +166,9 @@ def failed_rows_message(batch: dict[str, Any]) -> str | None:
         if metrics["error_rows"]
     )
     return (f"{batch['error_rows']} rows failed in the reward function ({per_source}), left out of "
-            "the metrics; see their score_error column, fix the reward and score again, or set "
-            "score: {on_error: skip} to accept the metrics without them")
+            f"the metrics; see their score_error column, fix the reward and run `rollouts slurm "
+            f"score {run_dir}` (only those rows are judged again), or set score: {{on_error: skip}} "
+            "to accept the metrics without them")
 
 
 def read_score_marker(run_dir: Path) -> dict[str, Any]:
