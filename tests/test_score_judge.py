@@ -288,6 +288,7 @@ def test_questions_go_out_together_under_the_adaptive_limit_with_the_same_verdic
     monkeypatch.setenv("ROLLOUTS_VLLM", FAKE_VLLM_COMMAND)
     monkeypatch.setenv("FAKE_VLLM_DELAY", "0.5")
     monkeypatch.setenv("FAKE_VLLM_PEAK_FILE", str(tmp_path / "peak"))
+    monkeypatch.setenv("FAKE_VLLM_REQUESTS_FILE", str(tmp_path / "requests.jsonl"))
     answers = [(f"\\boxed{{{i}}}", str(i if i % 3 else i + 1)) for i in range(24)]
     answers += [(answers[0][0], answers[0][1])] * 4  # the same question again: asked once
     answers += [("no box here", "7")]
@@ -303,6 +304,8 @@ def test_questions_go_out_together_under_the_adaptive_limit_with_the_same_verdic
     peak = max(int(p.read_text()) for p in tmp_path.glob("peak.*"))
     assert peak > 2, f"{peak} questions in flight at most"
     assert peak == 24  # every distinct boxed question at once
+    asked = (tmp_path / "requests.jsonl").read_text().splitlines()
+    assert len(asked) == 24  # each once: the workers judged from the answers, asking nothing
     frame = scored(source)
     with FakeOpenAIServer(model="tiny-verifier") as server:  # one at a time, as the workers asked
         reward = StemJudgeReward(JudgeSettings(base_urls=(server.url,), model="tiny-verifier"))
