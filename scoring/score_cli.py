@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +30,9 @@ from scoring.scorer import (
     score_files,
 )
 from scoring.workers import default_workers
+
+if TYPE_CHECKING:
+    from scoring.judge_client import JudgeSettings
 
 REWARD_FN_HELP = (
     f"{AUTO} (by data_source), {', '.join(BUILTINS)}, or a function with verl's signature: "
@@ -112,11 +118,8 @@ def main(
     reward function (under the default --on-error fail; the outputs are written all the same).
     A judge that cannot be reached or answers without a verdict fails its rows that way.
     """
-    # The judge's HTTP client (aiohttp) is imported only when scoring starts.
-    from scoring.judge_client import judge_settings
-
     vllm_args = tuple(arg for text in judge_vllm_args for arg in shlex.split(text))
-    with judge_settings(judge_urls, judge_infos, judge_model, judge_max_attempts, vllm_args) as judge:
+    with _judge(judge_urls, judge_infos, judge_model, judge_max_attempts, vllm_args) as judge:
         if timeout_s is None:  # a judge's answer may take minutes under load, retries included
             timeout_s = DEFAULT_TIMEOUT_S if judge is None else JUDGE_TIMEOUT_S
         config = ScoreConfig(
@@ -144,6 +147,20 @@ def main(
         f"{totals['cache_hits']} from cache, {totals['judged']} judged in {totals['elapsed_s']:.1f}s"
     )
     _report_errors(batch)
+
+
+def _judge(
+    urls: Sequence[str], infos: Sequence[Path], model: str | None, max_attempts: int,
+    vllm_args: tuple[str, ...],
+) -> AbstractContextManager[JudgeSettings | None]:
+    """The run's judge (scoring.judge_client.judge_settings), None when no --judge-* option asks
+    for one: only then is the judge's HTTP client imported (aiohttp and its TLS set-up, about a
+    quarter of a second of every run's start)."""
+    if not (urls or infos or model):
+        return contextlib.nullcontext()
+    from scoring.judge_client import judge_settings
+
+    return judge_settings(urls, infos, model, max_attempts, vllm_args)
 
 
 def _report_errors(batch: dict[str, Any]) -> None:

@@ -126,25 +126,29 @@ HEAVY = ("sympy", "math_verify", "nltk", "langdetect", "aiohttp")
 
 
 def _modules_after_scoring(tmp_path: Path, reward_fn: str) -> list[str]:
-    """The heavy libraries a fresh process has imported after `score`'s module and one run."""
+    """The heavy libraries a fresh process has imported after one `score` command (its whole
+    start-up: the CLI, reading, judging, writing)."""
     data = tmp_path / "rows.jsonl"
     data.write_text(json.dumps({"prompt": "p", "response": r"\boxed{2}", "data_source": "math",
                                 "reward_model": {"ground_truth": "2"}}) + "\n")
+    arguments = [str(data), "--reward-fn", reward_fn, "--workers", "1", "--no-cache", "--overwrite"]
     code = (
         "import sys\n"
-        "import scoring.score_cli\n"
-        "from scoring.scorer import ScoreConfig, score_files\n"
-        f"score_files([{str(data)!r}], ScoreConfig(reward_fn={reward_fn!r}, workers=1, "
-        f"cache_dir=None), overwrite=True)\n"
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "from scoring.score_cli import main\n"
+        "try:\n"
+        f"    main({arguments!r})\n"
+        "finally:\n"
+        f"    print('imported:', ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return [m for m in done.stdout.strip().split(",") if m]
+    imported = done.stdout.strip().splitlines()[-1].removeprefix("imported:").strip()
+    return [m for m in imported.split(",") if m]
 
 
 def test_a_custom_reward_imports_no_other_rewards_libraries(tmp_path: Path) -> None:
-    """Start-up: sympy and Math-Verify (about a second) only for runs that use math."""
+    """Start-up: sympy and Math-Verify (about a second) only for runs that use math, the judge's
+    HTTP client (aiohttp) only for runs that ask a judge."""
     reward = tmp_path / "plain.py"
     reward.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
                       "    return float(ground_truth in solution_str)\n")
