@@ -279,6 +279,45 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.Dat
     return frame
 
 
+def read_table_batches(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
+    """The table as frames of at most `rows` rows, read as they are needed (parquet by record
+    batches, jsonl line by line), so that memory holds one batch, not the file; a `.json`
+    document is parsed whole (a JSON array has no rows to stop at) and handed out in slices."""
+    import pandas as pd
+
+    fmt = table_format(path)
+    if fmt == "parquet":
+        yield from _parquet_batches(path, rows)
+        return
+    records: list[dict[str, Any]] = []
+    for record in iter_records(path):
+        records.append(record)
+        if len(records) == rows:
+            yield pd.DataFrame.from_records(records)
+            records = []
+    if records:
+        yield pd.DataFrame.from_records(records)
+
+
+def _parquet_batches(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
+    try:
+        parquet = pq.ParquetFile(path)
+        batches = parquet.iter_batches(batch_size=rows)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            batch.validate(full=True)  # invalid UTF-8 fails here, not in whoever reads a value
+            yield pa.Table.from_batches([batch]).to_pandas()
+    except pa.ArrowInvalid as exc:
+        if "utf8" in str(exc).lower() or "utf-8" in str(exc).lower():
+            raise invalid_utf8_error(path) from exc
+        raise UserInputError(f"{path}: cannot read parquet file ({exc}); check the file") from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise UserInputError(f"{path}: cannot read parquet file ({exc}); check the file") from exc
+
+
 def _json_default(value: Any) -> Any:
     converted = to_python(value)
     if converted is value:

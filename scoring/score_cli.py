@@ -19,6 +19,7 @@ from scoring.rewards.base import DEFAULT_PASS_THRESHOLD
 from scoring.rewards.custom import SPEC_FORMS
 from scoring.rewards.registry import AUTO, BUILTINS
 from scoring.scorer import (
+    DEFAULT_BATCH_ROWS,
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_ON_ERROR,
     DEFAULT_TIMEOUT_S,
@@ -70,6 +71,8 @@ REWARD_FN_HELP = (
 @click.option("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE, show_default=True,
               help=f"Stop when more than this share of a data source's last {ERROR_WINDOW} "
                    f"distinct answers failed in the reward function (1: never stop).")
+@click.option("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, show_default=True,
+              help="Rows read, scored and written at a time: memory holds one batch, not the file.")
 @click.option("--judge-base-url", "judge_urls", multiple=True,
               help="A judge server (OpenAI-compatible) for the judge rewards; repeat for several.")
 @click.option("--judge-server-info", "judge_infos", multiple=True, type=click.Path(path_type=Path),
@@ -98,6 +101,7 @@ def main(
     on_error: str,
     pass_threshold: float,
     max_error_rate: float,
+    batch_rows: int,
     judge_urls: tuple[str, ...],
     judge_infos: tuple[Path, ...],
     judge_model: str | None,
@@ -133,6 +137,7 @@ def main(
             max_error_rate=max_error_rate,
             pass_threshold=pass_threshold,
             judge=judge,
+            batch_rows=batch_rows,
         )
         batch = score_files(
             list(inputs), config, output=output, summary=summary, overwrite=overwrite,

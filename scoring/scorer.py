@@ -36,17 +36,20 @@ from rollouts.io import (
     expand_paths,
     parquet_cannot_hold,
     read_table,
+    read_table_batches,
     to_python,
     write_json_atomic,
-    write_table_atomic,
 )
 from scoring.cache import VerdictCache
 from scoring.journal import VerdictJournal
 from scoring.metrics import metrics_by_source, status_counts
+from scoring.output import ScoredWriter
 from scoring.rewards.base import DEFAULT_PASS_THRESHOLD, RewardFn, RewardOptions
 from scoring.rewards.code import check_sandbox
 from scoring.rewards.ifeval import (
+    LOOSE_COLUMN,
     N_COLUMN,
+    STRICT_COLUMN,
     IfevalReward,
     has_instruction_columns,
     instruction_counts,
@@ -96,6 +99,9 @@ DEFAULT_ON_ERROR = "fail"
 # the run (`--max-error-rate`; 1 never stops).
 DEFAULT_MAX_ERROR_RATE = 0.9
 ERROR_WINDOW = 100
+# Rows read, scored and written at a time (`--batch-rows`): memory holds one batch, not the file
+# (20,000 responses of 8 KB are 160 MB of text).
+DEFAULT_BATCH_ROWS = 20_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,10 +118,13 @@ class ScoreConfig:
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
     judge: JudgeSettings | None = None
     pass_threshold: float = DEFAULT_PASS_THRESHOLD
+    batch_rows: int = DEFAULT_BATCH_ROWS
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise UserInputError(f"--workers {self.workers}: must be at least 1")
+        if self.batch_rows < 1:
+            raise UserInputError(f"--batch-rows {self.batch_rows}: must be at least 1")
         if not self.timeout_s > 0:
             raise UserInputError(f"--timeout {self.timeout_s}: must be more than 0 seconds")
         if self.on_error not in ON_ERROR_CHOICES:
@@ -155,10 +164,25 @@ class ScoreStats:
 # ---------------------------------------------------------------- input shape
 
 
-def prepare_frame(frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
-    """Long rows with prompt_id, sample_idx and data_source; one-line errors for missing columns."""
+@dataclass
+class BatchCarry:
+    """What numbering carries from one batch of a file to the next: the wide form's data_idx of
+    the next row, and per prompt the samples numbered so far (when the input has no sample_idx)."""
+
+    next_data_idx: int = 0
+    samples_seen: dict[str, int] = field(default_factory=dict)
+
+
+def prepare_frame(
+    frame: pd.DataFrame, source: str = "input", carry: BatchCarry | None = None
+) -> pd.DataFrame:
+    """Long rows with prompt_id, sample_idx and data_source; one-line errors for missing columns.
+    A file read in batches passes the same carry with each batch, in order."""
     if RESPONSE not in frame.columns and WIDE_RESPONSES in frame.columns:
-        frame = explode_wide(frame)
+        first = carry.next_data_idx if carry is not None else 0
+        if carry is not None:
+            carry.next_data_idx += len(frame)
+        frame = explode_wide(frame, first)
     if RESPONSE not in frame.columns:
         raise UserInputError(
             f"{source}: no '{RESPONSE}' (or wide '{WIDE_RESPONSES}') column; "
@@ -175,15 +199,29 @@ def prepare_frame(frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
     if "prompt_id" not in frame.columns:
         frame["prompt_id"] = derive_prompt_ids(frame, source)
     if "sample_idx" not in frame.columns:
-        frame["sample_idx"] = frame.groupby("prompt_id", sort=False).cumcount()
+        frame["sample_idx"] = _sample_numbers(frame, carry)
     return frame
 
 
-def explode_wide(frame: pd.DataFrame) -> pd.DataFrame:
+def _sample_numbers(frame: pd.DataFrame, carry: BatchCarry | None) -> Any:
+    """Each row's number among its prompt's rows, counting those of earlier batches."""
+    numbers = frame.groupby("prompt_id", sort=False).cumcount()
+    if carry is None:
+        return numbers
+    seen = carry.samples_seen
+    ids = frame["prompt_id"].astype(str)
+    if seen:
+        numbers = numbers + ids.map(seen).fillna(0).astype("int64")
+    for prompt, count in ids.value_counts(sort=False).items():
+        seen[str(prompt)] = seen.get(str(prompt), 0) + int(count)
+    return numbers
+
+
+def explode_wide(frame: pd.DataFrame, first_data_idx: int = 0) -> pd.DataFrame:
     """verl's wide form (one row per prompt, `responses` a list) -> one row per sample."""
     wide = frame.copy()
     if "data_idx" not in wide.columns:
-        wide["data_idx"] = range(len(wide))
+        wide["data_idx"] = range(first_data_idx, first_data_idx + len(wide))
     wide[WIDE_RESPONSES] = [to_python(r) if r is not None else [] for r in wide[WIDE_RESPONSES]]
     wide["sample_idx"] = [list(range(len(r))) for r in wide[WIDE_RESPONSES]]
     long = wide.explode([WIDE_RESPONSES, "sample_idx"], ignore_index=True)
@@ -327,24 +365,33 @@ class Scorer:
             self.cache.close()
 
     def score(
-        self, frame: pd.DataFrame, source: str = "input", journal: VerdictJournal | None = None
+        self,
+        frame: pd.DataFrame,
+        source: str = "input",
+        journal: VerdictJournal | None = None,
+        *,
+        kept: dict[str, RewardResult] | None = None,
+        carry: BatchCarry | None = None,
     ) -> tuple[pd.DataFrame, ScoreStats]:
         """Scored copy of a long frame (see prepare_frame), and where its verdicts came from.
 
-        With a journal, verdicts of an interrupted earlier run are reused and new ones are kept
-        as they arrive. Raises RewardFunctionFailed when the reward code fails on everything."""
+        With a journal, verdicts of an interrupted earlier run are reused (`kept`: those already
+        loaded from it) and new ones are kept as they arrive. Raises RewardFunctionFailed when the
+        reward code fails on everything."""
+        if kept is None:
+            kept = journal.load() if journal is not None else {}
         with _collector_paused():
-            return self._score(frame, source, journal)
+            return self._score(prepare_frame(frame, source, carry), source, journal, kept)
 
     def _score(
-        self, frame: pd.DataFrame, source: str, journal: VerdictJournal | None
+        self, frame: pd.DataFrame, source: str, journal: VerdictJournal | None,
+        kept: dict[str, RewardResult],
     ) -> tuple[pd.DataFrame, ScoreStats]:
         started = time.monotonic()
-        frame = prepare_frame(frame, source)
         table = row_table(
             frame, reward_specs(frame, self.config.reward_fn), source,
             content_keys=self.cache is not None or journal is not None,
-            kept=journal.load() if journal is not None else {},
+            kept=kept,
             cache_dir=self.config.cache_dir,
         )
         for spec in set(table.specs):  # loaded here, so that forked workers have them
@@ -816,9 +863,44 @@ def as_json_text(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 @dataclass
 class _Prepared:
     job: FileJob
-    frame: pd.DataFrame
     json_columns: list[str]
     journal: VerdictJournal
+
+
+class ColumnTypes:
+    """The Arrow type of every column over a file's batches, to find the columns that
+    parquet cannot hold as they are (see json_safe_columns) in the whole file, not in one batch:
+    a column of strings in one batch and of lists in another is mixed."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, list[pa.DataType]] = {}
+        self.mixed: set[str] = set()
+
+    def add(self, frame: pd.DataFrame) -> None:
+        mixed = set(json_safe_columns(frame))
+        self.mixed |= mixed
+        for column in frame.columns:  # every dtype: a batch of strings alone is not `object`
+            name = str(column)
+            if name not in mixed:
+                kind = pa.array(frame[column], from_pandas=True).type
+                seen = self.types.setdefault(name, [])
+                if kind not in seen:
+                    seen.append(kind)
+
+    def json_columns(self) -> list[str]:
+        """In the order of the file's columns, as json_safe_columns gives them."""
+        found = [name for name in self.types if name in self.mixed or not _joinable(self.types[name])]
+        return found + sorted(self.mixed - set(found))
+
+
+def _joinable(types: list[pa.DataType]) -> bool:
+    if len(types) < 2:
+        return True
+    try:
+        pa.unify_schemas([pa.schema([pa.field("c", t)]) for t in types], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def score_files(
@@ -867,19 +949,17 @@ def score_files(
 
 
 def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig, overwrite: bool) -> list[_Prepared]:
-    """Read and check every input, then open each output's journal (which checks its folder;
-    overwrite: an earlier run's journal is dropped)."""
-    frames = [prepare_frame(read_table(job.input), str(job.input)) for job in jobs]
-    specs = {spec for frame in frames for spec in reward_specs(frame, config.reward_fn)}
+    """Read and check every input, a batch at a time, then open each output's journal (which
+    checks its folder; overwrite: an earlier run's journal is dropped)."""
+    checked = [_check_input(job.input, config) for job in jobs]
+    specs = {spec for _, file_specs in checked for spec in file_specs}
     if any(getattr(get_reward_fn(spec, config.options), "needs_sandbox", False) for spec in specs):
         check_sandbox(config.options)
-    for job, frame in zip(jobs, frames, strict=True):
-        check_rows(frame, reward_specs(frame, config.reward_fn), config.options, str(job.input))
     prepared: list[_Prepared] = []
     try:
-        for job, frame in zip(jobs, frames, strict=True):
+        for job, (types, _) in zip(jobs, checked, strict=True):
             journal = VerdictJournal(job.output, fresh=overwrite)
-            prepared.append(_Prepared(job, frame, json_safe_columns(frame), journal))
+            prepared.append(_Prepared(job, types.json_columns(), journal))
     except BaseException:
         for done in prepared:
             done.journal.close()
@@ -887,13 +967,62 @@ def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig, overwrite: bool)
     return prepared
 
 
+def _check_input(path: Path, config: ScoreConfig) -> tuple[ColumnTypes, set[str]]:
+    """Every batch of one input checked (columns, ground truths) before any scoring; its column
+    types and reward functions."""
+    source, types, specs, carry = str(path), ColumnTypes(), set(), BatchCarry()
+    for batch in read_table_batches(path, config.batch_rows):
+        frame = prepare_frame(batch, source, carry)
+        batch_specs = reward_specs(frame, config.reward_fn)
+        check_rows(frame, batch_specs, config.options, source)
+        types.add(frame)
+        specs.update(batch_specs)
+    if not specs and not types.types:  # an empty file: checked as today's whole read did
+        prepare_frame(read_table(path), source)
+    return types, specs
+
+
+# What the results JSON is computed from: per row only these few small columns are kept across
+# batches (see results_document), never the responses.
+SUMMARY_COLUMNS = (
+    "data_source", "prompt_id", "sample_idx", "score", "acc", "score_status", "answer_class",
+    "reward_fn", "reward_fn_version", "error", N_COLUMN, STRICT_COLUMN, LOOSE_COLUMN,
+)
+
+
+def summary_rows(scored: pd.DataFrame) -> pd.DataFrame:
+    """The columns of a scored batch that the results JSON needs; `error` only where it matters
+    (rows whose reward failed: was it the generation?)."""
+    slim = scored[[c for c in SUMMARY_COLUMNS if c in scored.columns]].copy()
+    if "error" in slim.columns:
+        needed = slim["score_status"].isin(REWARD_ERROR_STATUSES).to_numpy(dtype=bool)
+        slim["error"] = [e if keep else None for e, keep in zip(slim["error"], needed, strict=True)]
+    return slim
+
+
 def _score_one(scorer: Scorer, job: _Prepared) -> FileResult:
-    scored, stats = scorer.score(job.frame, str(job.job.input), journal=job.journal)
-    written = as_json_text(scored, job.json_columns)
-    target = job.job.output
-    write_table_atomic(written if _is_parquet(target) else json_nulls(written), target)
+    """One input read, scored and written a batch at a time (scoring.output)."""
+    target, source = job.job.output, str(job.job.input)
+    writer = ScoredWriter(target, job.journal.directory)
+    kept = job.journal.load()
+    stats, carry, summaries, specs = ScoreStats(), BatchCarry(), [], set()
+    for batch in read_table_batches(job.job.input, scorer.config.batch_rows):
+        scored, batch_stats = scorer.score(batch, source, journal=job.journal, kept=kept, carry=carry)
+        stats.add(batch_stats)
+        specs.update(reward_specs(scored, scorer.config.reward_fn))
+        summaries.append(summary_rows(scored))
+        written = as_json_text(scored, job.json_columns)
+        writer.add(written if _is_parquet(target) else json_nulls(written))
+        del scored, written
+    if not summaries:  # an empty input: an empty output, as a whole read gives
+        scored, stats = scorer.score(read_table(job.job.input), source, journal=job.journal, kept=kept)
+        specs.update(reward_specs(scored, scorer.config.reward_fn))
+        summaries.append(summary_rows(scored))
+        writer.add(as_json_text(scored, job.json_columns))
+    writer.finish()
+    scored = pd.concat(summaries, ignore_index=True) if len(summaries) > 1 else summaries[0]
     document = results_document(job.job, scored, scorer.config.on_error)
-    notes = reward_notes(scored, scorer.config)
+    notes = reward_notes(specs, scorer.config)
     if job.json_columns:
         document["json_columns"] = job.json_columns
         notes.append(
@@ -906,10 +1035,10 @@ def _score_one(scorer: Scorer, job: _Prepared) -> FileResult:
     return FileResult(job.job, document, stats)
 
 
-def reward_notes(scored: pd.DataFrame, config: ScoreConfig) -> list[str]:
+def reward_notes(specs: set[str], config: ScoreConfig) -> list[str]:
     """What the user should know about the reward functions used (e.g. cache-key limits)."""
     notes = []
-    for spec in sorted(set(reward_specs(scored, config.reward_fn))):
+    for spec in sorted(specs):
         note = getattr(get_reward_fn(spec, config.options), "cache_note", None)
         if note:
             notes.append(note)
