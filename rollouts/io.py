@@ -279,15 +279,18 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.Dat
     return frame
 
 
-def read_table_batches(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
+def read_table_batches(
+    path: str | Path, rows: int, *, parquet_skips: Sequence[str] = ()
+) -> Iterator[pd.DataFrame]:
     """The table as frames of at most `rows` rows, read as they are needed (parquet by record
     batches, jsonl line by line), so that memory holds one batch, not the file; a `.json`
-    document is parsed whole (a JSON array has no rows to stop at) and handed out in slices."""
+    document is parsed whole (a JSON array has no rows to stop at) and handed out in slices.
+    parquet_skips: columns a parquet file's batches leave out (one without them reads them all)."""
     import pandas as pd
 
     fmt = table_format(path)
     if fmt == "parquet":
-        yield from _parquet_batches(path, rows)
+        yield from _parquet_batches(path, rows, parquet_skips)
         return
     records: list[dict[str, Any]] = []
     for record in iter_records(path):
@@ -299,10 +302,12 @@ def read_table_batches(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
         yield pd.DataFrame.from_records(records)
 
 
-def _parquet_batches(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
+def _parquet_batches(path: str | Path, rows: int, skips: Sequence[str]) -> Iterator[pd.DataFrame]:
     try:
         parquet = pq.ParquetFile(path)
-        batches = parquet.iter_batches(batch_size=rows)
+        names = parquet.schema_arrow.names
+        kept = [name for name in names if name not in skips]
+        batches = parquet.iter_batches(batch_size=rows, columns=kept if len(kept) < len(names) else None)
         while True:
             try:
                 batch = next(batches)
