@@ -867,6 +867,9 @@ class _Prepared:
     job: FileJob
     json_columns: list[str]
     journal: VerdictJournal
+    # The input as its check read it, when a run's one input is a single batch: scored without
+    # reading the file again (None: read a batch at a time when scored).
+    whole: pd.DataFrame | None = None
 
 
 class ColumnTypes:
@@ -953,15 +956,15 @@ def score_files(
 def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig, overwrite: bool) -> list[_Prepared]:
     """Read and check every input, a batch at a time, then open each output's journal (which
     checks its folder; overwrite: an earlier run's journal is dropped)."""
-    checked = [_check_input(job.input, config) for job in jobs]
-    specs = {spec for _, file_specs in checked for spec in file_specs}
+    checked = [_check_input(job.input, config, keep=len(jobs) == 1) for job in jobs]
+    specs = {spec for _, file_specs, _ in checked for spec in file_specs}
     if any(getattr(get_reward_fn(spec, config.options), "needs_sandbox", False) for spec in specs):
         check_sandbox(config.options)
     prepared: list[_Prepared] = []
     try:
-        for job, (types, _) in zip(jobs, checked, strict=True):
+        for job, (types, _, whole) in zip(jobs, checked, strict=True):
             journal = VerdictJournal(job.output, fresh=overwrite)
-            prepared.append(_Prepared(job, types.json_columns(), journal))
+            prepared.append(_Prepared(job, types.json_columns(), journal, whole))
     except BaseException:
         for done in prepared:
             done.journal.close()
@@ -969,13 +972,21 @@ def _prepare_jobs(jobs: Sequence[FileJob], config: ScoreConfig, overwrite: bool)
     return prepared
 
 
-def _check_input(path: Path, config: ScoreConfig) -> tuple[ColumnTypes, set[str]]:
+def _check_input(
+    path: Path, config: ScoreConfig, keep: bool = False
+) -> tuple[ColumnTypes, set[str], pd.DataFrame | None]:
     """Every batch of one input checked (columns, ground truths) before any scoring; its column
-    types and reward functions."""
+    types, reward functions and, with `keep`, the input as read when it is a single batch read
+    whole (a jsonl file of up to --batch-rows rows: then scored without reading it twice)."""
     source, types, specs, carry = str(path), ColumnTypes(), set(), BatchCarry()
     # A parquet file's responses are one type throughout and no check reads them: left unread.
     skipped = [RESPONSE] if RESPONSE in _parquet_columns(path) else []
-    for batch in read_table_batches(path, config.batch_rows, parquet_skips=skipped):
+    whole = None
+    for count, batch in enumerate(
+        read_table_batches(path, config.batch_rows, parquet_skips=skipped), 1
+    ):
+        # Kept only when read with every column; let go when a second batch comes.
+        whole = batch if keep and not skipped and count == 1 else None
         if skipped:
             batch[RESPONSE] = ""
         frame = prepare_frame(batch, source, carry)
@@ -985,7 +996,7 @@ def _check_input(path: Path, config: ScoreConfig) -> tuple[ColumnTypes, set[str]
         specs.update(batch_specs)
     if not specs and not types.types:  # an empty file: checked as today's whole read did
         prepare_frame(read_table(path), source)
-    return types, specs
+    return types, specs, whole
 
 
 def _parquet_columns(path: Path) -> list[str]:
@@ -1023,7 +1034,12 @@ def _score_one(scorer: Scorer, job: _Prepared) -> FileResult:
     writer = ScoredWriter(target, job.journal.directory)
     kept = job.journal.load()
     stats, carry, summaries, specs = ScoreStats(), BatchCarry(), [], set()
-    for batch in read_table_batches(job.job.input, scorer.config.batch_rows):
+    if job.whole is not None:  # read by its check
+        batches: Iterator[pd.DataFrame] = iter([job.whole])
+        job.whole = None
+    else:
+        batches = read_table_batches(job.job.input, scorer.config.batch_rows)
+    for batch in batches:
         scored, batch_stats = scorer.score(batch, source, journal=job.journal, kept=kept, carry=carry)
         stats.add(batch_stats)
         specs.update(reward_specs(scored, scorer.config.reward_fn))

@@ -127,3 +127,30 @@ def test_reward_extras_typed_differently_by_two_batches_join_in_one_parquet(tmp_
     scored = pq.read_table(tmp_path / "out.parquet")
     assert scored["note"].to_pylist() == [str(i) for i in range(5)] + [f"big {i}" for i in range(5, 10)]
     assert scored["late"].to_pylist() == [None] * 5 + [f"[{i}]" for i in range(5, 10)]  # JSON text
+
+
+def test_one_jsonl_input_of_one_batch_is_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check's read is scored when a run's one input is a single batch read whole (a small
+    run's start is not spent parsing its jsonl twice); more batches, or more inputs, are read
+    again."""
+    reads: list[str] = []
+    real_batches = scorer_module.read_table_batches
+
+    def read_table_batches(path: Path, rows: int, **kwargs: object) -> object:
+        reads.append(Path(path).name)
+        return real_batches(path, rows, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scorer_module, "read_table_batches", read_table_batches)
+    source = _write_jsonl(_rows(ROWS), tmp_path / "in.jsonl")
+    whole = _score(source, tmp_path / "whole.jsonl", ROWS)
+    assert reads == [source.name]
+    reads.clear()
+    batched = _score(source, tmp_path / "batched.jsonl", BATCH)
+    assert reads == [source.name, source.name]
+    _same_results(batched, whole)
+    reads.clear()
+    other = _write_jsonl(_rows(16), tmp_path / "other.jsonl")
+    score_files([source, other], ScoreConfig(workers=2, cache_dir=None), output=tmp_path / "both")
+    assert sorted(reads) == sorted([source.name, other.name] * 2)
