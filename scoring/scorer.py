@@ -374,20 +374,22 @@ class Scorer:
         *,
         kept: dict[str, RewardResult] | None = None,
         carry: BatchCarry | None = None,
+        watch: FailureWatch | None = None,
     ) -> tuple[pd.DataFrame, ScoreStats]:
         """Scored copy of a long frame (see prepare_frame), and where its verdicts came from.
 
         With a journal, verdicts of an interrupted earlier run are reused (`kept`: those already
         loaded from it) and new ones are kept as they arrive. Raises RewardFunctionFailed when the
-        reward code fails on everything."""
+        reward code fails on everything. The batches of one file pass one `watch`: its windows
+        span the batches, and the caller checks that not every item failed."""
         if kept is None:
             kept = journal.load() if journal is not None else {}
         with _collector_paused():
-            return self._score(prepare_frame(frame, source, carry), source, journal, kept)
+            return self._score(prepare_frame(frame, source, carry), source, journal, kept, watch)
 
     def _score(
         self, frame: pd.DataFrame, source: str, journal: VerdictJournal | None,
-        kept: dict[str, RewardResult],
+        kept: dict[str, RewardResult], file_watch: FailureWatch | None,
     ) -> tuple[pd.DataFrame, ScoreStats]:
         started = time.monotonic()
         table = row_table(
@@ -400,7 +402,8 @@ class Scorer:
             get_reward_fn(spec, self.config.options)
         self._ask_judge(table)  # before the workers that judge the rows are forked
         feed = RowFeed(table)
-        watch = FailureWatch(feed.spec_of, feed.source_of, self.config.max_error_rate)
+        watch = file_watch or FailureWatch(feed.spec_of, feed.source_of, self.config.max_error_rate)
+        watch.spec_of, watch.source_of = feed.spec_of, feed.source_of
         with _Progress(self.config.progress) as advance:
 
             def arrived(fresh: dict[str, RewardResult]) -> None:
@@ -420,7 +423,8 @@ class Scorer:
                     from scoring.judge_client import forget_answers
 
                     forget_answers()
-        watch.check_all_failed()
+        if file_watch is None:
+            watch.check_all_failed()
         scored = count_instructions(attach_results(frame, feed, self.config.options), table)
         return scored, _stats(feed, started)
 
@@ -562,7 +566,7 @@ class FailureWatch:
         self.max_rate, self.window = max_rate, window
         self.recent: dict[str, deque[bool]] = {}
         self.failing: dict[str, int] = {}  # failures in each source's window
-        self.first: dict[str, tuple[str, RewardResult]] = {}  # each source's first failure
+        self.first: dict[str, tuple[str, RewardResult]] = {}  # each source's first failure, spec
         self.judged = self.failures = 0
 
     def observe(self, fresh: dict[str, RewardResult]) -> None:
@@ -583,8 +587,8 @@ class FailureWatch:
             if recent is None:
                 recent = self.recent[source] = deque()
                 self.failing[source] = 0
-            if failed:
-                self.first.setdefault(source, (key, result))
+            if failed and source not in self.first:
+                self.first[source] = (self.spec_of(key), result)
             recent.append(failed)
             self.failing[source] += failed
             if len(recent) > self.window:
@@ -602,10 +606,10 @@ class FailureWatch:
             raise self._error(next(iter(self.first)), f"failed on every item ({self.judged})")
 
     def _error(self, source: str, what: str) -> RewardFunctionFailed:
-        key, result = self.first[source]
+        spec, result = self.first[source]
         trace = result.extra.get("score_traceback") or result.extra.get("score_error")
         return RewardFunctionFailed(
-            f"reward function {self.spec_of(key)} {what}. First error: "
+            f"reward function {spec} {what}. First error: "
             f"{result.extra.get('score_error')}\n{trace}"
         )
 
@@ -1039,19 +1043,27 @@ def _score_one(scorer: Scorer, job: _Prepared) -> FileResult:
         job.whole = None
     else:
         batches = read_table_batches(job.job.input, scorer.config.batch_rows)
+    watch = FailureWatch(str, str, scorer.config.max_error_rate)  # bound to each batch's rows
     for batch in batches:
-        scored, batch_stats = scorer.score(batch, source, journal=job.journal, kept=kept, carry=carry)
+        scored, batch_stats = scorer.score(batch, source, journal=job.journal, kept=kept, carry=carry,
+                                           watch=watch)
         stats.add(batch_stats)
         specs.update(reward_specs(scored, scorer.config.reward_fn))
         summaries.append(summary_rows(scored))
         written = as_json_text(scored, job.json_columns)
         writer.add(written if _is_parquet(target) else json_nulls(written))
-        del scored, written
+        full = len(batch) >= scorer.config.batch_rows
+        del scored, written, batch
+        if full:  # more may follow (a short batch is the last; a small input costs nothing)
+            # The batch's frames are in reference cycles (pandas makes some) and the collector
+            # was paused while scoring: without a collection, batches pile up until one happens.
+            gc.collect()
     if not summaries:  # an empty input: an empty output, as a whole read gives
         scored, stats = scorer.score(read_table(job.job.input), source, journal=job.journal, kept=kept)
         specs.update(reward_specs(scored, scorer.config.reward_fn))
         summaries.append(summary_rows(scored))
         writer.add(as_json_text(scored, job.json_columns))
+    watch.check_all_failed()  # over the whole file, before its output is written
     writer.finish()
     scored = pd.concat(summaries, ignore_index=True) if len(summaries) > 1 else summaries[0]
     document = results_document(job.job, scored, scorer.config.on_error)

@@ -154,3 +154,20 @@ def test_one_jsonl_input_of_one_batch_is_read_once(
     other = _write_jsonl(_rows(16), tmp_path / "other.jsonl")
     score_files([source, other], ScoreConfig(workers=2, cache_dir=None), output=tmp_path / "both")
     assert sorted(reads) == sorted([source.name, other.name] * 2)
+
+
+def test_a_batch_on_which_every_item_fails_does_not_stop_a_file_that_has_passes(tmp_path: Path) -> None:
+    reward = tmp_path / "reward.py"
+    reward.write_text(
+        "def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
+        "    if int(solution_str) >= 5:\n"
+        "        raise ValueError('no')\n"
+        "    return 1.0\n"
+    )
+    rows = pa.table({"response": [str(i) for i in range(10)], "ground_truth": ["1"] * 10,
+                     "prompt_id": [f"p{i}" for i in range(10)]})
+    source = _write_parquet(rows, tmp_path / "in.parquet")
+    config = ScoreConfig(reward_fn=f"{reward}:compute_score", workers=1, cache_dir=None, batch_rows=5)
+    batch = score_files([source], config, output=tmp_path / "out.parquet")
+    assert batch["error_rows"] == 5  # the second batch's, as in one batch: not a failed run
+    assert pq.read_table(tmp_path / "out.parquet")["score_status"].to_pylist() == ["ok"] * 5 + ["error"] * 5
