@@ -60,6 +60,7 @@ class Connection:
     watchers: list[Watcher] = field(default_factory=list)
     model_label: str | None = None
     max_num_seqs: int | None = None  # the server's, when known: where `auto` concurrency starts
+    servers: list[ManagedServer] = field(default_factory=list)  # managed ones (weights swaps)
 
 
 @asynccontextmanager
@@ -177,7 +178,8 @@ async def connect_managed(
         async def health(backend: Backend) -> bool:
             return supervisor.ready and await _watched_health(backend)
 
-        yield Connection([endpoint], health, watchers, max_num_seqs=server_config.max_sequences)
+        yield Connection([endpoint], health, watchers, max_num_seqs=server_config.max_sequences,
+                         servers=[server])
 
 
 @asynccontextmanager
@@ -219,6 +221,7 @@ def combined(connections: list[Connection]) -> Connection:
         health=health,
         watchers=[w for c in connections for w in c.watchers],
         max_num_seqs=seqs.pop() if len(seqs) == 1 else None,
+        servers=[s for c in connections for s in c.servers],
     )
 
 
@@ -437,16 +440,19 @@ def is_complete(run: PreparedRun) -> bool:
     return done.count() == expected and run.config.output.exists()
 
 
-async def run_plan(plan: RunPlan) -> dict[str, Any]:
-    """Run every dataset of a plan on one model load; datasets already complete are skipped."""
+async def run_plan(plan: RunPlan, connection: Connection | None = None) -> dict[str, Any]:
+    """Run every dataset of a plan on one model load; datasets already complete are skipped.
+    With `connection`, on that (a sweep's servers, already serving the plan's model)."""
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         runs = [stack.enter_context(prepared_run(job)) for job in plan.jobs]
         pending = [run for run in runs if not is_complete(run)]
         results: list[GenerateResult] = []
-        if pending:
-            async with _plan_connection(plan) as connection:
-                results = await run_jobs(pending, connection, plan.max_concurrent)
+        if pending and connection is not None:
+            results = await run_jobs(pending, connection, plan.max_concurrent)
+        elif pending:
+            async with _plan_connection(plan) as opened:
+                results = await run_jobs(pending, opened, plan.max_concurrent)
     by_output = {r.output: r for r in results}
     summary = {
         "model": plan.model,
@@ -475,17 +481,31 @@ async def _plan_connection(plan: RunPlan) -> AsyncIterator[Connection]:
             ) as connection:
                 yield connection
             return
-        server_config = ServerConfig(
-            model=plan.model,
-            seed=plan.jobs[0].seed,
-            **{k: v for k, v in plan.server.items() if k not in ("extra_args", "replicas")},
-            extra_args=server_extra_args(plan.server),
-        )
-        async with connect_managed_replicas(
-            [server_config], plan_replicas(plan), session, plan.max_restarts, request_timeout,
-            stall_timeout,
-        ) as connection:
+        async with connect_plan_servers(plan, session) as connection:
             yield connection
+
+
+def managed_server_config(plan: RunPlan, env: dict[str, str] | None = None) -> ServerConfig:
+    """The managed server a plan starts (its model already servable: see resolve_plan_model)."""
+    return ServerConfig(
+        model=plan.model,
+        seed=plan.jobs[0].seed,
+        **{k: v for k, v in plan.server.items() if k not in ("extra_args", "replicas")},
+        extra_args=server_extra_args(plan.server),
+        env=dict(env or {}),
+    )
+
+
+@asynccontextmanager
+async def connect_plan_servers(
+    plan: RunPlan, session: aiohttp.ClientSession, env: dict[str, str] | None = None
+) -> AsyncIterator[Connection]:
+    """The managed server(s) of a plan whose model is servable, supervised, as one connection."""
+    async with connect_managed_replicas(
+        [managed_server_config(plan, env)], plan_replicas(plan), session, plan.max_restarts,
+        plan.jobs[0].request_timeout_s, plan.jobs[0].stall_timeout_s,
+    ) as connection:
+        yield connection
 
 
 def plan_replicas(plan: RunPlan) -> Replicas:

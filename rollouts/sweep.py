@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from rollouts.errors import RolloutsError, UserInputError
+from rollouts.errors import UserInputError
 from rollouts.runconfig import DEFAULT_OUTPUT, TOP_LEVEL_KEYS, read_yaml_mapping
 
 SWEEP_ONLY_KEYS = {"grid", "zip", "checkpoints"}
@@ -104,16 +104,20 @@ class Sweep:
 # -- reading and expanding ----------------------------------------------------------------------
 
 
-def load_sweep(path: Path) -> Sweep:
-    """Read a sweep file and expand it; one-line UserInputError for anything wrong in it."""
+def load_sweep(path: Path, *, allow_no_checkpoints: bool = False) -> Sweep:
+    """Read a sweep file and expand it; one-line UserInputError for anything wrong in it.
+    With allow_no_checkpoints (--watch), a `checkpoints:` glob may match nothing yet."""
     data = read_yaml_mapping(path, "sweep")
-    return expand_sweep(data, path.resolve().parent, where=str(path))
+    return expand_sweep(data, path.resolve().parent, where=str(path),
+                        allow_no_checkpoints=allow_no_checkpoints)
 
 
-def expand_sweep(data: dict[str, Any], base: Path, *, where: str = "sweep") -> Sweep:
+def expand_sweep(
+    data: dict[str, Any], base: Path, *, where: str = "sweep", allow_no_checkpoints: bool = False
+) -> Sweep:
     """The combinations and groups of a sweep file's data (paths taken from `base`)."""
     _check_top_level(data, where)
-    axes = sweep_axes(data, base, where)
+    axes = sweep_axes(data, base, where, allow_no_checkpoints)
     template = _template(data, base, where)
     varying = tuple(key for keys, rows in axes for i, key in enumerate(keys)
                     if len({_canonical(row[i]) for row in rows}) > 1)
@@ -157,7 +161,9 @@ def _check_top_level(data: dict[str, Any], where: str) -> None:
 Axis = tuple[tuple[str, ...], list[tuple[Any, ...]]]  # keys swept together, and their rows
 
 
-def sweep_axes(data: dict[str, Any], base: Path, where: str) -> list[Axis]:
+def sweep_axes(
+    data: dict[str, Any], base: Path, where: str, allow_no_checkpoints: bool = False
+) -> list[Axis]:
     """The swept lists as axes: each grid key alone, all zip keys together, checkpoints alone."""
     grid = _swept_mapping(data, "grid", where)
     zipped = _swept_mapping(data, "zip", where)
@@ -165,7 +171,8 @@ def sweep_axes(data: dict[str, Any], base: Path, where: str) -> list[Axis]:
         raise UserInputError(f"{where}: `{key}` is swept under both grid and zip; keep it in one")
     axes: list[Axis] = []
     if "checkpoints" in data:
-        axes.append((("model",), [(c,) for c in expand_checkpoints(data["checkpoints"], base, where)]))
+        found = expand_checkpoints(data["checkpoints"], base, where, allow_no_checkpoints)
+        axes.append((("model",), [(c,) for c in found]))
     for key, values in grid.items():
         axes.append(((_axis_key(key),), [(v,) for v in _axis_values(key, values, base, where)]))
     if zipped:
@@ -238,11 +245,13 @@ def order_by_step(paths: Iterable[str]) -> list[str]:
     return sorted(listed, key=lambda p: (step_number(p) is None, step_number(p) or 0))
 
 
-def expand_checkpoints(spec: Any, base: Path, where: str) -> list[str]:
+def expand_checkpoints(spec: Any, base: Path, where: str, allow_none: bool = False) -> list[str]:
     """A glob or a list of checkpoint directories → absolute paths ordered by step."""
     if isinstance(spec, str):
         pattern = str(_resolve(base, spec))
         matches = [m for m in glob.glob(pattern) if Path(m).is_dir()]
+        if not matches and allow_none:
+            return []
         if not matches:
             raise UserInputError(
                 f"{where}: checkpoints: {spec!r} matches no directory (looked for {pattern}); "
@@ -476,7 +485,10 @@ def _output_totals(outputs: list[Path]) -> tuple[int, int]:
 
 
 def manifest_rows(sweep: Sweep, failures: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """One row per combination: its name, parameters, outputs and status."""
+    """One row per combination: its name, parameters, outputs, status and how its model was
+    loaded (`load`: start, swap or restart, with seconds; None before it ran)."""
+    from rollouts.sweep_runner import read_load
+
     group_of = {c.slug: g.name for g in sweep.groups for c in g.combinations}
     rows = []
     for combination in sweep.combinations:
@@ -499,6 +511,7 @@ def manifest_rows(sweep: Sweep, failures: dict[str, str] | None = None) -> list[
             "rows": written,
             "error_rows": errors,
             "error": (failures or {}).get(combination.slug),
+            "load": read_load(sweep.root / GROUPS_DIR, group_of[combination.slug]),
         })
         rows.append(row)
     return rows
@@ -614,16 +627,6 @@ def check_before_loading(sweep: Sweep) -> None:
                 continue  # reported as its group's failure; the other groups still run
 
 
-def run_group_locally(config_path: Path, *, progress: bool = True) -> dict[str, Any]:
-    """One group as `rollouts run` runs a config: one model load (a DCP model converted first)."""
-    import asyncio
-
-    from rollouts.launch import run_plan
-    from rollouts.runconfig import load_plan
-
-    return asyncio.run(run_plan(load_plan(config_path, progress=progress)))
-
-
 def echo(message: str) -> None:
     import sys
 
@@ -637,13 +640,21 @@ class SweepResult:
     failures: dict[str, str]
 
 
-def run_sweep(sweep: Sweep, *, progress: bool = True) -> SweepResult:
-    """Run every group with unfinished combinations, one model load each; finished ones are
-    skipped. A group that fails is recorded (status failed) and the others still run."""
+def run_sweep(sweep: Sweep, *, progress: bool = True, hot_swap: bool = True) -> SweepResult:
+    """Run every group with unfinished combinations, in order; finished ones are skipped.
+    Consecutive groups on managed servers with the same settings and architecture keep one
+    server and swap its weights (rollouts.sweep_runner). A group that fails is recorded (status
+    failed) and the others still run."""
+    import asyncio
+
+    from rollouts.sweep_runner import GroupRun, batches_of, run_groups
+
     check_before_loading(sweep)
     write_combination_configs(sweep)
     failures: dict[str, str] = {}
     manifest = write_manifest(sweep, manifest_rows(sweep))
+    pending_of: dict[str, list[Combination]] = {}
+    runs = []
     for group in sweep.groups:
         pending = [c for c in group.combinations if combination_status(c) != "done"]
         if not pending:
@@ -651,13 +662,18 @@ def run_sweep(sweep: Sweep, *, progress: bool = True) -> SweepResult:
             continue
         config_path = write_group_config(sweep, group, pending, sweep.root / GROUPS_DIR)
         echo(f"{group.name}: {len(pending)} combination(s) on one model load ({config_path})")
-        try:
-            run_group_locally(config_path, progress=progress)
-        except RolloutsError as exc:
-            message = str(exc).splitlines()[0]
-            echo(f"{group.name} failed: {message}")
-            failures.update({c.slug: message for c in pending})
-        manifest = write_manifest(sweep, manifest_rows(sweep, failures))
+        pending_of[group.name] = pending
+        runs.append(GroupRun(group.name, config_path))
+
+    def group_done(name: str, error: str | None) -> None:
+        if error is not None:
+            failures.update({c.slug: error for c in pending_of[name]})
+        write_manifest(sweep, manifest_rows(sweep, failures))
+
+    if runs:
+        asyncio.run(run_groups(batches_of(runs), sweep.root / GROUPS_DIR, progress=progress,
+                               hot_swap=hot_swap, on_done=group_done))
+    manifest = write_manifest(sweep, manifest_rows(sweep, failures))
     return SweepResult(manifest, manifest_rows(sweep, failures), failures)
 
 

@@ -25,10 +25,21 @@ if TYPE_CHECKING:
               help="Submit one SLURM job per model/checkpoint (the file's `slurm:` section).")
 @click.option("--force", is_flag=True,
               help="With --slurm: submit even while earlier jobs of a group are still queued.")
+@click.option("--hot-swap/--no-hot-swap", default=True, show_default=True,
+              help="Keep one managed server across consecutive checkpoints of one architecture "
+                   "and swap its weights (loopback servers only), instead of a restart each.")
+@click.option("--watch", is_flag=True,
+              help="Keep running: evaluate each new checkpoint the glob matches once its trainer "
+                   "has finished writing it (then score and report with a `score:` section).")
+@click.option("--until", "until_step", type=int, default=None, metavar="STEP",
+              help="With --watch: stop once a checkpoint of this step or later is evaluated.")
+@click.option("--poll", "poll_s", type=float, default=30.0, show_default=True,
+              help="With --watch: seconds between looks for new checkpoints.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @handle_errors
 def sweep_command(
-    sweep_file: Path, dry_run: bool, on_slurm: bool, force: bool, progress: bool
+    sweep_file: Path, dry_run: bool, on_slurm: bool, force: bool, hot_swap: bool, watch: bool,
+    until_step: int | None, poll_s: float, progress: bool,
 ) -> None:
     """Run a `rollouts run` config over every combination of swept values.
 
@@ -46,6 +57,12 @@ def sweep_command(
     """
     from rollouts import sweep as sweeps
 
+    if watch:
+        _watch(sweep_file, until_step, poll_s, hot_swap=hot_swap, progress=progress,
+               refused=[n for n, on in (("--slurm", on_slurm), ("--dry-run", dry_run)) if on])
+        return
+    if until_step is not None:
+        raise click.UsageError("--until goes with --watch")
     sweep = sweeps.load_sweep(sweep_file)
     if on_slurm:
         _submit(sweep, dry_run=dry_run, force=force)
@@ -55,7 +72,7 @@ def sweep_command(
         echo_err(f"{len(sweep.combinations)} combinations in {len(sweep.groups)} model load(s); "
                  "nothing run (--dry-run)")
         return
-    result = sweeps.run_sweep(sweep, progress=progress)
+    result = sweeps.run_sweep(sweep, progress=progress, hot_swap=hot_swap)
     click.echo(sweeps.format_table(sweep, result.rows))
     echo_err(f"manifest: {result.manifest}")
     if result.failures:
@@ -66,6 +83,28 @@ def sweep_command(
     if any(row["error_rows"] for row in result.rows):
         echo_err("some samples failed; set retry_errors: true and rerun to retry them")
         sys.exit(EXIT_WITH_ERROR_ROWS)
+
+
+def _watch(
+    sweep_file: Path, until_step: int | None, poll_s: float, *, hot_swap: bool, progress: bool,
+    refused: list[str],
+) -> None:
+    from rollouts.sweep_watch import watch_sweep
+
+    if refused:
+        raise click.UsageError(f"--watch runs here; it does not go with {' '.join(refused)}")
+    if poll_s <= 0:
+        raise click.UsageError("--poll must be a number of seconds above 0")
+    try:
+        failures = watch_sweep(sweep_file, until=until_step, poll_s=poll_s, hot_swap=hot_swap,
+                               progress=progress)
+    except KeyboardInterrupt:
+        echo_err("stopped (Ctrl-C); rerun the same command to go on where it stopped")
+        sys.exit(130)
+    if failures:
+        raise click.ClickException(
+            f"{len(failures)} combinations failed; see the `error` column of the manifest"
+        )
 
 
 def _submit(sweep: Sweep, *, dry_run: bool, force: bool) -> None:

@@ -106,5 +106,15 @@ async def stop_group(
     if left:
         _signal_all(pgid, left, signal.SIGKILL)
         left = await _wait_gone(leader, pgid, extra + left, kill_timeout)
-    leader.poll()
+    if not left:
+        await _reap(leader)
     return sorted(p.pid for p in left)
+
+
+async def _reap(leader: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Collect the leader's exit status: psutil already counts a process that is exiting as
+    gone, a moment before the kernel makes it a zombie that waitpid can collect."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while leader.poll() is None and loop.time() < deadline:
+        await asyncio.sleep(POLL_S / 5)

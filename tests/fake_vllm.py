@@ -27,6 +27,14 @@ FAKE_VLLM_ARGV_FILE=PATH    write the argv received there as JSON
 FAKE_VLLM_REQUESTS_FILE=PATH  append {prompt, n, seed} per completion request as it arrives
 FAKE_VLLM_DELAY=S           answer each completion request after S seconds
 FAKE_VLLM_PEAK_FILE=PATH    write to PATH.PID the most sequences (n per request) ever in flight
+FAKE_VLLM_SWAP=fail|ignore  reload_weights answers 500, or answers 200 and keeps the old weights
+
+With VLLM_SERVER_DEV_MODE=1 it serves vLLM's development endpoints as vLLM 0.24 does: POST
+/pause?mode=wait (requests wait until /resume), /resume, /reset_prefix_cache and /collective_rpc
+with {"method": "reload_weights", "kwargs": {"weights_path": DIR}}; without it they are 404. What
+it generates depends on the weights loaded: the loaded folder's weight files (their bytes) are
+mixed into every sample, and a greedy request (temperature 0) on a folder transformers can load
+is answered by transformers itself, so a swap changes the answers exactly as new weights would.
 
 GURU's judge prompts are answered with a verdict (tests/judge_answers.py).
 """
@@ -96,9 +104,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def sample_text(prompt: str, seed: int, max_tokens: int) -> tuple[str, str, int]:
-    """Deterministic words from (prompt, seed); 'length' when max_tokens cuts the sample short."""
-    digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
+def weights_tag(model: str) -> str:
+    """A digest of the weights a folder holds ('' for a name that is no folder)."""
+    folder = os.path.abspath(model)
+    if not os.path.isdir(folder):
+        return ""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".safetensors", ".bin")) or name == "config.json":
+            with open(os.path.join(folder, name), "rb") as handle:
+                digest.update(name.encode() + handle.read())
+    return digest.hexdigest()[:12]
+
+
+def sample_text(prompt: str, seed: int, max_tokens: int, weights: str = "") -> tuple[str, str, int]:
+    """Deterministic words from (weights, prompt, seed); 'length' when max_tokens cuts it short."""
+    digest = hashlib.sha256(f"{weights}\x00{seed}\x00{prompt}".encode()).digest()
     count = min(max_tokens, NATURAL_TOKENS)
     words = [WORDS[digest[i] % len(WORDS)] for i in range(count)]
     finish = "length" if max_tokens < NATURAL_TOKENS else "stop"
@@ -106,9 +127,14 @@ def sample_text(prompt: str, seed: int, max_tokens: int) -> tuple[str, str, int]
 
 
 class FakeEngine:
-    def __init__(self, served_name: str, default_seed: int) -> None:
+    def __init__(self, served_name: str, default_seed: int, model: str = "") -> None:
         self.served_name = served_name
         self.default_seed = default_seed
+        self.model = model
+        self.weights = weights_tag(model)
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self.swap_mode = os.environ.get("FAKE_VLLM_SWAP", "")
         self.requests = 0
         self.die_after = int(os.environ.get("FAKE_VLLM_DIE_AFTER", "-1"))
         self.engine_mode = os.environ.get("FAKE_VLLM_ENGINE", "")
@@ -177,6 +203,7 @@ class FakeEngine:
                 handle.write(str(self.peak_sequences))
 
     async def _answer(self, body: dict[str, Any], prompt: str, chat: bool) -> web.Response:
+        await self.resumed.wait()  # paused for a weight swap
         self.requests += 1
         if 0 <= self.die_after < self.requests:
             self._strike("engine core died")
@@ -212,10 +239,14 @@ class FakeEngine:
         finally:
             self.running -= 1
         judged = judge_reply(prompt)  # GURU's judge prompts get a verdict
+        greedy = None if chat or float(body.get("temperature", 1.0)) else greedy_text(
+            self.model, prompt, max_tokens)
         for i in range(n):
-            text, finish, count = sample_text(prompt, seed + i, max_tokens)
+            text, finish, count = sample_text(prompt, seed + i, max_tokens, self.weights)
             if judged is not None:
                 text, finish = judged, "stop"
+            elif greedy is not None:
+                text, finish, count = greedy, "length", max_tokens
             total += count
             if chat:
                 choice: dict[str, Any] = {"message": {"role": "assistant", "content": text}}
@@ -251,6 +282,63 @@ class FakeEngine:
         return await self._generate(body, prompt, chat=True)
 
 
+    # -- vLLM's development endpoints (VLLM_SERVER_DEV_MODE=1) ------------------------------
+
+    async def pause(self, request: web.Request) -> web.Response:
+        self.resumed.clear()
+        log(f"paused (mode={request.query.get('mode')})")
+        return web.json_response({})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        self.resumed.set()
+        return web.json_response({})
+
+    async def reset_prefix_cache(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def collective_rpc(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("method") != "reload_weights":
+            return web.json_response({"error": f"no method {body.get('method')}"}, status=400)
+        if self.swap_mode == "fail":
+            return web.json_response({"error": "reload failed"}, status=500)
+        path = str((body.get("kwargs") or {}).get("weights_path") or self.model)
+        if self.swap_mode != "ignore":
+            self.model, self.weights = path, weights_tag(path)
+        log(f"reloaded weights from {path}")
+        return web.json_response({"results": [None]})
+
+
+_GREEDY_MODELS: dict[str, Any] = {}
+
+
+def greedy_text(model: str, prompt: str, max_tokens: int) -> str | None:
+    """What transformers answers greedily on the folder `model` (None if it cannot load it)."""
+    if model not in _GREEDY_MODELS:
+        if not os.path.isdir(model) or not any(
+                name.endswith(".safetensors") for name in os.listdir(model)):
+            return None
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            loaded = (AutoTokenizer.from_pretrained(model),
+                      AutoModelForCausalLM.from_pretrained(model))
+        except Exception:  # no weights there: the hash-based text answers instead
+            loaded = None
+        _GREEDY_MODELS[model] = loaded
+    loaded = _GREEDY_MODELS[model]
+    if loaded is None:
+        return None
+    import torch
+
+    tokenizer, network = loaded
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = network.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+    return str(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:]))
+
+
 def max_tokens_of(body: dict[str, Any]) -> int:
     return int(body.get("max_tokens") or 16)
 
@@ -281,13 +369,18 @@ def before_serving() -> None:
 
 
 async def serve(args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> None:
-    engine = FakeEngine(args.served_model_name or args.model, args.seed)
+    engine = FakeEngine(args.served_model_name or args.model, args.seed, args.model)
     app = web.Application()
     app.router.add_get("/health", engine.health)
     app.router.add_get("/v1/models", engine.models)
     app.router.add_get("/metrics", engine.metrics)
     app.router.add_post("/v1/completions", engine.completions)
     app.router.add_post("/v1/chat/completions", engine.chat)
+    if os.environ.get("VLLM_SERVER_DEV_MODE") == "1":
+        app.router.add_post("/pause", engine.pause)
+        app.router.add_post("/resume", engine.resume)
+        app.router.add_post("/reset_prefix_cache", engine.reset_prefix_cache)
+        app.router.add_post("/collective_rpc", engine.collective_rpc)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

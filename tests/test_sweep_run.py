@@ -35,6 +35,7 @@ LOGGING_VLLM = f"""
 import asyncio, json, os, sys
 sys.path.insert(0, {str(ROOT)!r})
 from tests import fake_vllm
+from rollouts.hotswap import PROBE_PROMPTS as PROBES
 
 LOG = os.environ["SWEEP_SERVER_LOG"]
 DELAY = float(os.environ.get("SWEEP_REQUEST_DELAY", "0"))
@@ -50,7 +51,7 @@ async def logged(self, body, prompt, chat):
     if DELAY:
         await asyncio.sleep(DELAY)
     response = await original(self, body, prompt, chat)
-    if not (prompt == "Hello" and body.get("max_tokens") == 1):
+    if not (prompt == "Hello" and body.get("max_tokens") == 1) and prompt not in PROBES:
         record({{"event": "request", "model": body.get("model"), "prompt": prompt,
                 "seed": body.get("seed"), "temperature": body.get("temperature")}})
     return response
@@ -83,7 +84,7 @@ def make_checkpoints(root: Path, steps: list[int]) -> None:
     for step in steps:
         folder = root / "ckpts" / f"global_step_{step}"
         folder.mkdir(parents=True)
-        (folder / "config.json").write_text("{}")
+        (folder / "config.json").write_text(json.dumps({"step": step}))  # no swap between them
 
 
 def write_sweep(path: Path, data: dict[str, Any]) -> Path:
@@ -319,7 +320,7 @@ def test_a_glob_over_verl_checkpoints_finds_actor_and_needs_no_base_model(
     })
     run_sweep(sweep_file)
     starts = [Path(s["model"]) for s in events(server_log, "start")]
-    assert [p.name.split("-")[0] for p in starts] == ["global_step_1", "global_step_2"]
+    assert starts[0].name.split("-")[0] == "global_step_1"  # then swapped to global_step_2
     assert all(is_converted(p) for p in starts)
     manifest = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
     for row in manifest.itertuples():
