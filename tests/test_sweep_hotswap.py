@@ -82,9 +82,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: Path)
     return root
 
 
-def sweep_file(tmp_path: Path, checkpoints: Path, base: Path, out: str, **extra: Any) -> Path:
+def sweep_file(tmp_path: Path, folder: Path, base: Path, out: str, **extra: Any) -> Path:
     write_jsonl(tmp_path / "d.jsonl", verl_rows(3))
-    data = {"checkpoints": f"{checkpoints}/global_step_*", "base_model": str(base),
+    data = {"checkpoints": f"{folder}/global_step_*", "base_model": str(base),
             "output_dir": out, "datasets": ["d.jsonl"], "defaults": {"n": 2, "max_tokens": 6},
             "grid": {"temperature": [0.0, 1.0]}, **extra}
     path = tmp_path / f"{out}.yaml"
@@ -104,7 +104,7 @@ def responses(out: Path) -> dict[tuple[str, float], list[str]]:
     for row in manifest.itertuples():
         rows = pd.read_parquet(row.outputs[0]).sort_values(["prompt_id", "sample_idx"])
         assert set(rows["model"]) == {row.model}  # rows name the checkpoint actually loaded
-        answers[(Path(row.model).name, row.temperature)] = list(rows["response"])
+        answers[(Path(row.model).name, float(rows["temperature"].iloc[0]))] = list(rows["response"])
     return answers
 
 
