@@ -279,6 +279,31 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.Dat
     return frame
 
 
+# How much of a jsonl file is read to estimate its bytes per row: enough lines to average over,
+# little enough that the estimate costs nothing next to reading the file.
+ROW_SIZE_SAMPLE_BYTES = 1 << 20
+
+
+def bytes_per_row(path: str | Path) -> float | None:
+    """About how many bytes of data one row of a table file holds, without reading it: a parquet
+    file's uncompressed size over its rows (from its metadata), else the bytes per line of the
+    file's first MiB. None where it cannot be told (an empty or unreadable file: reading it says
+    why)."""
+    try:
+        if table_format(path) == "parquet":
+            meta = pq.ParquetFile(path).metadata
+            size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            return size / meta.num_rows if meta.num_rows else None
+        with open(path, "rb") as handle:
+            head = handle.read(ROW_SIZE_SAMPLE_BYTES)
+    except (pa.ArrowException, OSError, UserInputError):
+        return None
+    if not head.strip():
+        return None
+    # A first line longer than the sample is at least the sample's size.
+    return len(head) / max(head.count(b"\n"), 1)
+
+
 def read_table_batches(
     path: str | Path, rows: int, *, parquet_skips: Sequence[str] = ()
 ) -> Iterator[pd.DataFrame]:

@@ -19,12 +19,14 @@ from scoring.rewards.base import DEFAULT_PASS_THRESHOLD
 from scoring.rewards.custom import SPEC_FORMS
 from scoring.rewards.registry import AUTO, BUILTINS
 from scoring.scorer import (
-    DEFAULT_BATCH_ROWS,
+    BATCH_BYTES,
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_ON_ERROR,
     DEFAULT_TIMEOUT_S,
     ERROR_WINDOW,
     JUDGE_TIMEOUT_S,
+    MAX_BATCH_ROWS,
+    MIN_BATCH_ROWS,
     ON_ERROR_CHOICES,
     FileResult,
     ScoreConfig,
@@ -71,8 +73,10 @@ REWARD_FN_HELP = (
 @click.option("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE, show_default=True,
               help=f"Stop when more than this share of a data source's last {ERROR_WINDOW} "
                    f"distinct answers failed in the reward function (1: never stop).")
-@click.option("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, show_default=True,
-              help="Rows read, scored and written at a time: memory holds one batch, not the file.")
+@click.option("--batch-rows", type=int, default=None,
+              help="Rows read, scored and written at a time: memory holds one batch, not the file "
+                   f"[default: about {BATCH_BYTES >> 20} MiB of each input's rows, "
+                   f"{MIN_BATCH_ROWS:,} to {MAX_BATCH_ROWS:,} rows].")
 @click.option("--judge-base-url", "judge_urls", multiple=True,
               help="A judge server (OpenAI-compatible) for the judge rewards; repeat for several.")
 @click.option("--judge-server-info", "judge_infos", multiple=True, type=click.Path(path_type=Path),
@@ -101,7 +105,7 @@ def main(
     on_error: str,
     pass_threshold: float,
     max_error_rate: float,
-    batch_rows: int,
+    batch_rows: int | None,
     judge_urls: tuple[str, ...],
     judge_infos: tuple[Path, ...],
     judge_model: str | None,

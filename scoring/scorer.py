@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from rollouts.dataset import prompt_id_for
 from rollouts.errors import OutputConflictError, UserInputError
 from rollouts.io import (
+    bytes_per_row,
     dumps_json,
     expand_paths,
     parquet_cannot_hold,
@@ -100,10 +101,22 @@ DEFAULT_ON_ERROR = "fail"
 # the run (`--max-error-rate`; 1 never stops).
 DEFAULT_MAX_ERROR_RATE = 0.9
 ERROR_WINDOW = 100
-# Rows read, scored and written at a time (`--batch-rows`): memory holds one batch, not the file
-# (5,000 responses of 8 KB are 40 MB of text; the parquet reader and the scored copies take several
-# times that, so a batch of 20,000 such rows peaked at 1.2 GB, one of 5,000 at 0.5 GB).
-DEFAULT_BATCH_ROWS = 5_000
+# Rows read, scored and written at a time (`--batch-rows`): memory holds one batch, not the file.
+# Unless given, a file's batches hold about BATCH_BYTES of row data (see default_batch_rows):
+# 5,000 responses of 8 KB are 40 MB of text, and the parquet reader and the scored copies take
+# several times that (a batch of 20,000 such rows peaked at 1.2 GB, one of 5,000 at 0.5 GB), while
+# short rows go in few batches, since each batch costs a fork of the workers and a part file.
+BATCH_BYTES = 40 << 20
+MIN_BATCH_ROWS = 1_000
+MAX_BATCH_ROWS = 100_000
+
+
+def default_batch_rows(path: str | Path) -> int:
+    """Rows per batch for one input: about BATCH_BYTES of its rows, within MIN/MAX_BATCH_ROWS."""
+    size = bytes_per_row(path)
+    if not size:
+        return MAX_BATCH_ROWS
+    return max(MIN_BATCH_ROWS, min(MAX_BATCH_ROWS, int(BATCH_BYTES / size)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,12 +133,12 @@ class ScoreConfig:
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
     judge: JudgeSettings | None = None
     pass_threshold: float = DEFAULT_PASS_THRESHOLD
-    batch_rows: int = DEFAULT_BATCH_ROWS
+    batch_rows: int | None = None  # None: default_batch_rows of each input
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise UserInputError(f"--workers {self.workers}: must be at least 1")
-        if self.batch_rows < 1:
+        if self.batch_rows is not None and self.batch_rows < 1:
             raise UserInputError(f"--batch-rows {self.batch_rows}: must be at least 1")
         if not self.timeout_s > 0:
             raise UserInputError(f"--timeout {self.timeout_s}: must be more than 0 seconds")
@@ -143,6 +156,10 @@ class ScoreConfig:
             allow_unsandboxed=self.allow_unsandboxed, judge=self.judge,
             pass_threshold=self.pass_threshold,
         )
+
+    def rows_per_batch(self, path: str | Path) -> int:
+        """--batch-rows where given, else sized to the input's rows (default_batch_rows)."""
+        return self.batch_rows if self.batch_rows is not None else default_batch_rows(path)
 
 
 @dataclass
@@ -981,13 +998,13 @@ def _check_input(
 ) -> tuple[ColumnTypes, set[str], pd.DataFrame | None]:
     """Every batch of one input checked (columns, ground truths) before any scoring; its column
     types, reward functions and, with `keep`, the input as read when it is a single batch read
-    whole (a jsonl file of up to --batch-rows rows: then scored without reading it twice)."""
+    whole (a jsonl file of up to one batch's rows: then scored without reading it twice)."""
     source, types, specs, carry = str(path), ColumnTypes(), set(), BatchCarry()
     # A parquet file's responses are one type throughout and no check reads them: left unread.
     skipped = [RESPONSE] if RESPONSE in _parquet_columns(path) else []
     whole = None
     for count, batch in enumerate(
-        read_table_batches(path, config.batch_rows, parquet_skips=skipped), 1
+        read_table_batches(path, config.rows_per_batch(path), parquet_skips=skipped), 1
     ):
         # Kept only when read with every column; let go when a second batch comes.
         whole = batch if keep and not skipped and count == 1 else None
@@ -1038,11 +1055,12 @@ def _score_one(scorer: Scorer, job: _Prepared) -> FileResult:
     writer = ScoredWriter(target, job.journal.directory)
     kept = job.journal.load()
     stats, carry, summaries, specs = ScoreStats(), BatchCarry(), [], set()
+    rows_per_batch = scorer.config.rows_per_batch(job.job.input)
     if job.whole is not None:  # read by its check
         batches: Iterator[pd.DataFrame] = iter([job.whole])
         job.whole = None
     else:
-        batches = read_table_batches(job.job.input, scorer.config.batch_rows)
+        batches = read_table_batches(job.job.input, rows_per_batch)
     watch = FailureWatch(str, str, scorer.config.max_error_rate)  # bound to each batch's rows
     for batch in batches:
         scored, batch_stats = scorer.score(batch, source, journal=job.journal, kept=kept, carry=carry,
@@ -1052,7 +1070,7 @@ def _score_one(scorer: Scorer, job: _Prepared) -> FileResult:
         summaries.append(summary_rows(scored))
         written = as_json_text(scored, job.json_columns)
         writer.add(written if _is_parquet(target) else json_nulls(written))
-        full = len(batch) >= scorer.config.batch_rows
+        full = len(batch) >= rows_per_batch
         del scored, written, batch
         if full:  # more may follow (a short batch is the last; a small input costs nothing)
             # The batch's frames are in reference cycles (pandas makes some) and the collector

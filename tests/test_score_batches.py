@@ -8,6 +8,7 @@ one batch.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pandas as pd
@@ -171,3 +172,40 @@ def test_a_batch_on_which_every_item_fails_does_not_stop_a_file_that_has_passes(
     batch = score_files([source], config, output=tmp_path / "out.parquet")
     assert batch["error_rows"] == 5  # the second batch's, as in one batch: not a failed run
     assert pq.read_table(tmp_path / "out.parquet")["score_status"].to_pylist() == ["ok"] * 5 + ["error"] * 5
+
+
+def _sized_rows(count: int, response_bytes: int) -> pa.Table:
+    """Rows whose responses are response_bytes of text, each different (as real ones are: a
+    parquet file's dictionary would otherwise keep a few)."""
+    text = random.Random(0).randbytes(response_bytes // 2 * count).hex()
+    return pa.table({"response": [text[i * response_bytes:(i + 1) * response_bytes - 1] + str(i % 10)
+                                  for i in range(count)],
+                     "ground_truth": [str(i % 10) for i in range(count)],
+                     "prompt_id": [f"p{i // 8}" for i in range(count)]})
+
+
+def test_default_batches_of_short_rows_hold_a_20000_row_file_whole(
+    tmp_path: Path, counted: list[int]
+) -> None:
+    """Without --batch-rows, a batch holds about a fixed amount of data: 20,000 short rows are one
+    batch (each batch costs a fork of the workers and a part file), in parquet and in jsonl."""
+    reward = tmp_path / "reward.py"
+    reward.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
+                      "    return float(solution_str[-1] == ground_truth)\n")
+    rows = _sized_rows(20_000, 40)
+    config = ScoreConfig(reward_fn=f"{reward}:compute_score", workers=1, cache_dir=None)
+    sources = [_write_parquet(rows, tmp_path / "in.parquet"), _write_jsonl(rows, tmp_path / "in.jsonl")]
+    for source in sources:
+        counted.clear()
+        score_files([source], config, output=tmp_path / f"{source.suffix[1:]}.out{source.suffix}")
+        assert counted == [20_000], source
+
+
+def test_default_batches_of_8kb_rows_stay_small(tmp_path: Path) -> None:
+    """Rows of 8 KB responses go about 5,000 to a batch (a 20,000-row batch of them peaked at
+    1.2 GB); an explicit --batch-rows still wins."""
+    rows = _sized_rows(6_000, 8_000)
+    config = ScoreConfig(workers=1, cache_dir=None)
+    for source in (_write_parquet(rows, tmp_path / "in.parquet"), _write_jsonl(rows, tmp_path / "in.jsonl")):
+        assert 4_000 <= config.rows_per_batch(source) <= 5_300, source
+        assert ScoreConfig(workers=1, cache_dir=None, batch_rows=7).rows_per_batch(source) == 7
