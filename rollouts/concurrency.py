@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rollouts.errors import UserInputError
+from rollouts.types import parse_auto_or_count
 from rollouts.vllm_metrics import MetricsUnavailable, VllmMetrics
 
 AUTO: Literal["auto"] = "auto"
@@ -82,16 +82,8 @@ MAX_PROBE_EVERY = 1920
 PROBE_FACTOR = 1.125  # that far up or down
 
 def parse_max_concurrent(value: object, where: str = "--max-concurrent") -> MaxConcurrent:
-    """'auto' or a positive whole number; a clear error otherwise."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    try:
-        number = int(str(value))
-    except ValueError:
-        number = 0
-    if number < 1 or isinstance(value, bool | float):
-        raise UserInputError(f"{where} must be 'auto' or a whole number >= 1, not {value!r}")
-    return number
+    """'auto' or a whole number >= 1; a clear error otherwise."""
+    return parse_auto_or_count(value, where)
 
 
 def fixed_requests(max_concurrent: MaxConcurrent) -> int:

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from rollouts.errors import UserInputError
 
 # Tries per request to a server (rollouts.client's retry policy), here so that command-line
 # options can show it without importing the HTTP client.
 DEFAULT_MAX_ATTEMPTS = 6
+
+AUTO: Literal["auto"] = "auto"
+AutoOrCount = int | Literal["auto"]
+
+
+def parse_auto_or_count(value: object, where: str) -> AutoOrCount:
+    """'auto' or a whole number >= 1 (a count of requests, replicas...); a clear error otherwise."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = 0
+    if number < 1 or isinstance(value, bool | float):
+        raise UserInputError(f"{where} must be 'auto' or a whole number >= 1, not {value!r}")
+    return number
+
 
 Messages = list[dict[str, Any]]
 PromptInput = str | Messages

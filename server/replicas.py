@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from rollouts.errors import UserInputError
+from rollouts.types import parse_auto_or_count
 from server.vllm import ServerConfig
 
 AUTO: Literal["auto"] = "auto"
@@ -36,15 +37,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 def parse_replicas(value: object, where: str = "--replicas") -> Replicas:
     """'auto' or a whole number >= 1; a clear error otherwise."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    try:
-        number = int(str(value))
-    except ValueError:
-        number = 0
-    if number < 1 or isinstance(value, bool | float):
-        raise UserInputError(f"{where} must be 'auto' or a whole number >= 1, not {value!r}")
-    return number
+    return parse_auto_or_count(value, where)
 
 
 def weights_bytes(model: str) -> int | None:

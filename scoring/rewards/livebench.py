@@ -25,6 +25,7 @@ import numpy as np
 
 from rollouts.io import to_python
 from scoring.rewards.extract import Extraction
+from scoring.rewards.guru import hendrycks
 from scoring.types import RewardResult
 
 
@@ -38,22 +39,10 @@ class NoReferenceVerdict(ValueError):
 def last_boxed(text: str) -> str | None:
     """The last `\\boxed{...}` (or `\\fbox{...}`) with its braces balanced, `$` removed; a
     `\\boxed ` (with a space) anywhere wins and runs to the next `$`."""
-    if "\\boxed " in text:
-        return "\\boxed " + text.split("\\boxed ")[-1].split("$")[0]
-    start = text.rfind("\\boxed")
-    if start < 0:
-        start = text.rfind("\\fbox")
-        if start < 0:
-            return None
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start : i + 1].replace("$", "").replace("fbox", "boxed")
-    return None
+    boxed = hendrycks.last_boxed(text)
+    if boxed is None or "\\boxed " in text:
+        return boxed
+    return boxed.replace("$", "").replace("fbox", "boxed")
 
 
 def unboxed(boxed: str | None) -> str:
