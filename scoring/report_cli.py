@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from rollouts.clitools import echo_err, handle_errors
+
+if TYPE_CHECKING:
+    from scoring.report.analysis import Analysis
 
 
 @click.command("report", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,6 +37,12 @@ from rollouts.clitools import echo_err, handle_errors
 @click.option("--permutations", type=int, default=5000, show_default=True,
               help="Sign flips of the permutation test (all of them when there are fewer).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier report in the same directory.")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write every metric, with its interval, as TensorBoard scalars under DIR: one "
+                   "run per model/settings, the checkpoint step as the step. Needs rollouts[trackers].")
+@click.option("--wandb", "wandb_project", default=None, metavar="PROJECT",
+              help="Also log every metric, with its interval, to this W&B project: one run per "
+                   "model/settings, the checkpoint step as the step. Needs rollouts[trackers].")
 @handle_errors
 def report(
     inputs: tuple[str, ...],
@@ -47,6 +57,8 @@ def report(
     bootstrap: int,
     permutations: int,
     overwrite: bool,
+    tensorboard_dir: Path | None,
+    wandb_project: str | None,
 ) -> None:
     """Per-task, per-domain and overall scores with 95% intervals, learning curves over checkpoints,
     and paired comparisons against a baseline, from scored outputs (files, globs, directories or a
@@ -58,8 +70,12 @@ def report(
       rollouts report 'scored/*.scored.parquet' -o report/ --baseline base --metric pass@8
       rollouts report sweeps/run1 -o report/ --select-on val --format html
       rollouts report --label t1=t1.0.scored.parquet --label t06=t0.6.scored.parquet -o r/ --baseline t1
+      rollouts report sweeps/run1 -o report/ --tensorboard runs/ --wandb my-project
     """
     from scoring.report import ReportOptions, build_report, parse_metric, read_domain_map
+    from scoring.report.trackers import require_trackers
+
+    require_trackers(wandb_project, tensorboard_dir)
 
     options = ReportOptions(
         metric=parse_metric(metric),
@@ -81,7 +97,23 @@ def report(
         significant = analysis.comparisons[analysis.comparisons["significant"].astype(bool)]
         up, down = int((significant["delta"] > 0).sum()), int((significant["delta"] < 0).sum())
         click.echo(f"against {baseline}: {up} improvement(s), {down} regression(s) after Holm correction")
+    if tensorboard_dir is not None or wandb_project is not None:
+        log_to_trackers(analysis, tensorboard_dir, wandb_project)
     click.echo(str(result.page))
+
+
+def log_to_trackers(analysis: Analysis, tensorboard_dir: Path | None, wandb_project: str | None) -> None:
+    from scoring.report.trackers import log_tensorboard, log_wandb, tracker_points
+
+    points, notes = tracker_points(analysis)
+    for note in notes:
+        echo_err(f"note: {note}")
+    if tensorboard_dir is not None:
+        folders = log_tensorboard(points, tensorboard_dir)
+        click.echo(f"tensorboard: {len(folders)} run(s) under {tensorboard_dir}")
+    if wandb_project is not None:
+        runs = log_wandb(points, wandb_project)
+        click.echo(f"wandb: {len(runs)} run(s) in project {wandb_project}")
 
 
 def parse_labels(pairs: tuple[str, ...]) -> dict[str, str]:
