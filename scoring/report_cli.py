@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 @click.option("--permutations", type=int, default=5000, show_default=True,
               help="Sign flips of the permutation test (all of them when there are fewer).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier report in the same directory.")
-@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Also write every metric, with its interval, as TensorBoard scalars under DIR: one "
                    "run per model/settings, the checkpoint step as the step. Needs rollouts[trackers].")
 @click.option("--wandb", "wandb_project", default=None, metavar="PROJECT",
