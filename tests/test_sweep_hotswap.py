@@ -146,8 +146,12 @@ def test_a_swap_that_fails_or_does_not_take_falls_back_to_a_restart(
     assert len(events(server_log, "start")) == 2
     manifest = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
     assert manifest["load"][0].startswith("start")
-    why = "did not change" if mode == "ignore" else "collective_rpc answered 500"
-    assert manifest["load"][1].startswith("restart") and why in manifest["load"][1]
+    # A swap the server ignored is caught by the reference taken at conversion when the tiny
+    # model's greedy tokens lead clearly there, else by answers equal to the old weights'.
+    whys = (("differ from the reference", "did not change") if mode == "ignore"
+            else ("collective_rpc answered 500",))
+    load = manifest["load"][1]
+    assert load.startswith("restart") and any(why in load for why in whys), load
     assert "swap failed" in result.stderr
     plain = sweep_file(tmp_path, checkpoints, tiny_base_model, "plain",
                        checkpoints=[str(checkpoints / "global_step_10"),
