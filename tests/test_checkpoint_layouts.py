@@ -134,7 +134,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_entry(
 ) -> None:
     """A real full disk: the conversion writes into a 300 kB tmpfs (bubblewrap's --size)."""
     if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed")
+        pytest.fail("bubblewrap is not installed: apt-get install bubblewrap (this test needs it)")
     step = trainer_checkpoints["verl"] / "global_step_1"
     inner = (f"{sys.executable} -m rollouts.cli convert-checkpoint {step} -o /mnt/out; "
              "echo status=$?; ls -a /mnt")
@@ -143,7 +143,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_entry(
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     if "status=" not in done.stdout:
-        pytest.skip(f"bubblewrap cannot mount a tmpfs here: {done.stderr.strip()[:200]}")
+        pytest.fail(f"bubblewrap cannot mount a tmpfs here: {done.stderr.strip()[:200]}")
     assert "status=1" in done.stdout, (done.stdout, done.stderr)
     [line] = [ln for ln in done.stderr.strip().splitlines() if not ln.startswith("rollouts: ")]
     assert line.startswith("Error: converting") and "No space left on device" in line, line
